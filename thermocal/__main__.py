@@ -1,0 +1,3 @@
+from thermocal.cli import main
+
+main()

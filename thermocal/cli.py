@@ -1,0 +1,198 @@
+"""The thin Typer layer: parse, call the library, render. Exit codes live here (see errors.py)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from enum import Enum
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import torch
+import typer
+from rich.console import Console
+
+from thermocal import __version__
+from thermocal.calibrate import CalibrationSettings, calibrate
+from thermocal.diagnostics import diagnose
+from thermocal.errors import EXIT_INTERNAL, DataError, InputError, ThermocalError
+from thermocal.io.checkpoint import load_model
+from thermocal.io.data import load_sample
+from thermocal.io.files import ensure_writable, write_text_atomic
+from thermocal.probe.measure import NoProgress, ProbeSettings, probe as run_probe
+from thermocal.report import RichProgress, render
+from thermocal.schedule.file import (
+    DataInput, Environment, Inputs, ModelInput, ScheduleFile, dumps, loads, sample_table,
+)
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Calibrate a cooling learning-rate schedule from a checkpoint's gradient noise and curvature.",
+)
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_RESULT = Path("thermocal.json")
+
+
+class Loss(str, Enum):
+    auto = "auto"
+    cross_entropy = "cross_entropy"
+    mse = "mse"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class TfRule(str, Enum):
+    abs = "abs"
+    floor = "floor"
+
+
+class Format(str, Enum):
+    yaml = "yaml"
+    json = "json"
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def handle_errors(command: F) -> F:
+    """Map ThermocalError to a one-line message and its exit code; anything else is a bug (exit 3)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ThermocalError as exc:
+            print(f"thermocal: error: {exc}", file=sys.stderr)
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("THERMOCAL_DEBUG"):
+                raise
+            print(f"thermocal: internal error: {type(exc).__name__}: {exc} (THERMOCAL_DEBUG=1 shows the traceback)",
+                  file=sys.stderr)
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _device(choice: Device) -> torch.device:
+    if choice is Device.cuda and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available (use --device cpu)")
+    if choice is Device.auto:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice.value)
+
+
+def _environment() -> Environment:
+    return Environment(thermocal=__version__, torch=torch.__version__, pyhessian=version("pyhessian"),
+                       python=platform.python_version())
+
+
+@app.command()
+@handle_errors
+def probe(
+    model: Path = typer.Argument(..., help="TorchScript checkpoint (torch.jit.save)."),
+    data: Path = typer.Argument(..., help="A .pt file or a folder of them: dicts with inputs/targets (or x/y)."),
+    loss: Loss = typer.Option(Loss.auto, help="auto: integer targets -> cross_entropy, float targets shaped like the output -> mse."),
+    batch_size: int = typer.Option(32, min=1, help="The batch size you will train with (the temperature depends on it)."),
+    steps: Optional[int] = typer.Option(None, min=1, help="Training budget S in optimizer steps; without it tau = d/Tf."),
+    seed: int = typer.Option(0, help="Seeds the minibatch shuffle, subsampling and all random probes."),
+    device: Device = typer.Option(Device.auto, help="auto picks cuda when available."),
+    max_samples: Optional[int] = typer.Option(None, min=2, help="Probe a seeded random subset of this many examples."),
+    out: Path = typer.Option(DEFAULT_RESULT, "--out", "-o", help="Where to write the result (JSON)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    tf_rule: TfRule = typer.Option(TfRule.abs, help="abs: max(|lambda_min|, tf_floor*lambda_max); floor: max(lambda_min, tf_floor*lambda_max)."),
+    tf: Optional[float] = typer.Option(None, min=0.0, help="Set Tf explicitly instead of a rule."),
+    tf_floor: float = typer.Option(1e-3, min=0.0, help="Tf is at least tf_floor * lambda_max."),
+    stability_fraction: float = typer.Option(0.5, min=0.0, help="eta0 <= stability_fraction * 2 / lambda_max."),
+    epsilon: float = typer.Option(0.01, min=0.0, help="Loss tolerance for the §7 guarantee diagnostic."),
+    flat_if_cold: bool = typer.Option(False, help="When T0 <= Tf, write a constant schedule instead of failing."),
+    eig_rtol: float = typer.Option(1e-2, min=0.0, help="Eigenvalue converged when ||Hv - lambda v|| <= eig_rtol*|lambda|."),
+    max_iter: int = typer.Option(20000, min=1, help="Iteration budget of each power iteration."),
+    trace_rtol: float = typer.Option(2e-2, min=0.0, help="Stop Hutchinson when its standard error <= trace_rtol*|trace|."),
+    max_probes: int = typer.Option(1000, min=10, help="Probe budget of the trace."),
+    micro_batch: int = typer.Option(1024, min=1, help="Examples per forward/backward in Hessian-vector products."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+) -> None:
+    """Measure gradient noise and Hessian curvature, calibrate the schedule, write --out."""
+    ensure_writable(out, force=force)
+    torch_device = _device(device)
+    loaded = load_model(model)
+    sample = load_sample(data, max_samples=max_samples, seed=seed)
+    settings = ProbeSettings(
+        batch_size=batch_size, loss=loss.value, seed=seed, eig_rtol=eig_rtol, max_iter=max_iter,
+        trace_rtol=trace_rtol, max_probes=max_probes, micro_batch=micro_batch,
+    )
+    console = _stderr()
+    try:
+        if quiet:
+            result = run_probe(loaded.module, sample.inputs, sample.targets, settings, torch_device, NoProgress())
+        else:
+            with RichProgress(console) as progress:
+                result = run_probe(loaded.module, sample.inputs, sample.targets, settings, torch_device, progress)
+    except DataError as exc:
+        exc.path = exc.path or data
+        raise
+    noise, spectrum = result.measurements.gradient_noise, result.measurements.hessian
+    calibration = calibrate(noise, spectrum, result.num_params, CalibrationSettings(
+        steps=steps, tf_rule=tf_rule.value, tf_value=tf, tf_floor=tf_floor,
+        stability_fraction=stability_fraction, flat_if_cold=flat_if_cold,
+    ))
+    document = ScheduleFile(
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        inputs=Inputs(
+            model=ModelInput(path=str(model), sha256=loaded.sha256, format=loaded.format, num_params=result.num_params),
+            data=DataInput(path=str(data), sha256=sample.sha256, files=[f.name for f in sample.files],
+                           total_samples=sample.total_samples, num_samples=len(sample)),
+            loss=result.loss, batch_size=batch_size, max_samples=max_samples, device=str(torch_device),
+            dtype=result.dtype, seed=seed,
+        ),
+        measurements=result.measurements,
+        calibration=calibration.details,
+        schedule=calibration.schedule,
+        diagnostics=diagnose(calibration.schedule, calibration.details, noise, spectrum, epsilon=epsilon),
+        table=sample_table(calibration.schedule),
+        environment=_environment(),
+    )
+    write_text_atomic(out, dumps(document, "json"), force=force)
+    if not quiet:
+        render(document, console)
+        if not spectrum.converged:
+            console.print("[yellow]warning:[/] a curvature estimate did not meet its tolerance (see 'converged' in the file)")
+        console.print(f"wrote {out}")
+
+
+@app.command()
+@handle_errors
+def export(
+    file: Path = typer.Argument(DEFAULT_RESULT, help="A probe result (JSON or YAML)."),
+    format: Format = typer.Option(Format.yaml, "--format", "-f", help="Output format."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write here instead of stdout."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+) -> None:
+    """Write the schedule file (validated) as YAML or JSON, to stdout by default."""
+    if not file.is_file():
+        raise InputError("no such file (run 'thermocal probe' first)" if not file.exists() else "is not a file", file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot be read ({exc})", file) from exc
+    rendered = dumps(loads(text, str(file)), format.value)
+    if out is None:
+        sys.stdout.write(rendered)
+    else:
+        write_text_atomic(out, rendered, force=force)
+
+
+def main() -> None:
+    app(prog_name="thermocal")

@@ -1,0 +1,1 @@
+"""The only code that touches disk: checkpoints, data samples and output files."""

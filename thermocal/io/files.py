@@ -1,0 +1,66 @@
+"""Hashing and atomic, non-clobbering writes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from thermocal.errors import OutputError
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ensure_writable(path: Path, *, force: bool) -> None:
+    """Fail early, before any long work, if writing `path` would replace a file or cannot work."""
+    if path.is_dir():
+        raise OutputError("is a directory; give a file path", path)
+    if path.exists() and not force:
+        raise OutputError("already exists; pass --force to replace it", path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"its folder {parent} does not exist", path)
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"its folder {parent} is not writable", path)
+
+
+def write_text_atomic(path: Path, text: str, *, force: bool) -> None:
+    """Write `text` to `path` so that readers see the old file or the whole new one, never a part.
+
+    The text goes to a temporary file in the same folder, is flushed to disk, and is then
+    renamed over `path`. An existing file is only replaced when `force` is true.
+    """
+    ensure_writable(path, force=force)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"cannot be written ({exc.strerror})", path) from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if force:
+            os.replace(tmp, path)
+        else:
+            # link() fails if `path` appeared meanwhile: never clobber a file we did not check.
+            os.link(tmp, path)
+            os.unlink(tmp)
+    except FileExistsError as exc:
+        os.unlink(tmp)
+        raise OutputError("already exists; pass --force to replace it", path) from exc
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise OutputError(f"cannot be written ({exc.strerror})", path) from exc

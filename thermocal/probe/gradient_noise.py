@@ -1,0 +1,107 @@
+"""Gradient noise at the training batch size (method.md §1; the seed's §6.1 var(∇L) and mean(|∇L|)).
+
+All statistics are functions of the K×K Gram matrix G_kl = g_k·g_l of the minibatch gradients,
+computed in float64. The bootstrap resamples minibatches: a resample is a vector of counts c
+(how often each minibatch was drawn), and every statistic is evaluated from (c, G) directly.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from thermocal.errors import NumericalError
+from thermocal.probe.losses import LossFn
+from thermocal.records import GradientNoise
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def flat_gradient(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
+    grads = torch.autograd.grad(loss, params)
+    return torch.cat([g.reshape(-1) for g in grads]).to(torch.float64)
+
+
+def minibatch_gradients(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    batches: Sequence[Batch],
+    params: Sequence[torch.Tensor],
+    on_batch: Callable[[], None] = lambda: None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (gradients as a K×d float64 matrix, the K minibatch losses)."""
+    grads, losses = [], []
+    for index, (inputs, targets) in enumerate(batches):
+        loss = loss_fn(model(inputs), targets)
+        if not bool(torch.isfinite(loss)):
+            raise NumericalError(f"the loss on minibatch {index} is {loss.item()}, not finite")
+        grad = flat_gradient(loss, params)
+        if not bool(torch.isfinite(grad).all()):
+            raise NumericalError(f"the gradient on minibatch {index} holds NaN or Inf values")
+        grads.append(grad)
+        losses.append(loss.detach().to(torch.float64))
+        on_batch()
+    return torch.stack(grads), torch.stack(losses)
+
+
+def _statistics(counts: torch.Tensor, gram: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
+    """The §1 statistics for each row of `counts` (R×K, each row summing to K)."""
+    k = gram.shape[0]
+    sq = torch.diagonal(gram)
+    norms = sq.clamp_min(0).sqrt()
+    mean_sq = torch.einsum("rk,kl,rl->r", counts, gram, counts) / k**2  # |ḡ|²
+    grad_sq_mean = counts @ sq / k
+    grad_var = (counts @ sq - k * mean_sq) / (k - 1)
+    full_grad_sq = (mean_sq - grad_var / k).clamp_min(0)
+    return {
+        "grad_norm_mean": counts @ norms / k,
+        "grad_sq_mean": grad_sq_mean,
+        "grad_var": grad_var.clamp_min(0),
+        "full_grad_sq": full_grad_sq,
+        "noise_scale": batch_size * grad_var / full_grad_sq,
+    }
+
+
+def noise_statistics(
+    grads: torch.Tensor,
+    losses: torch.Tensor,
+    *,
+    batch_size: int,
+    samples_dropped: int,
+    resamples: int,
+    generator: torch.Generator,
+) -> GradientNoise:
+    """Gradient-noise record with bootstrap standard errors over the K minibatches."""
+    k = grads.shape[0]
+    if k < 2:
+        raise ValueError(f"need at least 2 minibatch gradients, got {k}")
+    gram = (grads @ grads.T).cpu()
+    point = {name: float(v[0]) for name, v in _statistics(torch.ones(1, k, dtype=torch.float64), gram, batch_size).items()}
+    draws = torch.randint(0, k, (resamples, k), generator=generator)
+    counts = torch.zeros(resamples, k, dtype=torch.float64).scatter_add_(1, draws, torch.ones_like(draws, dtype=torch.float64))
+    boot = _statistics(counts, gram, batch_size)
+    stderr = {name: float(v.std()) if resamples > 1 else 0.0 for name, v in boot.items()}
+    var_norm = torch.stack([boot["grad_var"], boot["grad_norm_mean"]])
+    cov = float(torch.cov(var_norm)[0, 1]) if resamples > 1 else 0.0
+    noise_finite = bool(torch.isfinite(boot["noise_scale"]).all())
+    noise_scale = point["noise_scale"] if point["full_grad_sq"] > 0 else None
+    return GradientNoise(
+        batch_size=batch_size,
+        num_batches=k,
+        samples_used=k * batch_size,
+        samples_dropped=samples_dropped,
+        loss=float(losses.mean()),
+        grad_norm_mean=point["grad_norm_mean"],
+        grad_norm_mean_stderr=stderr["grad_norm_mean"],
+        grad_sq_mean=point["grad_sq_mean"],
+        grad_sq_mean_stderr=stderr["grad_sq_mean"],
+        grad_var=point["grad_var"],
+        grad_var_stderr=stderr["grad_var"],
+        full_grad_sq=point["full_grad_sq"],
+        full_grad_sq_stderr=stderr["full_grad_sq"],
+        noise_scale=noise_scale,
+        noise_scale_stderr=stderr["noise_scale"] if noise_scale is not None and noise_finite else None,
+        grad_var_norm_cov=cov,
+        bootstrap_resamples=resamples,
+    )

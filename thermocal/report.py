@@ -1,0 +1,92 @@
+"""Rich rendering of a schedule file for the terminal (stderr). Reads records, computes nothing new."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+
+from thermocal.schedule.file import ScheduleFile
+
+_STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "info": "dim"}
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _pm(value: float, stderr: float | None) -> str:
+    return _num(value) if stderr is None else f"{value:.4g} ± {stderr:.2g}"
+
+
+def summary(doc: ScheduleFile) -> Group:
+    """Measurements with their errors, the schedule, and the diagnostics."""
+    noise, hess, s, cal = doc.measurements.gradient_noise, doc.measurements.hessian, doc.schedule, doc.calibration
+
+    measured = Table(title="Measurements", title_justify="left", show_header=True, header_style="bold")
+    measured.add_column("quantity")
+    measured.add_column("value", justify="right")
+    measured.add_column("how", overflow="fold")
+    how_noise = f"K={noise.num_batches} minibatches of B={noise.batch_size}, bootstrap ±"
+    measured.add_row("loss L(θ)", _num(noise.loss), f"mean over {noise.samples_used} examples")
+    measured.add_row("grad_norm_mean", _pm(noise.grad_norm_mean, noise.grad_norm_mean_stderr), how_noise)
+    measured.add_row("grad_var", _pm(noise.grad_var, noise.grad_var_stderr), how_noise)
+    measured.add_row("grad_sq_mean", _pm(noise.grad_sq_mean, noise.grad_sq_mean_stderr), how_noise)
+    measured.add_row("noise_scale", _pm(noise.noise_scale, noise.noise_scale_stderr) if noise.noise_scale is not None else "—", "B·grad_var/full_grad_sq")
+    for name, value in (("lambda_max", hess.lambda_max), ("lambda_min", hess.lambda_min)):
+        rec = hess.details[name]
+        state = "converged" if rec.converged else "NOT converged"
+        measured.add_row(name, _num(value), f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}")
+    rec = hess.details["trace"]
+    measured.add_row("trace", _pm(hess.trace, hess.trace_stderr), f"{rec.iterations} probes, {'converged' if rec.converged else 'NOT converged'}")
+
+    sched = Table(title=f"Schedule ({s.kind})", title_justify="left", show_header=True, header_style="bold")
+    sched.add_column("constant")
+    sched.add_column("value", justify="right")
+    sched.add_column("rule", overflow="fold")
+    sched.add_row("T0", _pm(s.T0, cal.T0_stderr), "grad_var / grad_norm_mean")
+    sched.add_row("Tf", _num(s.Tf), f"{s.rules.tf_rule} rule (raw lambda_min {_num(cal.lambda_min_raw)})")
+    sched.add_row("tau", _num(s.tau), f"{s.rules.tau_rule}; budget {_num(cal.tau_budget)}, §6.1 relaxation {_num(cal.tau_relaxation)}")
+    sched.add_row("steps", "—" if s.steps is None else str(s.steps), s.rules.steps_source)
+    sched.add_row("eta0", _num(s.eta0), f"{s.rules.eta0_bound} bound active (balance {_num(cal.eta_balance)}, stable {_num(cal.eta_stable)})")
+    sched.add_row("gamma", f"{s.gamma:.10g}", "per-step lr factor exp(-1/(2 tau))")
+    sched.add_row("lr(t)", s.lr_expression, "")
+
+    diag = Table(title="Diagnostics", title_justify="left", show_header=True, header_style="bold")
+    for column in ("check", "§", "value", "threshold", "status"):
+        diag.add_column(column, justify="right" if column in ("value", "threshold") else "left")
+    for d in doc.diagnostics:
+        diag.add_row(d.name, d.section, _num(d.value), _num(d.threshold), f"[{_STATUS_STYLE[d.status]}]{d.status}[/]")
+    return Group(measured, sched, diag)
+
+
+def render(doc: ScheduleFile, console: Console) -> None:
+    console.print(summary(doc))
+
+
+class RichProgress:
+    """The probe's progress sink (probe.measure.Progress) drawn as a rich progress bar."""
+
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, transient=True,
+        )
+        self._task: int | None = None
+
+    def __enter__(self) -> "RichProgress":
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def phase(self, name: str, total: int | None) -> None:
+        if self._task is not None:
+            self._bar.remove_task(self._task)
+        self._task = self._bar.add_task(name, total=total)
+
+    def advance(self) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task)

@@ -1,0 +1,120 @@
+"""The schedule file, format `thermocal.schedule/v1` (method.md §6): what the probe writes and
+`export` re-serialises. JSON and YAML carry the same content.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from thermocal.errors import InputError
+from thermocal.records import CalibrationDetails, Diagnostic, Measurements, Record, Schedule
+from thermocal.schedule.functions import learning_rate, temperature
+
+FORMAT = "thermocal.schedule/v1"
+FORMATS = ("json", "yaml")
+
+
+class ModelInput(Record):
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    format: str
+    num_params: int = Field(ge=1)
+
+
+class DataInput(Record):
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    files: list[str]
+    total_samples: int = Field(ge=1)
+    num_samples: int = Field(ge=1, description="examples kept after --max-samples")
+
+
+class Inputs(Record):
+    model: ModelInput
+    data: DataInput
+    loss: str
+    batch_size: int = Field(ge=1)
+    max_samples: int | None = None
+    device: str
+    dtype: str
+    seed: int
+
+
+class Environment(Record):
+    thermocal: str
+    torch: str
+    pyhessian: str
+    python: str
+
+
+class TablePoint(Record):
+    step: int = Field(ge=0)
+    lr: float
+    temperature: float
+
+
+class ScheduleFile(Record):
+    format: Literal["thermocal.schedule/v1"] = FORMAT
+    created_at: str
+    inputs: Inputs
+    measurements: Measurements
+    calibration: CalibrationDetails
+    schedule: Schedule
+    diagnostics: list[Diagnostic]
+    table: list[TablePoint]
+    environment: Environment
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ScheduleFile":
+        s = self.schedule
+        if s.kind == "exponential":
+            if s.tau is None or s.steps is None:
+                raise ValueError("an exponential schedule needs tau and steps")
+            if not math.isclose(s.gamma, math.exp(-1.0 / (2.0 * s.tau)), rel_tol=1e-12):
+                raise ValueError(f"gamma {s.gamma} is not exp(-1/(2*tau)) for tau = {s.tau}")
+            if not s.T0 > s.Tf:
+                raise ValueError(f"an exponential schedule needs T0 > Tf, got T0 = {s.T0}, Tf = {s.Tf}")
+        elif s.tau is not None or s.gamma != 1.0:
+            raise ValueError("a constant schedule has no tau and gamma = 1")
+        return self
+
+
+def sample_table(schedule: Schedule, points: int = 11) -> list[TablePoint]:
+    """(step, lr, temperature) at `points` evenly spaced steps from 0 to the budget."""
+    if schedule.steps is None:
+        return []
+    lr, temp = learning_rate(schedule), temperature(schedule)
+    steps = sorted({round(i * schedule.steps / (points - 1)) for i in range(points)})
+    return [TablePoint(step=t, lr=lr(t), temperature=temp(t)) for t in steps]
+
+
+def dumps(document: ScheduleFile, fmt: str) -> str:
+    data = document.model_dump(mode="json")
+    if fmt == "json":
+        return json.dumps(data, indent=2) + "\n"
+    if fmt == "yaml":
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def loads(text: str, source: str) -> ScheduleFile:
+    """Parse and validate a schedule file (JSON or YAML); errors name `source`."""
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"is neither JSON nor YAML ({str(exc).splitlines()[0]})", source) from exc
+    if not isinstance(data, dict):
+        raise InputError("does not hold a thermocal schedule (expected a mapping at the top)", source)
+    if data.get("format") != FORMAT:
+        raise InputError(f"has format {data.get('format')!r}; expected {FORMAT!r}", source)
+    try:
+        return ScheduleFile.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top)"
+        raise InputError(f"is not a valid {FORMAT} file: {where}: {first['msg']}", source) from exc
