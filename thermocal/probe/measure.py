@@ -11,7 +11,7 @@ import torch
 from thermocal.errors import DataError, NumericalError
 from thermocal.probe.gradient_noise import Batch, minibatch_gradients, noise_statistics
 from thermocal.probe.losses import resolve_loss
-from thermocal.probe.power import power_iteration, rayleigh_pair
+from thermocal.probe.power import power_iteration
 from thermocal.probe.pyhessian_engine import PyHessianEngine, seeded_global_rng
 from thermocal.probe.trace import hutchinson
 from thermocal.records import EstimateRecord, HessianSpectrum, Measurements
@@ -99,15 +99,18 @@ def _hessian_spectrum(engine: PyHessianEngine, settings: ProbeSettings, progress
     progress.phase("Hessian: power iteration (pyhessian)", None)
     start = engine.hvps
     vector = engine.dominant_eigenvector(tol=PYHESSIAN_POWER_TOL, max_iter=settings.max_iter)
-    dominant, residual, _ = rayleigh_pair(engine.matvec, vector)
+    # pyhessian stops when the Rayleigh quotient stops changing, which can be well before the
+    # eigenvector is resolved; continue the same iteration until the residual test passes.
+    top = power_iteration(engine.matvec, vector, rtol=rtol, max_iter=settings.max_iter)
+    dominant, vector = top.value, top.vector
     floor = EIG_FLOOR_FRACTION * abs(dominant)
     first = EstimateRecord(
-        method="power iteration (pyhessian) + residual check",
+        method="power iteration (pyhessian), continued until the residual test passed",
         hvps=engine.hvps - start,
-        iterations=engine.hvps - start - 1,
-        residual=residual,
+        iterations=engine.hvps - start,
+        residual=top.residual,
         tolerance=rtol,
-        converged=residual <= rtol * max(abs(dominant), floor),
+        converged=top.converged,
     )
 
     progress.phase("Hessian: Hutchinson trace (pyhessian)", settings.max_probes)
