@@ -19,12 +19,12 @@ from rich.console import Console
 from thermocal import __version__
 from thermocal.calibrate import CalibrationSettings, calibrate
 from thermocal.diagnostics import diagnose
-from thermocal.errors import EXIT_INTERNAL, DataError, InputError, ThermocalError
+from thermocal.errors import EXIT_INTERNAL, DataError, InputError, NumericalError, ThermocalError
 from thermocal.io.checkpoint import load_model
 from thermocal.io.data import load_sample
 from thermocal.io.files import ensure_writable, write_text_atomic
 from thermocal.probe.measure import NoProgress, ProbeSettings, probe as run_probe
-from thermocal.report import RichProgress, render
+from thermocal.report import RichProgress, render, unconverged_estimates
 from thermocal.schedule.file import (
     DataInput, Environment, Inputs, ModelInput, ScheduleFile, dumps, loads, sample_table,
 )
@@ -52,6 +52,33 @@ class Device(str, Enum):
 class TfRule(str, Enum):
     abs = "abs"
     floor = "floor"
+
+
+class EngineChoice(str, Enum):
+    native = "native"
+    pyhessian = "pyhessian"
+
+
+class MethodChoice(str, Enum):
+    lanczos = "lanczos"
+    power = "power"
+
+
+class TraceMethod(str, Enum):
+    hutchpp = "hutch++"
+    hutchinson = "hutchinson"
+
+
+class HvpMode(str, Enum):
+    auto = "auto"
+    rev_rev = "rev-rev"
+    fwd_rev = "fwd-rev"
+
+
+class DtypeChoice(str, Enum):
+    model = "model"
+    float32 = "float32"
+    float64 = "float64"
 
 
 class Format(str, Enum):
@@ -117,11 +144,21 @@ def probe(
     stability_fraction: float = typer.Option(0.5, min=0.0, help="eta0 <= stability_fraction * 2 / lambda_max."),
     epsilon: float = typer.Option(0.01, min=0.0, help="Loss tolerance for the §7 guarantee diagnostic."),
     flat_if_cold: bool = typer.Option(False, help="When T0 <= Tf, write a constant schedule instead of failing."),
-    eig_rtol: float = typer.Option(1e-2, min=0.0, help="Eigenvalue converged when ||Hv - lambda v|| <= eig_rtol*|lambda|."),
-    max_iter: int = typer.Option(20000, min=1, help="Iteration budget of each power iteration."),
-    trace_rtol: float = typer.Option(2e-2, min=0.0, help="Stop Hutchinson when its standard error <= trace_rtol*|trace|."),
+    engine: EngineChoice = typer.Option(EngineChoice.native, help="Curvature engine: thermocal's own, or pyhessian (power iteration + Hutchinson)."),
+    method: Optional[MethodChoice] = typer.Option(None, help="Eigenvalues by lanczos (native default) or power iteration (pyhessian's only)."),
+    trace_method: Optional[TraceMethod] = typer.Option(None, help="hutch++ (native default) or plain hutchinson (pyhessian's only)."),
+    hvp: HvpMode = typer.Option(HvpMode.auto, help="Hessian-vector products: reverse-over-reverse, forward-over-reverse (eager modules), or the faster, timed."),
+    dtype: DtypeChoice = typer.Option(DtypeChoice.model, help="Probe in the model's dtype, or cast the model and data."),
+    eig_rtol: Optional[float] = typer.Option(None, min=0.0, help="Eigenvalue converged when ||Hv - lambda v|| <= eig_rtol*|lambda| [native 1e-3, pyhessian 1e-2]."),
+    max_iter: Optional[int] = typer.Option(None, min=1, help="Iteration budget of each eigen-solver run [lanczos 1000, power 20000]."),
+    trace_rtol: float = typer.Option(2e-2, min=0.0, help="Stop the trace when its standard error <= trace_rtol*|trace|."),
     max_probes: int = typer.Option(1000, min=10, help="Probe budget of the trace."),
-    micro_batch: int = typer.Option(1024, min=1, help="Examples per forward/backward in Hessian-vector products."),
+    micro_batch: int = typer.Option(1024, min=1, help="Examples per forward/backward in Hessian-vector products (bounds memory)."),
+    top_k: int = typer.Option(1, min=1, help="Also report the top-k eigenvalues (lanczos)."),
+    density: bool = typer.Option(False, "--density", help="Spectral density by stochastic Lanczos quadrature."),
+    per_layer: bool = typer.Option(False, "--per-layer", help="lambda_max and trace of each layer's diagonal Hessian block."),
+    blocks: Optional[list[str]] = typer.Option(None, "--blocks", help="A regex over parameter names defining a block (repeatable)."),
+    fail_unconverged: bool = typer.Option(False, "--fail-unconverged", help="Exit 1, writing nothing, if an estimate misses its tolerance."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
 ) -> None:
     """Measure gradient noise and Hessian curvature, calibrate the schedule, write --out."""
@@ -130,9 +167,12 @@ def probe(
     loaded = load_model(model)
     sample = load_sample(data, max_samples=max_samples, seed=seed)
     settings = ProbeSettings(
-        batch_size=batch_size, loss=loss.value, seed=seed, eig_rtol=eig_rtol, max_iter=max_iter,
-        trace_rtol=trace_rtol, max_probes=max_probes, micro_batch=micro_batch,
-    )
+        batch_size=batch_size, loss=loss.value, seed=seed, engine=engine.value,
+        method=method.value if method else None, trace_method=trace_method.value if trace_method else None,
+        hvp=hvp.value, dtype=None if dtype is DtypeChoice.model else dtype.value, eig_rtol=eig_rtol,
+        max_iter=max_iter, trace_rtol=trace_rtol, max_probes=max_probes, micro_batch=micro_batch, top_k=top_k,
+        density=density, per_layer=per_layer, blocks=tuple(blocks or ()),
+    ).resolved()
     console = _stderr()
     try:
         if quiet:
@@ -163,12 +203,17 @@ def probe(
         diagnostics=diagnose(calibration.schedule, calibration.details, noise, spectrum, epsilon=epsilon),
         table=sample_table(calibration.schedule),
         environment=_environment(),
+        timings=result.timings,
     )
+    unconverged = unconverged_estimates(spectrum)
+    if unconverged and fail_unconverged:
+        raise NumericalError(f"not converged within budget: {', '.join(unconverged)} (nothing written; raise "
+                             f"--max-iter/--max-probes or loosen --eig-rtol/--trace-rtol)")
     write_text_atomic(out, dumps(document, "json"), force=force)
     if not quiet:
         render(document, console)
-        if not spectrum.converged:
-            console.print("[yellow]warning:[/] a curvature estimate did not meet its tolerance (see 'converged' in the file)")
+        if unconverged:
+            console.print(f"[yellow]warning:[/] not converged within budget: {', '.join(unconverged)}")
         console.print(f"wrote {out}")
 
 

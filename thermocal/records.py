@@ -53,10 +53,34 @@ class EstimateRecord(Record):
     converged: bool
 
 
+class SpectralDensity(Record):
+    """Eigenvalue density by stochastic Lanczos quadrature, on a grid (method.md [H9])."""
+
+    grid: list[float]
+    density: list[float]
+    sigma: float = Field(gt=0)
+    probes: int = Field(ge=1)
+    steps: int = Field(ge=1)
+    hvps: int = Field(ge=0)
+
+
+class BlockCurvature(Record):
+    """lambda_max and trace of one diagonal block of the Hessian (method.md [H10])."""
+
+    name: str
+    parameters: list[str]
+    num_params: int = Field(ge=1)
+    lambda_max: float
+    trace: float
+    trace_stderr: float = Field(ge=0)
+    details: dict[str, EstimateRecord]
+
+
 class HessianSpectrum(Record):
     """Extreme eigenvalues and trace of the Hessian of the mean loss over the sample (method.md §2)."""
 
     engine: str
+    hvp_mode: str | None = None
     lambda_max: float
     lambda_min: float
     trace: float
@@ -64,6 +88,9 @@ class HessianSpectrum(Record):
     hvps: int = Field(ge=0)
     converged: bool
     details: dict[str, EstimateRecord]
+    top_eigenvalues: list[float] | None = None
+    density: SpectralDensity | None = None
+    blocks: list[BlockCurvature] | None = None
 
 
 class Measurements(Record):

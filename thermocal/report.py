@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console, Group
 from rich.table import Table
 
+from thermocal.records import HessianSpectrum
 from thermocal.schedule.file import ScheduleFile
 
 _STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "info": "dim"}
@@ -16,6 +17,14 @@ def _num(value: float | None) -> str:
 
 def _pm(value: float, stderr: float | None) -> str:
     return _num(value) if stderr is None else f"{value:.4g} ± {stderr:.2g}"
+
+
+def unconverged_estimates(spectrum: HessianSpectrum) -> list[str]:
+    """Names of the curvature estimates that missed their tolerance, blocks included."""
+    names = [name for name, rec in spectrum.details.items() if not rec.converged]
+    for block in spectrum.blocks or []:
+        names += [f"{block.name}.{name}" for name, rec in block.details.items() if not rec.converged]
+    return names
 
 
 def summary(doc: ScheduleFile) -> Group:
@@ -87,6 +96,6 @@ class RichProgress:
             self._bar.remove_task(self._task)
         self._task = self._bar.add_task(name, total=total)
 
-    def advance(self) -> None:
+    def advance(self, amount: int = 1) -> None:
         if self._task is not None:
-            self._bar.advance(self._task)
+            self._bar.advance(self._task, amount)

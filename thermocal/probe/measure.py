@@ -3,42 +3,57 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Protocol
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Literal, Protocol, Sequence
 
 import torch
 
-from thermocal.errors import DataError, NumericalError
+from thermocal.errors import DataError, InputError, NumericalError
+from thermocal.probe.blocks import partition, restricted
+from thermocal.probe.density import slq_density
 from thermocal.probe.gradient_noise import Batch, minibatch_gradients, noise_statistics
+from thermocal.probe.hvp import HessianOperator, supports_forward_mode, time_products
+from thermocal.probe.lanczos import lanczos
 from thermocal.probe.losses import resolve_loss
 from thermocal.probe.power import power_iteration
 from thermocal.probe.pyhessian_engine import PyHessianEngine, seeded_global_rng
-from thermocal.probe.trace import hutchinson
-from thermocal.records import EstimateRecord, HessianSpectrum, Measurements
+from thermocal.probe.trace import TraceEstimate, deflated_probes, hutchinson, hutchpp_sketch, sketch_trace
+from thermocal.records import (
+    BlockCurvature, EstimateRecord, HessianSpectrum, Measurements, SpectralDensity,
+)
 
-# Eigenvalues smaller in magnitude than this fraction of |lambda_max| are resolved only to
-# rtol times this floor: below it they cannot move Tf (method.md §2, "convergence").
+# Eigenvalues smaller in magnitude than this fraction of the largest are resolved only to
+# rtol times this floor: below it they cannot move Tf (method.md [H1]).
 EIG_FLOOR_FRACTION = 1e-3
 # pyhessian's own stopping rule (relative change between iterations) for its power iteration;
 # tight, because the residual test that follows is what decides "converged".
 PYHESSIAN_POWER_TOL = 1e-7
 # The shifted power iteration's shift: this fraction of the way from the known end of the
-# spectrum towards (an upper confidence bound on) the mean eigenvalue tr(H)/d.
+# spectrum towards (an upper confidence bound on) the mean eigenvalue tr(H)/d ([H4]).
 SHIFT_FRACTION = 0.45
 TRACE_BOUND_ERRORS = 3.0
+DEFAULT_EIG_RTOL = {"native": 1e-3, "pyhessian": 1e-2}
+DEFAULT_MAX_ITER = {"lanczos": 1000, "power": 20000}
+HUTCHPP_SKETCH = 20
+TRACE_CHUNK = 10
+
+Engine = Literal["native", "pyhessian"]
+Method = Literal["lanczos", "power"]
 
 
 class Progress(Protocol):
     def phase(self, name: str, total: int | None) -> None: ...
 
-    def advance(self) -> None: ...
+    def advance(self, amount: int = 1) -> None: ...
 
 
 class NoProgress:
     def phase(self, name: str, total: int | None) -> None:
         pass
 
-    def advance(self) -> None:
+    def advance(self, amount: int = 1) -> None:
         pass
 
 
@@ -47,12 +62,42 @@ class ProbeSettings:
     batch_size: int = 32
     loss: str = "auto"
     seed: int = 0
-    eig_rtol: float = 1e-2
-    max_iter: int = 20000
+    engine: Engine = "native"
+    method: Method | None = None  # native: lanczos; pyhessian: power
+    trace_method: Literal["hutch++", "hutchinson"] | None = None  # native: hutch++; pyhessian: hutchinson
+    hvp: Literal["auto", "rev-rev", "fwd-rev"] = "auto"
+    dtype: Literal["float32", "float64"] | None = None  # None: the model's own
+    eig_rtol: float | None = None  # None: DEFAULT_EIG_RTOL[engine]
+    max_iter: int | None = None  # None: DEFAULT_MAX_ITER[method]
     trace_rtol: float = 2e-2
     max_probes: int = 1000
     micro_batch: int = 1024
     bootstrap: int = 1000
+    top_k: int = 1
+    density: bool = False
+    density_probes: int = 4
+    density_steps: int = 80
+    per_layer: bool = False
+    blocks: tuple[str, ...] = ()
+
+    def resolved(self) -> "ProbeSettings":
+        """Fill the engine-dependent defaults and reject combinations the engine cannot do."""
+        method = self.method or ("lanczos" if self.engine == "native" else "power")
+        if self.engine == "pyhessian":
+            asked = {"--method lanczos": method == "lanczos", "--density": self.density, "--top-k": self.top_k > 1,
+                     "--per-layer/--blocks": self.per_layer or bool(self.blocks), "--hvp fwd-rev": self.hvp == "fwd-rev",
+                     "--trace-method hutch++": self.trace_method == "hutch++"}
+            for flag, on in asked.items():
+                if on:
+                    raise InputError(f"{flag} needs --engine native (pyhessian offers power iteration and Hutchinson only)")
+        if method == "power" and self.top_k > 1:
+            raise InputError("--top-k needs --method lanczos")
+        return ProbeSettings(**{
+            **self.__dict__, "method": method,
+            "eig_rtol": self.eig_rtol if self.eig_rtol is not None else DEFAULT_EIG_RTOL[self.engine],
+            "max_iter": self.max_iter if self.max_iter is not None else DEFAULT_MAX_ITER[method],
+            "trace_method": self.trace_method or ("hutch++" if self.engine == "native" else "hutchinson"),
+        })
 
 
 @dataclass(frozen=True)
@@ -61,6 +106,18 @@ class ProbeResult:
     num_params: int
     dtype: str
     measurements: Measurements
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
 def _split(inputs: torch.Tensor, targets: torch.Tensor, size: int) -> list[Batch]:
@@ -83,7 +140,7 @@ def _first_outputs(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor
 
 
 def opposite_shift(extreme: float, trace_bound: float) -> float:
-    """The shift σ for the power iteration that finds the other end of the spectrum.
+    """The shift σ for the power iteration that finds the other end of the spectrum ([H4]).
 
     The mean eigenvalue tr(H)/d lies between λ_min and λ_max, so with λ_max known the
     midpoint (λ_max + λ_min)/2 is at most (λ_max + m)/2 for any m ≥ tr(H)/d (and likewise
@@ -94,70 +151,196 @@ def opposite_shift(extreme: float, trace_bound: float) -> float:
     return extreme + SHIFT_FRACTION * (trace_bound - extreme)
 
 
-def _hessian_spectrum(engine: PyHessianEngine, settings: ProbeSettings, progress: Progress, generator: torch.Generator) -> HessianSpectrum:
-    rtol = settings.eig_rtol
-    progress.phase("Hessian: power iteration (pyhessian)", None)
-    start = engine.hvps
-    vector = engine.dominant_eigenvector(tol=PYHESSIAN_POWER_TOL, max_iter=settings.max_iter)
-    # pyhessian stops when the Rayleigh quotient stops changing, which can be well before the
-    # eigenvector is resolved; continue the same iteration until the residual test passes.
-    top = power_iteration(engine.matvec, vector, rtol=rtol, max_iter=settings.max_iter)
-    dominant, vector = top.value, top.vector
-    floor = EIG_FLOOR_FRACTION * abs(dominant)
-    first = EstimateRecord(
-        method="power iteration (pyhessian), continued until the residual test passed",
-        hvps=engine.hvps - start,
-        iterations=engine.hvps - start,
-        residual=top.residual,
-        tolerance=rtol,
-        converged=top.converged,
-    )
+def _record(method: str, hvps: int, iterations: int, residual: float | None, tolerance: float, converged: bool) -> EstimateRecord:
+    return EstimateRecord(method=method, hvps=hvps, iterations=iterations, residual=residual,
+                          tolerance=tolerance, converged=converged)
 
-    progress.phase("Hessian: Hutchinson trace (pyhessian)", settings.max_probes)
-    start = engine.hvps
-    trace = hutchinson(engine.trace_probes, rtol=settings.trace_rtol, max_probes=settings.max_probes)
-    trace_record = EstimateRecord(
-        method="Hutchinson, Rademacher probes (pyhessian)",
-        hvps=engine.hvps - start,
-        iterations=trace.probes,
-        tolerance=settings.trace_rtol,
-        converged=trace.converged,
-    )
 
-    progress.phase("Hessian: shifted power iteration", None)
-    start = engine.hvps
+def _trace_record(method: str, hvps: int, estimate: TraceEstimate, rtol: float) -> EstimateRecord:
+    return _record(method, hvps, estimate.probes, None, rtol, estimate.converged)
+
+
+def _other_end(matvec: Callable[[torch.Tensor], torch.Tensor], dominant: float, trace: TraceEstimate, dim: int,
+               settings: ProbeSettings, generator: torch.Generator, device: torch.device, dtype: torch.dtype):
+    """Power iteration on H − σI for the end of the spectrum opposite `dominant` ([H4])."""
     side = 1.0 if dominant >= 0 else -1.0  # +1: lambda_max is known, look for lambda_min
-    mean_bound = (trace.value + side * TRACE_BOUND_ERRORS * trace.stderr) / engine.dim
-    v0 = torch.randn(engine.dim, generator=generator, dtype=torch.float64).to(vector.device, vector.dtype)
+    mean_bound = (trace.value + side * TRACE_BOUND_ERRORS * trace.stderr) / dim
+    v0 = torch.randn(dim, generator=generator, dtype=torch.float64).to(device, dtype)
+    floor = EIG_FLOOR_FRACTION * abs(dominant)
     for shift in (opposite_shift(dominant, mean_bound), dominant):
-        other = power_iteration(engine.matvec, v0, shift=shift, rtol=rtol, floor=floor, max_iter=settings.max_iter)
+        other = power_iteration(matvec, v0, shift=shift, rtol=settings.eig_rtol, floor=floor, max_iter=settings.max_iter)
         if side * (shift - other.value) > 0:  # found the far end, as intended
             break
-    second = EstimateRecord(
-        method="power iteration on H - sigma*I",
-        hvps=engine.hvps - start,
-        iterations=other.iterations,
-        residual=other.residual,
-        tolerance=rtol,
-        converged=other.converged,
-    )
-    if side > 0:
-        (lambda_max, max_record), (lambda_min, min_record) = (dominant, first), (other.value, second)
-    else:
-        (lambda_max, max_record), (lambda_min, min_record) = (other.value, second), (dominant, first)
-    for name, value in (("lambda_max", lambda_max), ("lambda_min", lambda_min), ("trace", trace.value)):
+    return other
+
+
+def _ordered(dominant: tuple[float, EstimateRecord], other: tuple[float, EstimateRecord]):
+    """((lambda_max, record), (lambda_min, record)) from the two ends, whichever was found first."""
+    return (dominant, other) if dominant[0] >= other[0] else (other, dominant)
+
+
+def _check_finite(**values: float) -> None:
+    for name, value in values.items():
         if not math.isfinite(value):
             raise NumericalError(f"the Hessian's {name} came out as {value}")
+
+
+def _pyhessian_spectrum(engine: PyHessianEngine, s: ProbeSettings, progress: Progress, generator: torch.Generator,
+                        timer: _Timer) -> HessianSpectrum:
+    rtol = s.eig_rtol
+    with timer("extremes"):
+        progress.phase("Hessian: power iteration (pyhessian)", None)
+        start = engine.hvps
+        vector = engine.dominant_eigenvector(tol=PYHESSIAN_POWER_TOL, max_iter=s.max_iter)
+        # pyhessian stops when the Rayleigh quotient stops changing, which can be well before the
+        # eigenvector is resolved; continue the same iteration until the residual test passes.
+        top = power_iteration(engine.matvec, vector, rtol=rtol, max_iter=s.max_iter)
+        first = _record("power iteration (pyhessian), continued until the residual test passed",
+                        engine.hvps - start, engine.hvps - start, top.residual, rtol, top.converged)
+    with timer("trace"):
+        progress.phase("Hessian: Hutchinson trace (pyhessian)", s.max_probes)
+        start = engine.hvps
+        trace = hutchinson(engine.trace_probes, rtol=s.trace_rtol, max_probes=s.max_probes)
+        trace_record = _trace_record("Hutchinson, Rademacher probes (pyhessian)", engine.hvps - start, trace, s.trace_rtol)
+    with timer("extremes"):
+        progress.phase("Hessian: shifted power iteration", None)
+        start = engine.hvps
+        other = _other_end(engine.matvec, top.value, trace, engine.dim, s, generator, vector.device, vector.dtype)
+        second = _record("power iteration on H - sigma*I", engine.hvps - start, other.iterations, other.residual,
+                         rtol, other.converged)
+    (lam_max, max_rec), (lam_min, min_rec) = _ordered((top.value, first), (other.value, second))
+    _check_finite(lambda_max=lam_max, lambda_min=lam_min, trace=trace.value)
     return HessianSpectrum(
-        engine=engine.name,
-        lambda_max=lambda_max,
-        lambda_min=lambda_min,
-        trace=trace.value,
-        trace_stderr=trace.stderr,
-        hvps=engine.hvps,
-        converged=max_record.converged and min_record.converged and trace_record.converged,
-        details={"lambda_max": max_record, "lambda_min": min_record, "trace": trace_record},
+        engine=engine.name, hvp_mode="rev-rev", lambda_max=lam_max, lambda_min=lam_min, trace=trace.value,
+        trace_stderr=trace.stderr, hvps=engine.hvps, converged=max_rec.converged and min_rec.converged and trace.converged,
+        details={"lambda_max": max_rec, "lambda_min": min_rec, "trace": trace_record},
     )
+
+
+def _choose_hvp_mode(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: ProbeSettings,
+                     generator: torch.Generator, on_hvp) -> tuple[HessianOperator, dict[str, float]]:
+    """The operator in the asked mode; with `auto`, the faster of the two on three timed products."""
+    if s.hvp != "auto" or not supports_forward_mode(model):
+        mode = "rev-rev" if s.hvp == "auto" else s.hvp
+        if mode == "fwd-rev" and not supports_forward_mode(model):
+            raise InputError("--hvp fwd-rev needs an eager module; TorchScript models use rev-rev")
+        return HessianOperator(model, loss_fn, batches, params, mode=mode, on_hvp=on_hvp), {}
+    dim = sum(p.numel() for p in params)
+    probes = torch.randn(3, dim, generator=generator, dtype=torch.float64).to(params[0].device)
+    timings, operators = {}, {}
+    for mode in ("rev-rev", "fwd-rev"):
+        operators[mode] = HessianOperator(model, loss_fn, batches, params, mode=mode, on_hvp=on_hvp)
+        operators[mode].matvec(probes[0])  # warm-up: builds the reused graph, if any
+        timings[mode] = time_products(operators[mode], probes)
+    best = min(timings, key=timings.get)
+    operators["rev-rev" if best == "fwd-rev" else "fwd-rev"].release()
+    chosen = operators[best]
+    chosen.hvps += operators["rev-rev" if best == "fwd-rev" else "fwd-rev"].hvps  # every product counts
+    return chosen, timings
+
+
+def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Tensor, float] | None,
+                  generator: torch.Generator) -> tuple[TraceEstimate, EstimateRecord]:
+    """Trace by Hutch++ (sketch: the Lanczos basis when given, whose tr(QHQ^T) = Σ alpha is
+    already known, else Meyer et al.'s H·S sketch) or by plain Hutchinson ([H3], [H8])."""
+    start = op.hvps
+    offset = 0.0
+    if s.trace_method == "hutch++":
+        if krylov is not None:
+            sketch, offset = krylov
+            method = "Hutch++ with the Lanczos basis as sketch: tr(QHQ^T) = sum(alpha) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
+        else:
+            sketch = hutchpp_sketch(op.matmat, op.dim, min(HUTCHPP_SKETCH, op.dim), generator, op.device)
+            offset = sketch_trace(op.matmat, sketch)
+            method = "Hutch++ (sketch Q = orth(H S)): tr(QHQ^T) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
+    else:
+        sketch, method = None, "Hutchinson, Rademacher probes"
+    estimate = hutchinson(deflated_probes(op.matmat, sketch, op.dim, generator), rtol=s.trace_rtol,
+                          max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=offset)
+    return estimate, _trace_record(method, op.hvps - start, estimate, s.trace_rtol)
+
+
+def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, generator: torch.Generator,
+                     timer: _Timer, names: Sequence[str]) -> HessianSpectrum:
+    rtol = s.eig_rtol
+    top_values: list[float] | None = None
+    if s.method == "lanczos":
+        with timer("extremes"):
+            progress.phase("Hessian: Lanczos (both ends)", None)
+            start = op.hvps
+            v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(op.device)
+            run = lanczos(op.matvec, v0, rtol=rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=min(s.max_iter, op.dim),
+                          top_k=s.top_k, bottom_k=1)
+            hvps = op.hvps - start
+            big, small = run.largest[0], run.smallest[0]
+            method = "Lanczos, full reorthogonalization, Ritz residual test"
+            max_rec = _record(method, hvps, run.iterations, big.residual, rtol, big.converged)
+            min_rec = _record(method, hvps, run.iterations, small.residual, rtol, small.converged)
+            lam_max, lam_min = big.value, small.value
+            if s.top_k > 1:
+                top_values = [p.value for p in run.largest]
+        with timer("trace"):
+            progress.phase("Hessian: trace", s.max_probes)
+            trace, trace_rec = _native_trace(op, s, (run.basis, float(run.alphas.sum())), generator)
+    else:
+        with timer("extremes"):
+            progress.phase("Hessian: power iteration", None)
+            start = op.hvps
+            v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(op.device)
+            top = power_iteration(op.matvec, v0, rtol=rtol, max_iter=s.max_iter)
+            first = _record("power iteration", op.hvps - start, top.iterations, top.residual, rtol, top.converged)
+        with timer("trace"):
+            progress.phase("Hessian: trace", s.max_probes)
+            trace, trace_rec = _native_trace(op, s, None, generator)
+        with timer("extremes"):
+            progress.phase("Hessian: shifted power iteration", None)
+            start = op.hvps
+            other = _other_end(op.matvec, top.value, trace, op.dim, s, generator, op.device, torch.float64)
+            second = _record("power iteration on H - sigma*I", op.hvps - start, other.iterations, other.residual,
+                             rtol, other.converged)
+        (lam_max, max_rec), (lam_min, min_rec) = _ordered((top.value, first), (other.value, second))
+    _check_finite(lambda_max=lam_max, lambda_min=lam_min, trace=trace.value)
+
+    density = None
+    if s.density:
+        with timer("density"):
+            progress.phase("Hessian: spectral density (SLQ)", None)
+            start = op.hvps
+            d = slq_density(op.matvec, op.dim, probes=s.density_probes, steps=s.density_steps, generator=generator,
+                            device=op.device)
+            density = SpectralDensity(grid=d.grid, density=d.density, sigma=d.sigma, probes=d.probes, steps=d.steps,
+                                      hvps=op.hvps - start)
+    blocks = None
+    if s.per_layer or s.blocks:
+        with timer("blocks"):
+            progress.phase("Hessian: per-block curvature", None)
+            blocks = [_block_curvature(op, b, s, generator) for b in partition(names, op.sizes, per_layer=s.per_layer, patterns=s.blocks)]
+    return HessianSpectrum(
+        engine="native", hvp_mode=op.mode, lambda_max=lam_max, lambda_min=lam_min, trace=trace.value,
+        trace_stderr=trace.stderr, hvps=op.hvps, converged=max_rec.converged and min_rec.converged and trace.converged,
+        details={"lambda_max": max_rec, "lambda_min": min_rec, "trace": trace_rec},
+        top_eigenvalues=top_values, density=density, blocks=blocks,
+    )
+
+
+def _block_curvature(op: HessianOperator, block, s: ProbeSettings, generator: torch.Generator) -> BlockCurvature:
+    """lambda_max by Lanczos on H_bb, trace by Hutch++ on H_bb with that Lanczos basis ([H10])."""
+    matvec = restricted(op.matvec, block.index, op.dim)
+    matmat = restricted(op.matmat, block.index, op.dim)
+    size = len(block.index)
+    start = op.hvps
+    v0 = torch.randn(size, generator=generator, dtype=torch.float64).to(op.device)
+    run = lanczos(matvec, v0, rtol=s.eig_rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=min(s.max_iter, size),
+                  top_k=1, bottom_k=0)
+    big = run.largest[0]
+    eig_rec = _record("Lanczos on the diagonal block", op.hvps - start, run.iterations, big.residual, s.eig_rtol, big.converged)
+    start = op.hvps
+    trace = hutchinson(deflated_probes(matmat, run.basis, size, generator), rtol=s.trace_rtol,
+                       max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=float(run.alphas.sum()))
+    trace_rec = _trace_record("Hutch++ with the block's Lanczos basis as sketch", op.hvps - start, trace, s.trace_rtol)
+    return BlockCurvature(name=block.name, parameters=list(block.parameters), num_params=size, lambda_max=big.value,
+                          trace=trace.value, trace_stderr=trace.stderr,
+                          details={"lambda_max": eig_rec, "trace": trace_rec})
 
 
 def probe(
@@ -174,44 +357,56 @@ def probe(
     the training batch size B; a short last batch is dropped. The Hessian is that of the mean
     loss over the same K·B examples.
     """
+    s = settings.resolved()
     progress = progress or NoProgress()
+    timer = _Timer()
     model.eval()
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad and p.is_floating_point()]
+    if s.dtype is not None:
+        model.to(getattr(torch, s.dtype))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.is_floating_point()]
+    names, params = [n for n, _ in named], [p for _, p in named]
     dtype = params[0].dtype
-    n, b = int(inputs.shape[0]), settings.batch_size
+    n, b = int(inputs.shape[0]), s.batch_size
     k = n // b
     if k < 2:
         raise DataError(
             f"N = {n} examples at --batch-size {b} give {k} minibatch(es); at least 2 are needed: "
             f"lower --batch-size to {max(n // 2, 1)} or less, or add data"
         )
-    generator = torch.Generator().manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(s.seed)
     order = torch.randperm(n, generator=generator)[: k * b]
     if inputs.is_floating_point():
         inputs = inputs.to(dtype)
     inputs, targets = inputs[order].to(device), targets[order].to(device)
 
-    loss_name, loss_fn = resolve_loss(settings.loss, _first_outputs(model, inputs[:b]), targets)
+    loss_name, loss_fn = resolve_loss(s.loss, _first_outputs(model, inputs[:b]), targets)
 
-    progress.phase("Gradient noise", k)
-    grads, losses = minibatch_gradients(model, loss_fn, _split(inputs, targets, b), params, progress.advance)
-    noise = noise_statistics(
-        grads, losses, batch_size=b, samples_dropped=n - k * b, resamples=settings.bootstrap, generator=generator
-    )
-    del grads
+    with timer("gradient_noise"):
+        progress.phase("Gradient noise", k)
+        grads, losses = minibatch_gradients(model, loss_fn, _split(inputs, targets, b), params, progress.advance)
+        noise = noise_statistics(grads, losses, batch_size=b, samples_dropped=n - k * b, resamples=s.bootstrap,
+                                 generator=generator)
+        del grads
 
-    with seeded_global_rng(settings.seed, device):
-        engine = PyHessianEngine(
-            model, loss_fn, _split(inputs, targets, settings.micro_batch), device, on_hvp=progress.advance
-        )
+    micro_batches = _split(inputs, targets, s.micro_batch)
+    if s.engine == "pyhessian":
+        with seeded_global_rng(s.seed, device):
+            engine = PyHessianEngine(model, loss_fn, micro_batches, device, on_hvp=progress.advance)
+            try:
+                spectrum = _pyhessian_spectrum(engine, s, progress, generator, timer)
+            finally:
+                engine.release()
+    else:
+        op, _ = _choose_hvp_mode(model, loss_fn, micro_batches, params, s, generator, progress.advance)
         try:
-            spectrum = _hessian_spectrum(engine, settings, progress, generator)
+            spectrum = _native_spectrum(op, s, progress, generator, timer, names)
         finally:
-            engine.release()
+            op.release()
     return ProbeResult(
         loss=loss_name,
-        num_params=engine.dim,
+        num_params=sum(p.numel() for p in params),
         dtype=str(dtype).removeprefix("torch."),
         measurements=Measurements(gradient_noise=noise, hessian=spectrum),
+        timings={phase: round(seconds, 6) for phase, seconds in timer.seconds.items()},
     )

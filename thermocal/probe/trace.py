@@ -1,8 +1,14 @@
-"""Hutchinson's trace estimator (method.md §2): tr H = E[zᵀHz] for Rademacher z.
+"""Stochastic trace estimation (method.md §2, [H3], [H8]).
 
-The estimate is the mean of the probe values and its standard error their sample standard
-deviation over √n. Probing stops once the standard error is at most rtol·|mean| (after a
-minimum number of probes) or the probe budget is spent.
+Hutchinson: tr H = E[zᵀHz] for Rademacher z. Deflated (Hutch++-style): with an orthonormal
+sketch Q (rows), tr H = tr(QHQᵀ) + E[(Pz)ᵀH(Pz)], P = I − QᵀQ; the first term is exact and the
+second has far less variance when Q spans the large eigendirections. The sketch is either
+the Lanczos basis (its products are already paid for) or, as in Meyer et al.'s Hutch++,
+an orthonormal basis of H·S for random S.
+
+The estimate is offset + the mean of the probe values, its standard error their sample
+standard deviation over √n. Probing stops once the standard error is at most rtol·|estimate|
+(after MIN_PROBES probes) or the probe budget is spent.
 """
 
 from __future__ import annotations
@@ -11,7 +17,10 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import torch
+
 MIN_PROBES = 10
+Matmat = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -20,17 +29,19 @@ class TraceEstimate:
     stderr: float
     probes: int
     converged: bool
+    samples: tuple[float, ...] = ()
 
 
-def summarize(samples: Sequence[float], rtol: float) -> TraceEstimate:
-    """Mean, standard error, and whether the rtol target is met, for probe values zᵀHz."""
+def summarize(samples: Sequence[float], rtol: float, offset: float = 0.0) -> TraceEstimate:
+    """offset + mean, standard error, and whether the rtol target is met."""
     n = len(samples)
     mean = math.fsum(samples) / n
+    value = offset + mean
     if n < 2:
-        return TraceEstimate(mean, math.inf, n, False)
+        return TraceEstimate(value, math.inf, n, False, tuple(samples))
     variance = math.fsum((s - mean) ** 2 for s in samples) / (n - 1)
     stderr = math.sqrt(variance / n)
-    return TraceEstimate(mean, stderr, n, n >= MIN_PROBES and stderr <= rtol * abs(mean))
+    return TraceEstimate(value, stderr, n, n >= MIN_PROBES and stderr <= rtol * abs(value), tuple(samples))
 
 
 def hutchinson(
@@ -39,12 +50,42 @@ def hutchinson(
     rtol: float,
     max_probes: int,
     chunk: int = MIN_PROBES,
+    offset: float = 0.0,
 ) -> TraceEstimate:
-    """Run `draw_probes(n)` (which returns n values zᵀHz) until the target or the budget is met."""
+    """Run `draw_probes(n)` (which returns n probe values) until the target or the budget is met."""
     samples: list[float] = []
     while len(samples) < max_probes:
         samples.extend(draw_probes(min(chunk, max_probes - len(samples))))
-        estimate = summarize(samples, rtol)
+        estimate = summarize(samples, rtol, offset)
         if estimate.converged:
             return estimate
-    return summarize(samples, rtol)
+    return summarize(samples, rtol, offset)
+
+
+def rademacher(count: int, dim: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """count × dim matrix of ±1 in float64, drawn on the CPU from `generator` (device-independent)."""
+    return (torch.randint(0, 2, (count, dim), generator=generator).to(torch.float64) * 2 - 1).to(device)
+
+
+def deflated_probes(matmat: Matmat, sketch: torch.Tensor | None, dim: int, generator: torch.Generator) -> Callable[[int], list[float]]:
+    """A `draw_probes` for Hutchinson on P H P, P = I − QᵀQ (plain Hutchinson when sketch is None)."""
+
+    def draw(count: int) -> list[float]:
+        z = rademacher(count, dim, generator, sketch.device if sketch is not None else torch.device("cpu"))
+        if sketch is not None:
+            z = z - (z @ sketch.T) @ sketch
+        return (z * matmat(z)).sum(dim=1).tolist()
+
+    return draw
+
+
+def sketch_trace(matmat: Matmat, sketch: torch.Tensor) -> float:
+    """tr(Q H Qᵀ) for orthonormal rows Q."""
+    return float((sketch * matmat(sketch)).sum())
+
+
+def hutchpp_sketch(matmat: Matmat, dim: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Hutch++'s sketch: orthonormal rows spanning H·S for a Rademacher S with `size` columns."""
+    hs = matmat(rademacher(size, dim, generator, device))
+    q, _ = torch.linalg.qr(hs.T)
+    return q.T.contiguous()

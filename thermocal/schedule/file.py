@@ -68,6 +68,7 @@ class ScheduleFile(Record):
     diagnostics: list[Diagnostic]
     table: list[TablePoint]
     environment: Environment
+    timings: dict[str, float] = Field(default_factory=dict, description="seconds per probe phase")
 
     @model_validator(mode="after")
     def _consistent(self) -> "ScheduleFile":

@@ -1,0 +1,146 @@
+"""The Hessian of the mean loss over the sample as a matrix-free operator (method.md §2, [H6]).
+
+Vectors are flat float64 tensors of length d on the model's device; products are computed in
+the model's dtype and returned in float64. Two ways to get H·v:
+
+- reverse-over-reverse (`rev-rev`): differentiate the gradient's dot product with v. When the
+  sample is one micro-batch, the gradient graph is built once and reused for every product.
+- forward-over-reverse (`fwd-rev`): `torch.func.jvp` of `torch.func.grad`; needs an eager
+  module (not TorchScript), rebuilds the graph on every product.
+
+Scaled-dot-product attention runs on its math backend here, the one with double backward.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Literal, Sequence
+
+import torch
+from torch.func import functional_call, grad, jvp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from thermocal.probe.losses import LossFn
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+Mode = Literal["rev-rev", "fwd-rev"]
+MODES: tuple[Mode, ...] = ("rev-rev", "fwd-rev")
+
+
+def supports_forward_mode(model: torch.nn.Module) -> bool:
+    """torch.func needs an eager module; TorchScript modules take reverse-over-reverse only."""
+    return not isinstance(model, torch.jit.ScriptModule)
+
+
+class HessianOperator:
+    """v ↦ H v for H the Hessian of the mean loss over `batches` (weighted by batch size)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_fn: LossFn,
+        batches: Sequence[Batch],
+        params: Sequence[torch.nn.Parameter],
+        *,
+        mode: Mode = "rev-rev",
+        on_hvp: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        if mode == "fwd-rev" and not supports_forward_mode(model):
+            raise ValueError("forward-over-reverse needs an eager module, not TorchScript")
+        self.model, self.loss_fn, self.mode = model, loss_fn, mode
+        self.batches = list(batches)
+        self.params = list(params)
+        self.sizes = [p.numel() for p in self.params]
+        self.dim = sum(self.sizes)
+        self.dtype = self.params[0].dtype
+        self.device = self.params[0].device
+        total = sum(int(x.shape[0]) for x, _ in self.batches)
+        self.weights = [int(x.shape[0]) / total for x, _ in self.batches]
+        self.hvps = 0
+        self._on_hvp = on_hvp
+        self._graph: list[torch.Tensor] | None = None
+        if mode == "fwd-rev":
+            ids = {id(p) for p in self.params}
+            self._names = [name for name, p in model.named_parameters() if id(p) in ids]
+
+    def _unflatten(self, v: torch.Tensor) -> list[torch.Tensor]:
+        """(..., d) → per-parameter pieces of shape (..., *p.shape), in the model's dtype."""
+        lead = v.shape[:-1]
+        pieces = torch.split(v.to(self.dtype), self.sizes, dim=-1)
+        return [piece.reshape(*lead, *p.shape) for piece, p in zip(pieces, self.params)]
+
+    def _flatten(self, pieces: Sequence[torch.Tensor], lead: torch.Size) -> torch.Tensor:
+        return torch.cat([h.reshape(*lead, -1) for h in pieces], dim=-1).to(torch.float64)
+
+    def _gradient_graph(self, inputs: torch.Tensor, targets: torch.Tensor) -> list[torch.Tensor]:
+        loss = self.loss_fn(self.model(inputs), targets)
+        grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True, materialize_grads=True)
+        return list(grads)
+
+    def _rev_rev(self, batch: Batch, pieces: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+        reuse = len(self.batches) == 1
+        if reuse and self._graph is None:
+            self._graph = self._gradient_graph(*batch)
+        grads = self._graph if reuse else self._gradient_graph(*batch)
+        live = [i for i, g in enumerate(grads) if g.requires_grad]  # a constant gradient has zero Hessian rows
+        if not live:
+            return [torch.zeros_like(piece) for piece in pieces]
+        products = torch.autograd.grad(
+            [grads[i] for i in live], self.params, grad_outputs=[pieces[i] for i in live],
+            retain_graph=reuse, allow_unused=True, materialize_grads=True, is_grads_batched=batched,
+        )
+        return list(products)
+
+    def _fwd_rev(self, batch: Batch, pieces: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+        inputs, targets = batch
+        primals = tuple(p.detach() for p in self.params)
+
+        def loss_of(values: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            return self.loss_fn(functional_call(self.model, dict(zip(self._names, values)), (inputs,)), targets)
+
+        gradient = grad(loss_of)
+
+        def product(tangents: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+            return jvp(gradient, (primals,), (tangents,))[1]
+
+        tangents = tuple(pieces)
+        return list(vmap(product)(tangents) if batched else product(tangents))
+
+    def _apply(self, v: torch.Tensor, batched: bool) -> torch.Tensor:
+        lead = v.shape[:-1]
+        pieces = self._unflatten(v)
+        total: torch.Tensor | None = None
+        with sdpa_kernel([SDPBackend.MATH]):
+            for weight, batch in zip(self.weights, self.batches):
+                part = self._rev_rev(batch, pieces, batched) if self.mode == "rev-rev" else self._fwd_rev(batch, pieces, batched)
+                flat = self._flatten([h.detach() for h in part], lead)
+                total = weight * flat if total is None else total + weight * flat
+        count = int(v.shape[0]) if batched else 1
+        self.hvps += count
+        self._on_hvp(count)
+        assert total is not None
+        return total
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """H v for one flat vector v (length d)."""
+        return self._apply(v, batched=False)
+
+    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
+        """H vᵢ for each row of `vectors` (m × d), batched through vmap; counts m products."""
+        return self._apply(vectors, batched=True)
+
+    def release(self) -> None:
+        """Drop the retained gradient graph."""
+        self._graph = None
+
+
+def time_products(operator: HessianOperator, vectors: torch.Tensor, repeats: int = 3) -> float:
+    """Median seconds of one product H v, measured on `repeats` calls (each counted as HVPs)."""
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        operator.matvec(vectors[i % len(vectors)])
+        if operator.device.type == "cuda":
+            torch.cuda.synchronize(operator.device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
