@@ -223,3 +223,34 @@ def test_cuda_without_a_gpu_is_a_usage_error(classifier, tmp_path: Path) -> None
         pytest.skip("a GPU is present")
     model, data = classifier
     assert_one_line_error(run("probe", model, data, "--device", "cuda", "--out", tmp_path / "o.json"), 2, "--device cuda")
+
+
+def test_engine_options_reach_the_file_and_the_summary(classifier, tmp_path: Path) -> None:
+    model, data = classifier
+    out = tmp_path / "full.json"
+    result = run("probe", model, data, "--batch-size", 16, "--per-layer", "--density", "--top-k", 3, "--out", out)
+    assert result.exit_code == 0, result.output
+    for section in ("Per-block curvature", "Spectral density", "top 3", "HVPs in all"):
+        assert section in result.stderr
+    hess = loads(out.read_text(), str(out)).measurements.hessian
+    assert hess.engine == "native" and len(hess.top_eigenvalues) == 3 and [b.name for b in hess.blocks] == ["0", "2"]
+    assert hess.top_eigenvalues[0] == hess.lambda_max and hess.density.probes == 4
+    legacy = run("probe", model, data, "--batch-size", 16, "--engine", "pyhessian", "--out", tmp_path / "p.json", "-q")
+    assert legacy.exit_code == 0, legacy.output
+    assert loads((tmp_path / "p.json").read_text(), "p").measurements.hessian.engine == "pyhessian"
+
+
+def test_engine_option_errors(classifier, tmp_path: Path) -> None:
+    model, data = classifier
+    out = tmp_path / "o.json"
+    assert_one_line_error(run("probe", model, data, "--engine", "pyhessian", "--density", "--out", out), 2,
+                          "--density needs --engine native")
+    assert_one_line_error(run("probe", model, data, "--hvp", "fwd-rev", "--out", out), 2, "--hvp fwd-rev needs an eager module")
+    assert_one_line_error(run("probe", model, data, "--blocks", "nothing", "--out", out), 2,
+                          "--blocks 'nothing' matches no trainable parameter")
+    unconverged = run("probe", model, data, "--batch-size", 16, "--max-iter", 2, "--fail-unconverged", "--out", out)
+    assert_one_line_error(unconverged, 1, "not converged within budget: lambda_max, lambda_min", "nothing written")
+    assert not out.exists()
+    warned = run("probe", model, data, "--batch-size", 16, "--max-iter", 2, "--out", out)
+    assert warned.exit_code == 0 and "warning: not converged within budget: lambda_max, lambda_min" in warned.stderr
+    assert loads(out.read_text(), str(out)).measurements.hessian.converged is False

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from thermocal.records import HessianSpectrum
 from thermocal.schedule.file import ScheduleFile
@@ -48,6 +51,11 @@ def summary(doc: ScheduleFile) -> Group:
     rec = hess.details["trace"]
     measured.add_row("trace", _pm(hess.trace, hess.trace_stderr), f"{rec.iterations} probes, {'converged' if rec.converged else 'NOT converged'}")
 
+    if hess.top_eigenvalues:
+        measured.add_row(f"top {len(hess.top_eigenvalues)}", ", ".join(f"{v:.4g}" for v in hess.top_eigenvalues), "Lanczos Ritz values")
+    timing = ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in doc.timings.items())
+    measured.add_row("engine", f"{hess.engine}", f"{hess.hvp_mode or ''} {hess.hvps} HVPs in all; {timing}".strip())
+
     sched = Table(title=f"Schedule ({s.kind})", title_justify="left", show_header=True, header_style="bold")
     sched.add_column("constant")
     sched.add_column("value", justify="right")
@@ -65,7 +73,35 @@ def summary(doc: ScheduleFile) -> Group:
         diag.add_column(column, justify="right" if column in ("value", "threshold") else "left")
     for d in doc.diagnostics:
         diag.add_row(d.name, d.section, _num(d.value), _num(d.threshold), f"[{_STATUS_STYLE[d.status]}]{d.status}[/]")
-    return Group(measured, sched, diag)
+    parts = [measured]
+    if hess.blocks:
+        blocks = Table(title="Per-block curvature", title_justify="left", show_header=True, header_style="bold")
+        for column in ("block", "params", "lambda_max", "trace"):
+            blocks.add_column(column, justify="left" if column == "block" else "right")
+        for b in hess.blocks:
+            blocks.add_row(b.name, str(b.num_params), _num(b.lambda_max), _pm(b.trace, b.trace_stderr))
+        parts.append(blocks)
+    if hess.density is not None:
+        parts.append(density_plot(hess.density.grid, hess.density.density))
+    return Group(*parts, sched, diag)
+
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def density_plot(grid: list[float], density: list[float], width: int = 64, height: int = 8) -> Text:
+    """The spectral density as a terminal bar chart, log scale over four decades."""
+    columns = [max(density[i * len(density) // width:(i + 1) * len(density) // width] or [0.0]) for i in range(width)]
+    top = max(columns) or 1.0
+    levels = [max(0.0, 1.0 + math.log10(max(c, 1e-300) / top) / 4.0) * height for c in columns]
+    rows = []
+    for row in range(height - 1, -1, -1):
+        rows.append("".join(_BARS[min(8, max(0, int(round((level - row) * 8))))] for level in levels))
+    text = Text("Spectral density (SLQ, log scale, 4 decades)\n", style="bold")
+    text.append("\n".join(rows) + "\n")
+    left, right = f"{grid[0]:.3g}", f"{grid[-1]:.3g}"
+    text.append(left + " " * max(1, width - len(left) - len(right)) + right + "\n")
+    return text
 
 
 def render(doc: ScheduleFile, console: Console) -> None:

@@ -1,0 +1,149 @@
+"""The native engine: Lanczos, Hutch++, SLQ and blocks on known spectra, and its operator on models."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import mlp
+from test_estimators import symmetric_with_spectrum
+from test_hessian_truth import dense_hessian, used_examples
+from thermocal.probe.blocks import partition
+from thermocal.probe.density import slq_density
+from thermocal.probe.hvp import HessianOperator
+from thermocal.probe.lanczos import lanczos
+from thermocal.probe.measure import ProbeSettings, probe
+from thermocal.probe.trace import deflated_probes, hutchinson, hutchpp_sketch, sketch_trace
+
+CPU = torch.device("cpu")
+
+
+def start(dim: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "orthogonal", "indefinite"])
+def test_lanczos_finds_both_ends_and_the_top_k(kind: str) -> None:
+    if kind == "diagonal":
+        eigenvalues = torch.linspace(0.01, 10.0, 300).double()
+    elif kind == "orthogonal":
+        eigenvalues = torch.cat([torch.linspace(0.0, 1.0, 290), torch.tensor([2.0, 3.0, 4.0, 5.0, 8.0, 9.0, 9.5, 9.9, 10.0, 12.0])]).double()
+    else:
+        eigenvalues = torch.cat([torch.tensor([-2.0, -1.5]), torch.linspace(-0.1, 0.1, 296), torch.tensor([4.0, 5.0])]).double()
+    h = torch.diag(eigenvalues) if kind == "diagonal" else symmetric_with_spectrum(eigenvalues, seed=5)
+    run = lanczos(lambda v: h @ v, start(300), rtol=1e-8, max_iter=300, top_k=3, bottom_k=1)
+    exact = torch.sort(eigenvalues).values
+    assert run.converged
+    for pair, expected in zip(run.largest, exact.flip(0)[:3].tolist()):
+        assert abs(pair.value - expected) <= max(pair.residual, 1e-10)  # Bauer–Fike: within the residual
+        assert pair.residual <= 1e-8 * abs(pair.value)
+    assert run.smallest[0].value == pytest.approx(float(exact[0]), abs=run.smallest[0].residual + 1e-12)
+    # The basis is orthonormal (full reorthogonalization) and T = V H V^T.
+    v = run.basis
+    torch.testing.assert_close(v @ v.T, torch.eye(len(v), dtype=torch.float64), atol=1e-10, rtol=0)
+    assert float(run.alphas.sum()) == pytest.approx(float(torch.trace(v @ h @ v.T)), rel=1e-10)
+
+
+def test_lanczos_reports_an_unmet_tolerance() -> None:
+    h = symmetric_with_spectrum(torch.linspace(0.0, 1.0, 200).double())
+    run = lanczos(lambda v: h @ v, start(200), rtol=1e-12, max_iter=8)
+    assert run.iterations == 8 and not run.converged
+    assert all(p.residual > 1e-12 * abs(p.value) for p in run.largest + run.smallest)
+
+
+def test_hutchpp_converges_and_beats_plain_hutchinson_on_a_decaying_spectrum() -> None:
+    eigenvalues = 1.0 / torch.arange(1, 401, dtype=torch.float64) ** 1.5
+    h = symmetric_with_spectrum(eigenvalues, seed=2)
+    matmat = lambda m: m @ h  # noqa: E731  (rows are vectors; h is symmetric)
+    exact = float(eigenvalues.sum())
+    generator = torch.Generator().manual_seed(0)
+    plain = hutchinson(deflated_probes(matmat, None, 400, generator), rtol=0.0, max_probes=60)
+    sketch = hutchpp_sketch(matmat, 400, 20, generator, CPU)
+    plus = hutchinson(deflated_probes(matmat, sketch, 400, generator), rtol=0.0, max_probes=20, offset=sketch_trace(matmat, sketch))
+    for est in (plain, plus):
+        assert abs(est.value - exact) <= 4 * est.stderr
+    assert plus.stderr < plain.stderr / 3  # same 60 products, far lower error
+    tight = hutchinson(deflated_probes(matmat, sketch, 400, generator), rtol=1e-3, max_probes=10**5, offset=sketch_trace(matmat, sketch))
+    assert tight.converged and abs(tight.value - exact) <= 4 * tight.stderr and tight.stderr <= 1e-3 * tight.value
+
+
+def test_slq_density_integrates_to_one_and_puts_mass_where_the_eigenvalues_are() -> None:
+    # 75% of the eigenvalues near 0, 25% near 5
+    eigenvalues = torch.cat([torch.linspace(-0.05, 0.05, 150), torch.linspace(4.9, 5.1, 50)]).double()
+    h = symmetric_with_spectrum(eigenvalues, seed=1)
+    d = slq_density(lambda v: h @ v, 200, probes=30, steps=40, generator=torch.Generator().manual_seed(0), device=CPU)
+    grid, density = torch.tensor(d.grid), torch.tensor(d.density)
+    step = float(grid[1] - grid[0])
+    assert float(density.sum()) * step == pytest.approx(1.0, abs=0.01)
+    upper = float(density[grid > 2.5].sum()) * step
+    assert upper == pytest.approx(0.25, abs=0.08)  # 30 Rademacher probes: standard error ~0.015
+    assert min(d.nodes) == pytest.approx(-0.05, abs=0.01) and max(d.nodes) == pytest.approx(5.1, abs=0.01)
+
+
+def classification_sample(n: int = 96, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 5, generator=generator), torch.randint(0, 3, (n,), generator=generator)
+
+
+def test_operator_modes_batching_and_micro_batches_agree() -> None:
+    x, y = classification_sample()
+    model = mlp([5, 7, 3], seed=3)
+    params = list(model.parameters())
+    vectors = torch.randn(4, sum(p.numel() for p in params), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    reference = torch.stack([HessianOperator(model, F.cross_entropy, [(x, y)], params).matvec(v) for v in vectors])
+    for mode in ("rev-rev", "fwd-rev"):
+        for size in (96, 40):
+            op = HessianOperator(model, F.cross_entropy, list(zip(x.split(size), y.split(size))), params, mode=mode)
+            torch.testing.assert_close(op.matmat(vectors), reference, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(op.matvec(vectors[0]), reference[0], rtol=1e-5, atol=1e-6)
+            assert op.hvps == 5
+    with pytest.raises(ValueError, match="forward-over-reverse needs an eager module"):
+        HessianOperator(torch.jit.script(model), F.cross_entropy, [(x, y)], params, mode="fwd-rev")
+
+
+def test_top_k_density_and_blocks_against_the_dense_hessian() -> None:
+    x, y = classification_sample(120, seed=2)
+    eager = mlp([5, 7, 3], seed=4)
+    settings = ProbeSettings(batch_size=30, top_k=4, density=True, per_layer=True, dtype="float64", eig_rtol=1e-8, trace_rtol=0.01)
+    spec = probe(eager, x, y, settings, CPU).measurements.hessian
+    keep = used_examples(120, settings)
+    h = dense_hessian(eager, F.cross_entropy, x[keep], y[keep])
+    exact = torch.linalg.eigvalsh(h)
+    torch.testing.assert_close(torch.tensor(spec.top_eigenvalues, dtype=torch.float64), exact.flip(0)[:4], rtol=1e-6, atol=1e-9)
+    assert spec.density is not None and spec.density.hvps > 0
+    names = [n for n, _ in eager.named_parameters()]
+    blocks = partition(names, [p.numel() for p in eager.parameters()], per_layer=True, patterns=())
+    assert [b.name for b in spec.blocks] == [b.name for b in blocks] == ["0", "2"]
+    total_se = math.sqrt(sum(b.trace_stderr**2 for b in spec.blocks) + spec.trace_stderr**2)
+    assert abs(sum(b.trace for b in spec.blocks) - spec.trace) <= 3 * total_se + 1e-9 * abs(spec.trace)
+    for block, index in zip(spec.blocks, (b.index for b in blocks)):
+        sub = h[index][:, index]
+        assert block.lambda_max == pytest.approx(float(torch.linalg.eigvalsh(sub)[-1]), rel=1e-6)
+        assert abs(block.trace - float(sub.trace())) <= 3 * block.trace_stderr + 1e-9 * abs(float(sub.trace()))
+        assert block.num_params == len(index)
+
+
+def test_power_method_and_plain_hutchinson_on_the_native_engine() -> None:
+    x, y = classification_sample(90, seed=3)
+    eager = mlp([5, 6, 3], seed=5)
+    settings = ProbeSettings(batch_size=30, method="power", trace_method="hutchinson", eig_rtol=1e-4)
+    spec = probe(eager, x, y, settings, CPU).measurements.hessian
+    keep = used_examples(90, settings)
+    exact = torch.linalg.eigvalsh(dense_hessian(eager, F.cross_entropy, x[keep], y[keep]))
+    assert spec.lambda_max == pytest.approx(float(exact[-1]), rel=1e-4)
+    assert spec.lambda_min == pytest.approx(float(exact[0]), rel=1e-3)
+    assert spec.details["trace"].method.startswith("Hutchinson")
+
+
+def test_blocks_by_regex_and_their_errors() -> None:
+    names, sizes = ["enc.weight", "enc.bias", "head.weight", "head.bias"], [6, 2, 4, 2]
+    blocks = partition(names, sizes, per_layer=False, patterns=[r"weight$"])
+    assert [(b.name, b.parameters) for b in blocks] == [("weight$", ("enc.weight", "head.weight")), ("(rest)", ("enc.bias", "head.bias"))]
+    assert blocks[0].index.tolist() == list(range(0, 6)) + list(range(8, 12))
+    with pytest.raises(Exception, match=r"--blocks 'decoder' matches no trainable parameter"):
+        partition(names, sizes, per_layer=False, patterns=["decoder"])
+    with pytest.raises(Exception, match=r"--blocks '\(' is not a regular expression"):
+        partition(names, sizes, per_layer=False, patterns=["("])
