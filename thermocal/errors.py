@@ -2,8 +2,8 @@
 
 Exit codes (README, "Exit codes"):
   0  success
-  1  the tool ran, but the result is unusable: the schedule is degenerate (already cold)
-     or a measurement is not finite
+  1  the tool ran, but the result is unusable: the schedule is degenerate (already cold),
+     a measurement is not finite, or (with --fail-unconverged) an estimate missed its tolerance
   2  bad input or usage: a missing or unreadable file, malformed data, a refused overwrite
   3  an internal error (a bug in thermocal); THERMOCAL_DEBUG=1 shows the traceback
 """
