@@ -147,7 +147,8 @@ def probe(
     engine: EngineChoice = typer.Option(EngineChoice.native, help="Curvature engine: thermocal's own, or pyhessian (power iteration + Hutchinson)."),
     method: Optional[MethodChoice] = typer.Option(None, help="Eigenvalues by lanczos (native default) or power iteration (pyhessian's only)."),
     trace_method: Optional[TraceMethod] = typer.Option(None, help="hutch++ (native default) or plain hutchinson (pyhessian's only)."),
-    hvp: HvpMode = typer.Option(HvpMode.auto, help="Hessian-vector products: reverse-over-reverse, forward-over-reverse (eager modules), or the faster, timed."),
+    hvp: HvpMode = typer.Option(HvpMode.auto, help="Hessian-vector products: reverse-over-reverse, forward-over-reverse (eager modules); auto = rev-rev, the faster in the benchmark."),
+    vmap_probes: bool = typer.Option(False, "--vmap-probes", help="Batch trace probes through vmap (slower on CPU in the benchmark; try it on GPU)."),
     dtype: DtypeChoice = typer.Option(DtypeChoice.model, help="Probe in the model's dtype, or cast the model and data."),
     eig_rtol: Optional[float] = typer.Option(None, min=0.0, help="Eigenvalue converged when ||Hv - lambda v|| <= eig_rtol*|lambda| [native 1e-3, pyhessian 1e-2]."),
     max_iter: Optional[int] = typer.Option(None, min=1, help="Iteration budget of each eigen-solver run [lanczos 1000, power 20000]."),
@@ -169,7 +170,7 @@ def probe(
     settings = ProbeSettings(
         batch_size=batch_size, loss=loss.value, seed=seed, engine=engine.value,
         method=method.value if method else None, trace_method=trace_method.value if trace_method else None,
-        hvp=hvp.value, dtype=None if dtype is DtypeChoice.model else dtype.value, eig_rtol=eig_rtol,
+        hvp=hvp.value, vmap_probes=vmap_probes, dtype=None if dtype is DtypeChoice.model else dtype.value, eig_rtol=eig_rtol,
         max_iter=max_iter, trace_rtol=trace_rtol, max_probes=max_probes, micro_batch=micro_batch, top_k=top_k,
         density=density, per_layer=per_layer, blocks=tuple(blocks or ()),
     ).resolved()

@@ -13,7 +13,6 @@ Scaled-dot-product attention runs on its math backend here, the one with double 
 
 from __future__ import annotations
 
-import time
 from typing import Callable, Literal, Sequence
 
 import torch
@@ -43,11 +42,12 @@ class HessianOperator:
         params: Sequence[torch.nn.Parameter],
         *,
         mode: Mode = "rev-rev",
+        vmap: bool = True,
         on_hvp: Callable[[int], None] = lambda n: None,
     ) -> None:
         if mode == "fwd-rev" and not supports_forward_mode(model):
             raise ValueError("forward-over-reverse needs an eager module, not TorchScript")
-        self.model, self.loss_fn, self.mode = model, loss_fn, mode
+        self.model, self.loss_fn, self.mode, self.vmap = model, loss_fn, mode, vmap
         self.batches = list(batches)
         self.params = list(params)
         self.sizes = [p.numel() for p in self.params]
@@ -126,21 +126,12 @@ class HessianOperator:
         return self._apply(v, batched=False)
 
     def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
-        """H vᵢ for each row of `vectors` (m × d), batched through vmap; counts m products."""
-        return self._apply(vectors, batched=True)
+        """H vᵢ for each row of `vectors` (m × d): batched through vmap, or one by one when the
+        operator was made with vmap=False; counts m products either way."""
+        if self.vmap:
+            return self._apply(vectors, batched=True)
+        return torch.stack([self._apply(v, batched=False) for v in vectors])
 
     def release(self) -> None:
         """Drop the retained gradient graph."""
         self._graph = None
-
-
-def time_products(operator: HessianOperator, vectors: torch.Tensor, repeats: int = 3) -> float:
-    """Median seconds of one product H v, measured on `repeats` calls (each counted as HVPs)."""
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        operator.matvec(vectors[i % len(vectors)])
-        if operator.device.type == "cuda":
-            torch.cuda.synchronize(operator.device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]

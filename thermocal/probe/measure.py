@@ -14,9 +14,9 @@ from thermocal.errors import DataError, InputError, NumericalError
 from thermocal.probe.blocks import partition, restricted
 from thermocal.probe.density import slq_density
 from thermocal.probe.gradient_noise import Batch, minibatch_gradients, noise_statistics
-from thermocal.probe.hvp import HessianOperator, supports_forward_mode, time_products
+from thermocal.probe.hvp import HessianOperator, supports_forward_mode
 from thermocal.probe.lanczos import lanczos
-from thermocal.probe.losses import resolve_loss
+from thermocal.probe.losses import LossFn, resolve_loss
 from thermocal.probe.power import power_iteration
 from thermocal.probe.pyhessian_engine import PyHessianEngine, seeded_global_rng
 from thermocal.probe.trace import TraceEstimate, deflated_probes, hutchinson, hutchpp_sketch, sketch_trace
@@ -66,6 +66,7 @@ class ProbeSettings:
     method: Method | None = None  # native: lanczos; pyhessian: power
     trace_method: Literal["hutch++", "hutchinson"] | None = None  # native: hutch++; pyhessian: hutchinson
     hvp: Literal["auto", "rev-rev", "fwd-rev"] = "auto"
+    vmap_probes: bool = False  # batch trace probes through vmap: slower on CPU in the benchmark
     dtype: Literal["float32", "float64"] | None = None  # None: the model's own
     eig_rtol: float | None = None  # None: DEFAULT_EIG_RTOL[engine]
     max_iter: int | None = None  # None: DEFAULT_MAX_ITER[method]
@@ -217,26 +218,13 @@ def _pyhessian_spectrum(engine: PyHessianEngine, s: ProbeSettings, progress: Pro
     )
 
 
-def _choose_hvp_mode(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: ProbeSettings,
-                     generator: torch.Generator, on_hvp) -> tuple[HessianOperator, dict[str, float]]:
-    """The operator in the asked mode; with `auto`, the faster of the two on three timed products."""
-    if s.hvp != "auto" or not supports_forward_mode(model):
-        mode = "rev-rev" if s.hvp == "auto" else s.hvp
-        if mode == "fwd-rev" and not supports_forward_mode(model):
-            raise InputError("--hvp fwd-rev needs an eager module; TorchScript models use rev-rev")
-        return HessianOperator(model, loss_fn, batches, params, mode=mode, on_hvp=on_hvp), {}
-    dim = sum(p.numel() for p in params)
-    probes = torch.randn(3, dim, generator=generator, dtype=torch.float64).to(params[0].device)
-    timings, operators = {}, {}
-    for mode in ("rev-rev", "fwd-rev"):
-        operators[mode] = HessianOperator(model, loss_fn, batches, params, mode=mode, on_hvp=on_hvp)
-        operators[mode].matvec(probes[0])  # warm-up: builds the reused graph, if any
-        timings[mode] = time_products(operators[mode], probes)
-    best = min(timings, key=timings.get)
-    operators["rev-rev" if best == "fwd-rev" else "fwd-rev"].release()
-    chosen = operators[best]
-    chosen.hvps += operators["rev-rev" if best == "fwd-rev" else "fwd-rev"].hvps  # every product counts
-    return chosen, timings
+def _operator(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: ProbeSettings, on_hvp) -> HessianOperator:
+    """The native operator in the asked mode. `auto` is reverse-over-reverse: it was the faster on
+    every benchmark model, with and without graph reuse (bench/RESULTS.md)."""
+    mode = "rev-rev" if s.hvp == "auto" else s.hvp
+    if mode == "fwd-rev" and not supports_forward_mode(model):
+        raise InputError("--hvp fwd-rev needs an eager module; TorchScript models use rev-rev")
+    return HessianOperator(model, loss_fn, batches, params, mode=mode, vmap=s.vmap_probes, on_hvp=on_hvp)
 
 
 def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Tensor, float] | None,
@@ -350,8 +338,11 @@ def probe(
     settings: ProbeSettings,
     device: torch.device,
     progress: Progress | None = None,
+    loss_fn: LossFn | None = None,
 ) -> ProbeResult:
     """Measure gradient noise and the Hessian spectrum of `model` on the sample.
+
+    `loss_fn` (a mean over examples), when given, replaces the loss `settings.loss` names.
 
     The sample is shuffled with the seeded generator and cut into K = ⌊N/B⌋ minibatches of
     the training batch size B; a short last batch is dropped. The Hessian is that of the mean
@@ -380,7 +371,10 @@ def probe(
         inputs = inputs.to(dtype)
     inputs, targets = inputs[order].to(device), targets[order].to(device)
 
-    loss_name, loss_fn = resolve_loss(s.loss, _first_outputs(model, inputs[:b]), targets)
+    if loss_fn is None:
+        loss_name, loss_fn = resolve_loss(s.loss, _first_outputs(model, inputs[:b]), targets)
+    else:
+        loss_name = s.loss
 
     with timer("gradient_noise"):
         progress.phase("Gradient noise", k)
@@ -398,7 +392,7 @@ def probe(
             finally:
                 engine.release()
     else:
-        op, _ = _choose_hvp_mode(model, loss_fn, micro_batches, params, s, generator, progress.advance)
+        op = _operator(model, loss_fn, micro_batches, params, s, progress.advance)
         try:
             spectrum = _native_spectrum(op, s, progress, generator, timer, names)
         finally:

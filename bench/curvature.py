@@ -1,0 +1,328 @@
+"""Curvature benchmark: thermocal's native engine against pyhessian and curvlinops, same models, same run.
+
+    pip install -e ".[test]" && pip install --no-deps curvlinops-for-pytorch einops einconv \
+        linear_operator opt-einsum tqdm          # bench-only peer (see README "Benchmarks")
+    python bench/curvature.py                    # all models; writes bench/results.json
+    python bench/curvature.py --quick            # tiny sizes, seconds: keeps the script from rotting
+
+Each (model, contender) cell runs in its own child process, so that its peak resident memory
+(ru_maxrss, minus the resident size once model and data are loaded) is its own. Models are
+built once by the parent and saved to a temporary folder. Reported per cell: wall time,
+Hessian-vector products (HVPs), extra peak memory, and the relative error of lambda_max,
+lambda_min and the trace against a reference:
+  - `digits` (2.4k parameters): the dense Hessian (torch.autograd.functional.hessian + eigvalsh);
+  - `mlp`, `cnn`: ARPACK (scipy eigsh, tol 1e-10) on float64 HVPs for the eigenvalues, and a
+    float64 Hutch++ run to 0.2% for the trace;
+  - `transformer`: a float64 thermocal Lanczos run to rtol 1e-8 (ARPACK's smallest-algebraic
+    search is too slow there on two CPU cores), and the same float64 Hutch++ trace.
+Contenders:
+  - thermocal (default probe): gradient noise at B=32 + both extremes (Lanczos, rtol 1e-3) +
+    trace (Hutch++ with the Lanczos basis) to 5% relative standard error;
+  - pyhessian (defaults): `eigenvalues()` (power iteration, maxIter 100, tol 1e-3) and `trace()`
+    (Hutchinson, maxIter 100, tol 1e-3); it has no lambda_min;
+  - curvlinops: `HessianLinearOperator` (forward-over-reverse, vmap) with scipy `eigsh`
+    (which='LA' and 'SA', tol 1e-3) and `hutchpp_trace` with 99 products.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import models as zoo  # noqa: E402
+
+MODELS = ["digits", "mlp", "cnn", "transformer"]
+CONTENDERS = ["step", "timing", "reference", "thermocal", "pyhessian", "curvlinops"]
+QUICK_SIZES = {"digits": {}, "mlp": {"n": 256, "width": 32}, "cnn": {"n": 128},
+               "transformer": {"n": 16, "context": 8, "width": 16, "layers": 1}}
+FULL_SIZES = {"digits": {}, "mlp": {}, "cnn": {"n": 1024}, "transformer": {"n": 128}}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class LMLoss(torch.nn.Module):
+    """Next-token cross-entropy as a module with `reduction` (curvlinops reads it)."""
+
+    reduction = "mean"
+
+    def forward(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return zoo.lm_loss(logits, tokens)
+
+
+def build(name: str, quick: bool, train: bool = True):
+    sizes = (QUICK_SIZES if quick else FULL_SIZES)[name]
+    return zoo.BUILDERS[name](**sizes, train=train)
+
+
+def _criterion(name: str):
+    return LMLoss() if name == "transformer" else torch.nn.CrossEntropyLoss()
+
+
+# ----------------------------------------------------------------------------- cells (children)
+
+
+def cell_step(model, x, y, loss_fn):
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    opt.zero_grad()
+    loss_fn(model(x), y).backward()
+    opt.step()
+    return {"time": time.perf_counter() - start}
+
+
+def cell_timing(model, x, y, loss_fn):
+    """One gradient against one HVP of each kind, on the whole sample as one micro-batch."""
+    from thermocal.probe.hvp import HessianOperator
+
+    params = list(model.parameters())
+    dim = sum(p.numel() for p in params)
+    vectors = torch.randn(8, dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def median(fn, repeats=3):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return sorted(times)[len(times) // 2]
+
+    out = {"gradient": median(lambda: torch.autograd.grad(loss_fn(model(x), y), params))}
+    reuse = HessianOperator(model, loss_fn, [(x, y)], params, mode="rev-rev", vmap=True)
+    out["hvp_rev_rev_reused"] = median(lambda: reuse.matvec(vectors[0]))
+    out["hvp_rev_rev_batched8_per_vector"] = median(lambda: reuse.matmat(vectors)) / 8
+    half = len(x) // 2
+    split = [(x[:half], y[:half]), (x[half:], y[half:])]
+    rebuild = HessianOperator(model, loss_fn, split, params, mode="rev-rev")
+    out["hvp_rev_rev_rebuilt"] = median(lambda: rebuild.matvec(vectors[0]))
+    forward = HessianOperator(model, loss_fn, [(x, y)], params, mode="fwd-rev")
+    out["hvp_fwd_rev"] = median(lambda: forward.matvec(vectors[0]))
+    out["hvp_fwd_rev_batched8_per_vector"] = median(lambda: forward.matmat(vectors)) / 8
+    return out
+
+
+def cell_reference(model, x, y, loss_fn, name):
+    from thermocal.probe.hvp import HessianOperator
+    from thermocal.probe.lanczos import lanczos
+    from thermocal.probe.trace import deflated_probes, hutchinson
+
+    model = model.double()
+    x = x.double() if x.is_floating_point() else x
+    params = list(model.parameters())
+    dim = sum(p.numel() for p in params)
+    start = time.perf_counter()
+    if name == "digits":
+        flat = torch.cat([p.detach().reshape(-1) for p in params])
+        names = [n for n, _ in model.named_parameters()]
+        shapes = [p.shape for p in params]
+
+        def loss_of(v):
+            values, i = {}, 0
+            for n, shape in zip(names, shapes):
+                values[n] = v[i:i + shape.numel()].reshape(shape)
+                i += shape.numel()
+            return loss_fn(torch.func.functional_call(model, values, (x,)), y)
+
+        h = torch.autograd.functional.hessian(loss_of, flat)
+        eig = torch.linalg.eigvalsh(h)
+        return {"time": time.perf_counter() - start, "method": "dense eigvalsh", "lambda_max": float(eig[-1]),
+                "lambda_min": float(eig[0]), "trace": float(h.trace()), "trace_stderr": 0.0}
+    op = HessianOperator(model, loss_fn, [(x, y)], params)
+    generator = torch.Generator().manual_seed(123)
+    if name == "transformer":
+        run = lanczos(op.matvec, torch.randn(dim, generator=generator, dtype=torch.float64), rtol=1e-8, max_iter=3000)
+        lam_max, lam_min, method = run.largest[0].value, run.smallest[0].value, "float64 Lanczos rtol 1e-8"
+        basis, offset = run.basis, float(run.alphas.sum())
+    else:
+        from scipy.sparse.linalg import LinearOperator, eigsh
+
+        linear = LinearOperator((dim, dim), matvec=lambda v: op.matvec(torch.from_numpy(v.reshape(-1))).numpy(), dtype="float64")
+        lam_max = float(eigsh(linear, k=1, which="LA", tol=1e-10, ncv=64, return_eigenvectors=False)[0])
+        lam_min = float(eigsh(linear, k=1, which="SA", tol=1e-10, ncv=64, return_eigenvectors=False)[0])
+        run = lanczos(op.matvec, torch.randn(dim, generator=generator, dtype=torch.float64), rtol=1e-6, max_iter=400)
+        basis, offset, method = run.basis, float(run.alphas.sum()), "ARPACK eigsh tol 1e-10 on float64 HVPs"
+    trace = hutchinson(deflated_probes(op.matmat, basis, dim, generator), rtol=2e-3, max_probes=4000, chunk=20, offset=offset)
+    return {"time": time.perf_counter() - start, "method": method, "hvps": op.hvps, "lambda_max": lam_max,
+            "lambda_min": lam_min, "trace": trace.value, "trace_stderr": trace.stderr}
+
+
+def cell_thermocal(model, x, y, loss_fn):
+    from thermocal.probe.measure import ProbeSettings, probe
+
+    start = time.perf_counter()
+    settings = ProbeSettings(batch_size=min(32, len(x) // 4), loss="bench", trace_rtol=0.05)
+    result = probe(model, x, y, settings, torch.device("cpu"), loss_fn=loss_fn)
+    elapsed = time.perf_counter() - start
+    h = result.measurements.hessian
+    t = result.timings
+    return {"time": elapsed, "time_curvature": t.get("extremes", 0) + t.get("trace", 0), "hvps": h.hvps,
+            "lambda_max": h.lambda_max, "lambda_min": h.lambda_min, "trace": h.trace, "trace_stderr": h.trace_stderr,
+            "converged": h.converged, "timings": t}
+
+
+def cell_pyhessian(model, x, y, loss_fn):
+    from thermocal.probe.pyhessian_engine import _CountingHessian
+
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    with sdpa_kernel([SDPBackend.MATH]):  # its flash kernel has no double backward
+        h = _CountingHessian(model, loss_fn, data=(x, y), cuda=False, on_hvp=lambda: None)
+        with h.counting():
+            eig, _ = h.eigenvalues()
+            samples = h.trace()
+    elapsed = time.perf_counter() - start
+    n = len(samples)
+    mean = sum(samples) / n
+    stderr = (sum((s - mean) ** 2 for s in samples) / (n - 1) / n) ** 0.5 if n > 1 else float("nan")
+    return {"time": elapsed, "time_curvature": elapsed, "hvps": h.hvps, "lambda_max": float(eig[0]), "lambda_min": None,
+            "trace": float(mean), "trace_stderr": stderr, "trace_probes": n}
+
+
+def cell_curvlinops(model, x, y, loss_fn, name):
+    from curvlinops import HessianLinearOperator, hutchpp_trace
+    from scipy.sparse.linalg import eigsh
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    start = time.perf_counter()
+    op = HessianLinearOperator(model, _criterion(name), params, [(x, y)], check_deterministic=False)
+    counter = {"n": 0}
+    matmat = op._matmat
+
+    def counted(m):
+        counter["n"] += m[0].shape[-1]
+        return matmat(m)
+
+    op._matmat = counted
+    scipy_op = op.to_scipy()
+    with sdpa_kernel([SDPBackend.MATH]):  # its flash kernel has no forward-mode AD
+        lam_max = float(eigsh(scipy_op, k=1, which="LA", tol=1e-3, return_eigenvectors=False)[0])
+        lam_min = float(eigsh(scipy_op, k=1, which="SA", tol=1e-3, return_eigenvectors=False)[0])
+        eig_time = time.perf_counter() - start
+        torch.manual_seed(0)
+        trace = float(hutchpp_trace(op, 99))
+    elapsed = time.perf_counter() - start
+    return {"time": elapsed, "time_curvature": elapsed, "time_eigs": eig_time, "hvps": counter["n"], "lambda_max": lam_max,
+            "lambda_min": lam_min, "trace": trace, "trace_stderr": None}
+
+
+def run_cell(model_name: str, contender: str, folder: Path, quick: bool) -> dict:
+    model, _, _, loss_fn = build(model_name, quick, train=False)  # the architecture; weights and data come next
+    saved = torch.load(folder / f"{model_name}.pt", weights_only=True)
+    model.load_state_dict(saved["state"])
+    model.eval()
+    x, y = saved["x"], saved["y"]
+    baseline = _rss_mb()
+    if contender in ("reference", "curvlinops"):
+        out = globals()[f"cell_{contender}"](model, x, y, loss_fn, model_name)
+    else:
+        out = globals()[f"cell_{contender}"](model, x, y, loss_fn)
+    out["peak_extra_mb"] = _peak_mb() - baseline
+    return out
+
+
+# ----------------------------------------------------------------------------- parent
+
+
+def relative_error(value, reference):
+    if value is None or reference is None:
+        return None
+    return abs(value - reference) / abs(reference)
+
+
+def table(results: dict) -> str:
+    lines = ["| model | contender | wall s | curvature s | HVPs | extra peak MB | lambda_max err | lambda_min err | trace err | trace z |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
+    for model_name, cells in results["models"].items():
+        ref = cells.get("reference", {})
+        for contender in ("thermocal", "pyhessian", "curvlinops"):
+            c = cells.get(contender)
+            if not c or "error" in c:
+                lines.append(f"| {model_name} | {contender} | failed: {c.get('error', 'missing') if c else 'missing'} |||||||")
+                continue
+            z = None
+            if c.get("trace_stderr") and ref.get("trace") is not None:
+                z = (c["trace"] - ref["trace"]) / math.hypot(c["trace_stderr"], ref.get("trace_stderr") or 0.0)
+            lines.append(
+                f"| {model_name} | {contender} | {c['time']:.2f} | {c['time_curvature']:.2f} | {c['hvps']} | "
+                f"{c['peak_extra_mb']:.0f} | {fmt(relative_error(c['lambda_max'], ref.get('lambda_max')), '.1e')} | "
+                f"{fmt(relative_error(c['lambda_min'], ref.get('lambda_min')), '.1e')} | "
+                f"{fmt(relative_error(c['trace'], ref.get('trace')), '.1e')} | {fmt(z, '+.1f')} |"
+            )
+    lines += ["", "| model | params | examples | reference | gradient s | HVP rev-rev reused | rev-rev rebuilt | fwd-rev | "
+              "rev-rev vmap×8 per vector | fwd-rev vmap×8 per vector | HVP/gradient | step extra peak MB | probe peak / step peak |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for model_name, cells in results["models"].items():
+        t, step, info = cells.get("timing", {}), cells.get("step", {}), results["sizes"][model_name]
+        ratio = min(t.get("hvp_rev_rev_reused", math.inf), t.get("hvp_fwd_rev", math.inf)) / t["gradient"] if "gradient" in t else None
+        peak_ratio = cells["thermocal"]["peak_extra_mb"] / step["peak_extra_mb"] if step.get("peak_extra_mb") and "peak_extra_mb" in cells.get("thermocal", {}) else None
+        lines.append(
+            f"| {model_name} | {info['params']:,} | {info['examples']:,} | {cells.get('reference', {}).get('method', '—')} | "
+            + " | ".join(fmt(t.get(k), ".4f") for k in ("gradient", "hvp_rev_rev_reused", "hvp_rev_rev_rebuilt", "hvp_fwd_rev",
+                                                         "hvp_rev_rev_batched8_per_vector", "hvp_fwd_rev_batched8_per_vector"))
+            + f" | {fmt(ratio, '.2f')} | {fmt(step.get('peak_extra_mb'), '.0f')} | {fmt(peak_ratio, '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    parser.add_argument("--cell", nargs=2, metavar=("MODEL", "CONTENDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if args.cell:
+        try:
+            print("RESULT " + json.dumps(run_cell(args.cell[0], args.cell[1], args.folder, args.quick)))
+        except Exception as exc:  # reported in the table, not fatal to the benchmark
+            print("RESULT " + json.dumps({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}))
+        return
+    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}",
+               "quick": args.quick, "models": {}, "sizes": {}}
+    with tempfile.TemporaryDirectory() as folder:
+        for model_name in args.models.split(","):
+            model, x, y, _ = build(model_name, args.quick)
+            torch.save({"state": model.state_dict(), "x": x, "y": y}, Path(folder) / f"{model_name}.pt")
+            results["sizes"][model_name] = {"params": zoo.num_params(model), "examples": len(x)}
+            results["models"][model_name] = {}
+            for contender in args.contenders.split(","):
+                command = [sys.executable, __file__, "--cell", model_name, contender, "--folder", folder]
+                proc = subprocess.run(command + (["--quick"] if args.quick else []), capture_output=True, text=True)
+                line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+                cell = json.loads(line[7:]) if line else {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]}
+                results["models"][model_name][contender] = cell
+                print(f"{model_name:12s} {contender:11s} {json.dumps(cell)[:160]}", flush=True)
+    text = table(results)
+    print(f"\nMachine: {results['machine']}\n\n{text}")
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
