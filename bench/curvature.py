@@ -11,17 +11,20 @@ built once by the parent and saved to a temporary folder. Reported per cell: wal
 Hessian-vector products (HVPs), extra peak memory, and the relative error of lambda_max,
 lambda_min and the trace against a reference:
   - `digits` (2.4k parameters): the dense Hessian (torch.autograd.functional.hessian + eigvalsh);
-  - `mlp`, `cnn`: ARPACK (scipy eigsh, tol 1e-10) on float64 HVPs for the eigenvalues, and a
-    float64 Hutch++ run to 0.2% for the trace;
-  - `transformer`: a float64 thermocal Lanczos run to rtol 1e-8 (ARPACK's smallest-algebraic
-    search is too slow there on two CPU cores), and the same float64 Hutch++ trace.
+  - `mlp`, `cnn`, `transformer`: a float64 Lanczos run (thermocal's, no restarts) to residual
+    rtol 1e-6 (its residual bounds the error by 1e-6 relative), and a float64 Hutch++ run to 0.2% for the trace; for mlp and cnn, ARPACK
+    (scipy eigsh 'LA', tol 1e-10) on the same float64 products checks lambda_max independently.
+    (ARPACK's smallest-algebraic search did not finish in 5 minutes on the 105k MLP: its
+    restarts discard the Krylov space that resolves the cluster of small eigenvalues.)
 Contenders:
   - thermocal (default probe): gradient noise at B=32 + both extremes (Lanczos, rtol 1e-3) +
     trace (Hutch++ with the Lanczos basis) to 5% relative standard error;
   - pyhessian (defaults): `eigenvalues()` (power iteration, maxIter 100, tol 1e-3) and `trace()`
     (Hutchinson, maxIter 100, tol 1e-3); it has no lambda_min;
+  - pyhessian_matched: pyhessian asked for thermocal's accuracy: power iteration at tol 1e-6
+    (maxIter 1000) and its Hutchinson probes until the standard error is 5%;
   - curvlinops: `HessianLinearOperator` (forward-over-reverse, vmap) with scipy `eigsh`
-    (which='LA' and 'SA', tol 1e-3) and `hutchpp_trace` with 99 products.
+    (which='LA' and 'SA', tol 1e-3, at most 60 restarts) and `hutchpp_trace` with 99 products.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ sys.path.insert(0, str(HERE.parent))
 import models as zoo  # noqa: E402
 
 MODELS = ["digits", "mlp", "cnn", "transformer"]
-CONTENDERS = ["step", "timing", "reference", "thermocal", "pyhessian", "curvlinops"]
+CONTENDERS = ["step", "timing", "reference", "thermocal", "pyhessian", "pyhessian_matched", "curvlinops"]
 QUICK_SIZES = {"digits": {}, "mlp": {"n": 256, "width": 32}, "cnn": {"n": 128},
                "transformer": {"n": 16, "context": 8, "width": 16, "layers": 1}}
+CURVLINOPS_MAXITER = 60  # ARPACK restarts (about 18 products each at its default ncv = 20)
 FULL_SIZES = {"digits": {}, "mlp": {}, "cnn": {"n": 1024}, "transformer": {"n": 128}}
 
 
@@ -152,18 +156,18 @@ def cell_reference(model, x, y, loss_fn, name):
                 "lambda_min": float(eig[0]), "trace": float(h.trace()), "trace_stderr": 0.0}
     op = HessianOperator(model, loss_fn, [(x, y)], params)
     generator = torch.Generator().manual_seed(123)
-    if name == "transformer":
-        run = lanczos(op.matvec, torch.randn(dim, generator=generator, dtype=torch.float64), rtol=1e-8, max_iter=3000)
-        lam_max, lam_min, method = run.largest[0].value, run.smallest[0].value, "float64 Lanczos rtol 1e-8"
-        basis, offset = run.basis, float(run.alphas.sum())
-    else:
+    # The float64 basis costs 8·d bytes an iteration: 600 iterations of the 1M transformer are 4.8 GB.
+    run = lanczos(op.matvec, torch.randn(dim, generator=generator, dtype=torch.float64), rtol=1e-6,
+                  max_iter=600 if name == "transformer" else 2000)
+    lam_max, lam_min = run.largest[0].value, run.smallest[0].value
+    basis, offset = run.basis, float(run.alphas.sum())
+    method = f"float64 Lanczos, rtol 1e-6 ({'converged' if run.converged else 'NOT converged'})"
+    if name != "transformer":  # an independent check of the top end: ARPACK on the same float64 products
         from scipy.sparse.linalg import LinearOperator, eigsh
 
         linear = LinearOperator((dim, dim), matvec=lambda v: op.matvec(torch.from_numpy(v.reshape(-1))).numpy(), dtype="float64")
-        lam_max = float(eigsh(linear, k=1, which="LA", tol=1e-10, ncv=64, return_eigenvectors=False)[0])
-        lam_min = float(eigsh(linear, k=1, which="SA", tol=1e-10, ncv=64, return_eigenvectors=False)[0])
-        run = lanczos(op.matvec, torch.randn(dim, generator=generator, dtype=torch.float64), rtol=1e-6, max_iter=400)
-        basis, offset, method = run.basis, float(run.alphas.sum()), "ARPACK eigsh tol 1e-10 on float64 HVPs"
+        arpack = float(eigsh(linear, k=1, which="LA", tol=1e-10, ncv=64, return_eigenvectors=False)[0])
+        method += f"; ARPACK lambda_max differs by {abs(arpack - lam_max) / abs(arpack):.1e}"
     trace = hutchinson(deflated_probes(op.matmat, basis, dim, generator), rtol=2e-3, max_probes=4000, chunk=20, offset=offset)
     return {"time": time.perf_counter() - start, "method": method, "hvps": op.hvps, "lambda_max": lam_max,
             "lambda_min": lam_min, "trace": trace.value, "trace_stderr": trace.stderr}
@@ -201,9 +205,33 @@ def cell_pyhessian(model, x, y, loss_fn):
             "trace": float(mean), "trace_stderr": stderr, "trace_probes": n}
 
 
+def cell_pyhessian_matched(model, x, y, loss_fn):
+    """pyhessian asked for the same accuracy as thermocal's default: its power iteration at
+    tol 1e-6 (maxIter 1000), and its Hutchinson probes until the standard error is 5%."""
+    from thermocal.probe.pyhessian_engine import _CountingHessian
+    from thermocal.probe.trace import hutchinson
+
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    with sdpa_kernel([SDPBackend.MATH]):
+        h = _CountingHessian(model, loss_fn, data=(x, y), cuda=False, on_hvp=lambda: None)
+        with h.counting():
+            eig, _ = h.eigenvalues(maxIter=1000, tol=1e-6)
+            trace = hutchinson(lambda n: [float(v) for v in h.trace(maxIter=n, tol=float("-inf"))], rtol=0.05, max_probes=1000)
+    elapsed = time.perf_counter() - start
+    return {"time": elapsed, "time_curvature": elapsed, "hvps": h.hvps, "lambda_max": float(eig[0]), "lambda_min": None,
+            "trace": trace.value, "trace_stderr": trace.stderr, "trace_probes": trace.probes}
+
+
 def cell_curvlinops(model, x, y, loss_fn, name):
     from curvlinops import HessianLinearOperator, hutchpp_trace
-    from scipy.sparse.linalg import eigsh
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+
+    def extreme(operator, which: str) -> tuple[float | None, bool]:
+        try:
+            return float(eigsh(operator, k=1, which=which, tol=1e-3, maxiter=CURVLINOPS_MAXITER, return_eigenvectors=False)[0]), True
+        except ArpackNoConvergence as exc:
+            return (float(exc.eigenvalues[0]) if len(exc.eigenvalues) else None), False
 
     params = [p for p in model.parameters() if p.requires_grad]
     start = time.perf_counter()
@@ -218,14 +246,14 @@ def cell_curvlinops(model, x, y, loss_fn, name):
     op._matmat = counted
     scipy_op = op.to_scipy()
     with sdpa_kernel([SDPBackend.MATH]):  # its flash kernel has no forward-mode AD
-        lam_max = float(eigsh(scipy_op, k=1, which="LA", tol=1e-3, return_eigenvectors=False)[0])
-        lam_min = float(eigsh(scipy_op, k=1, which="SA", tol=1e-3, return_eigenvectors=False)[0])
+        lam_max, max_ok = extreme(scipy_op, "LA")
+        lam_min, min_ok = extreme(scipy_op, "SA")
         eig_time = time.perf_counter() - start
         torch.manual_seed(0)
         trace = float(hutchpp_trace(op, 99))
     elapsed = time.perf_counter() - start
     return {"time": elapsed, "time_curvature": elapsed, "time_eigs": eig_time, "hvps": counter["n"], "lambda_max": lam_max,
-            "lambda_min": lam_min, "trace": trace, "trace_stderr": None}
+            "lambda_min": lam_min, "trace": trace, "trace_stderr": None, "converged": max_ok and min_ok}
 
 
 def run_cell(model_name: str, contender: str, folder: Path, quick: bool) -> dict:
@@ -258,7 +286,7 @@ def table(results: dict) -> str:
     fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
     for model_name, cells in results["models"].items():
         ref = cells.get("reference", {})
-        for contender in ("thermocal", "pyhessian", "curvlinops"):
+        for contender in ("thermocal", "pyhessian", "pyhessian_matched", "curvlinops"):
             c = cells.get(contender)
             if not c or "error" in c:
                 lines.append(f"| {model_name} | {contender} | failed: {c.get('error', 'missing') if c else 'missing'} |||||||")

@@ -85,10 +85,14 @@ class HessianOperator:
         live = [i for i, g in enumerate(grads) if g.requires_grad]  # a constant gradient has zero Hessian rows
         if not live:
             return [torch.zeros_like(piece) for piece in pieces]
-        products = torch.autograd.grad(
-            [grads[i] for i in live], self.params, grad_outputs=[pieces[i] for i in live],
-            retain_graph=reuse, allow_unused=True, materialize_grads=True, is_grads_batched=batched,
-        )
+        if batched:
+            products = torch.autograd.grad(
+                [grads[i] for i in live], self.params, grad_outputs=[pieces[i] for i in live],
+                retain_graph=reuse, allow_unused=True, materialize_grads=True, is_grads_batched=True,
+            )
+        else:  # d(∇L·v)/dθ: a scalar output, so autograd needs no grad_outputs (and no shape machinery)
+            dot = sum((grads[i] * pieces[i]).sum() for i in live)
+            products = torch.autograd.grad(dot, self.params, retain_graph=reuse, allow_unused=True, materialize_grads=True)
         return list(products)
 
     def _fwd_rev(self, batch: Batch, pieces: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:

@@ -124,7 +124,7 @@ def lanczos(
     top, bottom = _wanted(values, top_k, bottom_k)
 
     def pair(i: int) -> RitzPair:
-        y = rows.T @ vectors[:, i]
+        y = rows.T @ vectors[:, i].to(rows.device)
         y = y / torch.linalg.vector_norm(y)
         theta = float(values[i])
         residual = float(torch.linalg.vector_norm(matvec(y).to(torch.float64) - theta * y))

@@ -243,7 +243,7 @@ def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Ten
             method = "Hutch++ (sketch Q = orth(H S)): tr(QHQ^T) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
     else:
         sketch, method = None, "Hutchinson, Rademacher probes"
-    estimate = hutchinson(deflated_probes(op.matmat, sketch, op.dim, generator), rtol=s.trace_rtol,
+    estimate = hutchinson(deflated_probes(op.matmat, sketch, op.dim, generator, op.device), rtol=s.trace_rtol,
                           max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=offset)
     return estimate, _trace_record(method, op.hvps - start, estimate, s.trace_rtol)
 
@@ -323,7 +323,7 @@ def _block_curvature(op: HessianOperator, block, s: ProbeSettings, generator: to
     big = run.largest[0]
     eig_rec = _record("Lanczos on the diagonal block", op.hvps - start, run.iterations, big.residual, s.eig_rtol, big.converged)
     start = op.hvps
-    trace = hutchinson(deflated_probes(matmat, run.basis, size, generator), rtol=s.trace_rtol,
+    trace = hutchinson(deflated_probes(matmat, run.basis, size, generator, op.device), rtol=s.trace_rtol,
                        max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=float(run.alphas.sum()))
     trace_rec = _trace_record("Hutch++ with the block's Lanczos basis as sketch", op.hvps - start, trace, s.trace_rtol)
     return BlockCurvature(name=block.name, parameters=list(block.parameters), num_params=size, lambda_max=big.value,

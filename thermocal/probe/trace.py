@@ -67,11 +67,14 @@ def rademacher(count: int, dim: int, generator: torch.Generator, device: torch.d
     return (torch.randint(0, 2, (count, dim), generator=generator).to(torch.float64) * 2 - 1).to(device)
 
 
-def deflated_probes(matmat: Matmat, sketch: torch.Tensor | None, dim: int, generator: torch.Generator) -> Callable[[int], list[float]]:
-    """A `draw_probes` for Hutchinson on P H P, P = I − QᵀQ (plain Hutchinson when sketch is None)."""
+def deflated_probes(matmat: Matmat, sketch: torch.Tensor | None, dim: int, generator: torch.Generator,
+                    device: torch.device | None = None) -> Callable[[int], list[float]]:
+    """A `draw_probes` for Hutchinson on P H P, P = I − QᵀQ (plain Hutchinson when sketch is None).
+    Probes live on `device` (default: the sketch's, else the CPU)."""
+    device = device or (sketch.device if sketch is not None else torch.device("cpu"))
 
     def draw(count: int) -> list[float]:
-        z = rademacher(count, dim, generator, sketch.device if sketch is not None else torch.device("cpu"))
+        z = rademacher(count, dim, generator, device)
         if sketch is not None:
             z = z - (z @ sketch.T) @ sketch
         return (z * matmat(z)).sum(dim=1).tolist()

@@ -1,0 +1,30 @@
+"""The curvature benchmark still runs (tiny sizes), and its thermocal row meets the accuracy bar."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_quick_benchmark_runs_and_thermocal_matches_the_dense_reference(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "curvature.py"), "--quick", "--models", "digits",
+         "--contenders", "step,timing,reference,thermocal,pyhessian", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| digits | thermocal |" in proc.stdout
+    cells = json.loads(out.read_text())["models"]["digits"]
+    assert all("error" not in cell for cell in cells.values()), cells
+    ref, ours, theirs = cells["reference"], cells["thermocal"], cells["pyhessian"]
+    assert ref["method"] == "dense eigvalsh"
+    assert abs(ours["lambda_max"] / ref["lambda_max"] - 1) < 1e-3
+    assert abs(ours["lambda_min"] / ref["lambda_min"] - 1) < 1e-3
+    assert abs(ours["trace"] - ref["trace"]) <= 3 * ours["trace_stderr"]
+    assert ours["hvps"] > 0 and theirs["hvps"] > 0 and theirs["lambda_min"] is None
+    assert cells["timing"]["hvp_rev_rev_reused"] > 0 and cells["step"]["peak_extra_mb"] > 0
