@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 from pathlib import Path
 
@@ -129,6 +130,15 @@ def test_refuses_to_overwrite_and_keeps_the_old_file(classifier, tmp_path: Path)
     forced = run("probe", model, data, "--batch-size", 16, "--out", out, "--force", "--quiet")
     assert forced.exit_code == 0, forced.output
     assert loads(out.read_text(), str(out)).inputs.batch_size == 16
+
+
+def test_written_files_get_the_usual_mode_not_a_temp_files_0600(classifier, tmp_path: Path) -> None:
+    model, data = classifier
+    out = tmp_path / "mode.json"
+    assert run("probe", model, data, "--batch-size", 16, "--out", out, "-q").exit_code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_same_seed_same_numbers(classifier, tmp_path: Path) -> None:

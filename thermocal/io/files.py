@@ -7,9 +7,15 @@ import os
 import tempfile
 from pathlib import Path
 
-from thermocal.errors import OutputError
+from thermocal.errors import InputError, OutputError
 
 _CHUNK = 1 << 20
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def sha256_file(path: Path) -> str:
@@ -19,6 +25,18 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's content, or an InputError naming the file."""
+    if not path.exists():
+        raise InputError("no such file", path)
+    if not path.is_file():
+        raise InputError("is not a file", path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot be read ({exc})", path) from exc
 
 
 def ensure_writable(path: Path, *, force: bool) -> None:
@@ -47,6 +65,8 @@ def write_text_atomic(path: Path, text: str, *, force: bool) -> None:
     except OSError as exc:
         raise OutputError(f"cannot be written ({exc.strerror})", path) from exc
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open() would have.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
