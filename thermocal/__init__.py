@@ -1,3 +1,24 @@
-"""thermocal: calibrate a cooling learning-rate schedule from measured gradient noise and curvature."""
+"""thermocal: calibrate a cooling learning-rate schedule from measured gradient noise and curvature.
+
+Runtime use needs no CLI: `load_schedule(path)` gives `lr(step)` and `temperature(step)`;
+`ThermocalLR(optimizer, path)` is a torch scheduler (imported on first use).
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["ThermocalLR", "load_schedule", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "load_schedule":
+        from thermocal.schedule.runtime import load_schedule
+
+        return load_schedule
+    if name == "ThermocalLR":
+        from thermocal.schedule.torch_lr import ThermocalLR
+
+        return ThermocalLR
+    raise AttributeError(f"module 'thermocal' has no attribute {name!r}")

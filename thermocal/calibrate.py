@@ -11,11 +11,8 @@ from typing import Literal
 
 from thermocal.errors import DegenerateError
 from thermocal.records import CalibrationDetails, GradientNoise, HessianSpectrum, Rules, Schedule
+from thermocal.schedule.functions import lr_expression, temperature_expression
 
-LR_EXPRESSION = "eta0 * exp(-t / (2 * tau))"
-TEMPERATURE_EXPRESSION = "T0 * exp(-t / tau)"
-FLAT_LR_EXPRESSION = "eta0"
-FLAT_TEMPERATURE_EXPRESSION = "T0"
 
 
 @dataclass(frozen=True)
@@ -28,6 +25,9 @@ class CalibrationSettings:
     tf_floor: float = 1e-3
     stability_fraction: float = 0.5
     flat_if_cold: bool = False
+    warmup_steps: int = 0
+    min_lr: float = 0.0
+    epsilon: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -100,22 +100,26 @@ def calibrate(noise: GradientNoise, spectrum: HessianSpectrum, num_params: int, 
     if cold:
         tau, tau_rule, gamma = None, "flat", 1.0
         steps, steps_source = settings.steps, "budget" if settings.steps is not None else "none"
-        lr_expression, temperature_expression, kind = FLAT_LR_EXPRESSION, FLAT_TEMPERATURE_EXPRESSION, "constant"
+        kind = "constant"
     else:
         if tau_budget is not None:
             tau, tau_rule, steps, steps_source = tau_budget, "budget", settings.steps, "budget"
         else:
             tau, tau_rule, steps, steps_source = tau_relaxation, "relaxation", max(implied_steps, 1), "implied"
         gamma = math.exp(-1.0 / (2.0 * tau))
-        lr_expression, temperature_expression, kind = LR_EXPRESSION, TEMPERATURE_EXPRESSION, "exponential"
+        kind = "exponential"
+    if settings.min_lr >= eta0:
+        raise DegenerateError(f"--min-lr {settings.min_lr:g} is not below eta0 = {eta0:.4g}: the schedule would be flat")
 
     rules = Rules(
         tf_rule=tf_rule, tf_floor=settings.tf_floor, tau_rule=tau_rule, steps_source=steps_source,
-        eta0_bound=eta0_bound, stability_fraction=settings.stability_fraction,
+        eta0_bound=eta0_bound, stability_fraction=settings.stability_fraction, epsilon=settings.epsilon,
     )
     schedule = Schedule(
         kind=kind, eta0=eta0, T0=t0, Tf=tf, tau=tau, gamma=gamma, steps=steps,
-        lr_expression=lr_expression, temperature_expression=temperature_expression, rules=rules,
+        warmup_steps=settings.warmup_steps, min_lr=settings.min_lr,
+        lr_expression=lr_expression(kind, settings.warmup_steps, settings.min_lr),
+        temperature_expression=temperature_expression(kind, settings.warmup_steps), rules=rules,
     )
     details = CalibrationDetails(
         T0_stderr=t0_stderr, lambda_min_raw=spectrum.lambda_min, tau_budget=tau_budget,

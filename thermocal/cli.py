@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import sys
@@ -19,15 +20,18 @@ from rich.console import Console
 from thermocal import __version__
 from thermocal.calibrate import CalibrationSettings, calibrate
 from thermocal.diagnostics import diagnose
-from thermocal.errors import EXIT_INTERNAL, DataError, InputError, NumericalError, ThermocalError
+from thermocal.check import check as run_check
+from thermocal.errors import EXIT_DEGENERATE, EXIT_INTERNAL, DataError, InputError, NumericalError, ThermocalError
 from thermocal.io.checkpoint import load_model
 from thermocal.io.data import load_sample
-from thermocal.io.files import ensure_writable, write_text_atomic
+from thermocal.io.files import ensure_writable, read_text, write_text_atomic
 from thermocal.probe.measure import NoProgress, ProbeSettings, probe as run_probe
 from thermocal.report import RichProgress, render, unconverged_estimates
+from thermocal.schedule.export import render as render_export
 from thermocal.schedule.file import (
-    DataInput, Environment, Inputs, ModelInput, ScheduleFile, dumps, loads, sample_table,
+    DataInput, Environment, Inputs, ModelInput, ScheduleFile, dumps, loads, sample_table, schema_text,
 )
+from thermocal.schedule.functions import total_steps
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -84,6 +88,13 @@ class DtypeChoice(str, Enum):
 class Format(str, Enum):
     yaml = "yaml"
     json = "json"
+    csv = "csv"
+    torch = "torch"
+    hf = "hf"
+    lightning = "lightning"
+    optax = "optax"
+    keras = "keras"
+    env = "env"
 
 
 def _stderr() -> Console:
@@ -144,6 +155,8 @@ def probe(
     stability_fraction: float = typer.Option(0.5, min=0.0, help="eta0 <= stability_fraction * 2 / lambda_max."),
     epsilon: float = typer.Option(0.01, min=0.0, help="Loss tolerance for the §7 guarantee diagnostic."),
     flat_if_cold: bool = typer.Option(False, help="When T0 <= Tf, write a constant schedule instead of failing."),
+    warmup_steps: int = typer.Option(0, min=0, help="Linear warmup to eta0 over this many steps before cooling starts."),
+    min_lr: float = typer.Option(0.0, min=0.0, help="Never schedule a learning rate below this floor."),
     engine: EngineChoice = typer.Option(EngineChoice.native, help="Curvature engine: thermocal's own, or pyhessian (power iteration + Hutchinson)."),
     method: Optional[MethodChoice] = typer.Option(None, help="Eigenvalues by lanczos (native default) or power iteration (pyhessian's only)."),
     trace_method: Optional[TraceMethod] = typer.Option(None, help="hutch++ (native default) or plain hutchinson (pyhessian's only)."),
@@ -187,7 +200,8 @@ def probe(
     noise, spectrum = result.measurements.gradient_noise, result.measurements.hessian
     calibration = calibrate(noise, spectrum, result.num_params, CalibrationSettings(
         steps=steps, tf_rule=tf_rule.value, tf_value=tf, tf_floor=tf_floor,
-        stability_fraction=stability_fraction, flat_if_cold=flat_if_cold,
+        stability_fraction=stability_fraction, flat_if_cold=flat_if_cold, warmup_steps=warmup_steps,
+        min_lr=min_lr, epsilon=epsilon,
     ))
     document = ScheduleFile(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -218,26 +232,63 @@ def probe(
         console.print(f"wrote {out}")
 
 
+def _read_schedule(path: Path) -> ScheduleFile:
+    return loads(read_text(path), str(path))
+
+
 @app.command()
 @handle_errors
 def export(
     file: Path = typer.Argument(DEFAULT_RESULT, help="A probe result (JSON or YAML)."),
-    format: Format = typer.Option(Format.yaml, "--format", "-f", help="Output format."),
+    format: Format = typer.Option(Format.yaml, "--format", "-f", help="yaml/json: the file; csv: step,lr,temperature; a framework's snippet; env: shell lines."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write here instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    every: int = typer.Option(1, min=1, help="csv: one row every N steps (the last step always)."),
 ) -> None:
-    """Write the schedule file (validated) as YAML or JSON, to stdout by default."""
-    if not file.is_file():
-        raise InputError("no such file (run 'thermocal probe' first)" if not file.exists() else "is not a file", file)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot be read ({exc})", file) from exc
-    rendered = dumps(loads(text, str(file)), format.value)
+    """Write the schedule (validated) as a file, a table or a framework snippet, to stdout by default."""
+    document = _read_schedule(file)
+    if format is Format.csv and total_steps(document.schedule) is None:
+        raise InputError("holds a flat schedule without a budget: probe with --steps to tabulate it", file)
+    rendered = render_export(document, format.value, every)
     if out is None:
         sys.stdout.write(rendered)
     else:
         write_text_atomic(out, rendered, force=force)
+
+
+@app.command()
+@handle_errors
+def check(
+    file: Path = typer.Argument(DEFAULT_RESULT, help="The schedule file to check."),
+    strict: bool = typer.Option(False, "--strict", help="Diagnostic warnings fail too."),
+    against: Optional[Path] = typer.Option(None, "--against", help="A previous schedule file to compare with."),
+    max_drift: float = typer.Option(0.25, min=0.0, help="With --against: the largest relative change of eta0, tau, T0, Tf."),
+    as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON on stdout."),
+) -> None:
+    """Validate a schedule file, re-derive it from its measurements, and compare it with a previous one.
+
+    Exit 0: every check passed; 1: a check failed; 2: a file is unusable.
+    """
+    document = _read_schedule(file)
+    previous = _read_schedule(against) if against is not None else None
+    report = run_check(document, strict=strict, previous=previous, max_drift=max_drift)
+    if as_json:
+        payload = {"file": str(file), "passed": report.passed,
+                   "findings": [{"check": f.check, "status": f.status, "message": f.message} for f in report.findings]}
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    else:
+        for f in report.findings:
+            sys.stdout.write(f"{f.status:4s}  {f.check}: {f.message}\n")
+        sys.stdout.write(f"{file}: {'passed' if report.passed else 'FAILED'}\n")
+    if not report.passed:
+        raise typer.Exit(EXIT_DEGENERATE)
+
+
+@app.command()
+@handle_errors
+def schema() -> None:
+    """Print the JSON Schema of the schedule file (thermocal.schedule/v1)."""
+    sys.stdout.write(schema_text())
 
 
 def main() -> None:

@@ -34,8 +34,10 @@ def diagnose(
     *,
     epsilon: float,
 ) -> list[Diagnostic]:
-    """Every check of method.md §4, in that order."""
-    eta, temp = learning_rate(schedule), temperature(schedule)
+    """Every check of method.md §4, in that order, on the cooling phase (t counted from the end
+    of any warmup, no learning-rate floor)."""
+    cooling = schedule.model_copy(update={"warmup_steps": 0, "min_lr": 0.0})
+    eta, temp = learning_rate(cooling), temperature(cooling)
     g2 = noise.grad_sq_mean
     lam_max, lam_min = spectrum.lambda_max, spectrum.lambda_min
     end = schedule.steps

@@ -107,10 +107,13 @@ class Rules(Record):
     steps_source: Literal["budget", "implied", "none"]
     eta0_bound: Literal["balance", "stability"]
     stability_fraction: float = Field(gt=0)
+    epsilon: float = Field(default=0.01, ge=0, description="the loss tolerance of the §7 guarantee diagnostic")
 
 
 class Schedule(Record):
-    """T(t) = T0·exp(−t/tau), eta(t) = eta0·exp(−t/(2·tau)), t in optimizer steps (method.md §3).
+    """T(t) = T0·exp(−t/tau), eta(t) = eta0·exp(−t/(2·tau)), t in optimizer steps (method.md §3),
+    after an optional linear warmup of `warmup_steps` and never below `min_lr` ([C8]).
+    `steps` is the cooling budget; training lasts warmup_steps + steps.
 
     A `constant` schedule (asked for with --flat-if-cold) has no tau and gamma = 1.
     """
@@ -122,6 +125,8 @@ class Schedule(Record):
     tau: float | None = Field(default=None, gt=0)
     gamma: float = Field(gt=0, le=1)
     steps: int | None = Field(default=None, ge=1)
+    warmup_steps: int = Field(default=0, ge=0)
+    min_lr: float = Field(default=0.0, ge=0)
     lr_expression: str
     temperature_expression: str
     rules: Rules

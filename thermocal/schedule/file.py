@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from thermocal.errors import InputError
 from thermocal.records import CalibrationDetails, Diagnostic, Measurements, Record, Schedule
-from thermocal.schedule.functions import learning_rate, temperature
+from thermocal.schedule.functions import learning_rate, lr_expression, temperature, temperature_expression, total_steps
 
 FORMAT = "thermocal.schedule/v1"
 FORMATS = ("json", "yaml")
@@ -82,16 +82,28 @@ class ScheduleFile(Record):
                 raise ValueError(f"an exponential schedule needs T0 > Tf, got T0 = {s.T0}, Tf = {s.Tf}")
         elif s.tau is not None or s.gamma != 1.0:
             raise ValueError("a constant schedule has no tau and gamma = 1")
+        if s.lr_expression != lr_expression(s.kind, s.warmup_steps, s.min_lr):
+            raise ValueError(f"lr_expression {s.lr_expression!r} does not match the schedule's kind, warmup_steps and min_lr")
+        if s.temperature_expression != temperature_expression(s.kind, s.warmup_steps):
+            raise ValueError(f"temperature_expression {s.temperature_expression!r} does not match the schedule")
+        if s.min_lr >= s.eta0:
+            raise ValueError(f"min_lr {s.min_lr} must be below eta0 {s.eta0}")
         return self
 
 
 def sample_table(schedule: Schedule, points: int = 11) -> list[TablePoint]:
-    """(step, lr, temperature) at `points` evenly spaced steps from 0 to the budget."""
-    if schedule.steps is None:
+    """(step, lr, temperature) at `points` evenly spaced steps from 0 to warmup + budget."""
+    end = total_steps(schedule)
+    if end is None:
         return []
     lr, temp = learning_rate(schedule), temperature(schedule)
-    steps = sorted({round(i * schedule.steps / (points - 1)) for i in range(points)})
+    steps = sorted({round(i * end / (points - 1)) for i in range(points)})
     return [TablePoint(step=t, lr=lr(t), temperature=temp(t)) for t in steps]
+
+
+def schema_text() -> str:
+    """The JSON Schema of the file, as committed under schemas/."""
+    return json.dumps(ScheduleFile.model_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
 def dumps(document: ScheduleFile, fmt: str) -> str:

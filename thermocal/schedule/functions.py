@@ -1,6 +1,7 @@
-"""Schedules as pure functions of the optimizer step t (method.md §3; seed §5.2, §5.3).
+"""Schedules as pure functions of the optimizer step t (method.md §3, [C5], [C8]; seed §5.2, §5.3).
 
-Each factory checks its arguments once and returns a function of t, in the style of optax.
+Each factory checks its arguments once and returns a function of t, in the style of optax;
+warmup and the learning-rate floor compose by functions (`join`, `floored`), not subclasses.
 """
 
 from __future__ import annotations
@@ -13,30 +14,68 @@ from thermocal.records import Schedule
 StepFn = Callable[[float], float]
 
 
+def _positive(name: str, value: float) -> None:
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be positive and finite, got {value}")
+
+
 def exponential(initial: float, timescale: float) -> StepFn:
     """t ↦ initial · exp(−t / timescale)."""
-    if not (initial > 0 and math.isfinite(initial)):
-        raise ValueError(f"initial value must be positive and finite, got {initial}")
-    if not (timescale > 0 and math.isfinite(timescale)):
-        raise ValueError(f"timescale must be positive and finite, got {timescale}")
+    _positive("initial value", initial)
+    _positive("timescale", timescale)
     return lambda t: initial * math.exp(-t / timescale)
 
 
 def constant(value: float) -> StepFn:
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"value must be positive and finite, got {value}")
+    _positive("value", value)
     return lambda t: value
 
 
+def linear_warmup(peak: float, steps: int) -> StepFn:
+    """t ↦ peak · (t + 1) / steps: reaches `peak` at t = steps − 1, never starts at zero."""
+    _positive("peak", peak)
+    if steps < 1:
+        raise ValueError(f"warmup steps must be at least 1, got {steps}")
+    return lambda t: peak * (t + 1) / steps
+
+
+def join(first: StepFn, second: StepFn, boundary: int) -> StepFn:
+    """`first` before `boundary`, then `second` counted from the boundary (optax.join_schedules)."""
+    return lambda t: first(t) if t < boundary else second(t - boundary)
+
+
+def floored(fn: StepFn, minimum: float) -> StepFn:
+    return lambda t: max(minimum, fn(t))
+
+
 def learning_rate(schedule: Schedule) -> StepFn:
-    """eta(t) = eta0 · exp(−t / (2·tau)); constant eta0 for a flat schedule."""
-    if schedule.tau is None:
-        return constant(schedule.eta0)
-    return exponential(schedule.eta0, 2.0 * schedule.tau)
+    """eta(t): optional linear warmup over warmup_steps, then eta0 · exp(−t'/(2·tau)) with t' the
+    steps since warmup (constant eta0 for a flat schedule), never below min_lr."""
+    cooling = constant(schedule.eta0) if schedule.tau is None else exponential(schedule.eta0, 2.0 * schedule.tau)
+    fn = join(linear_warmup(schedule.eta0, schedule.warmup_steps), cooling, schedule.warmup_steps) if schedule.warmup_steps else cooling
+    return floored(fn, schedule.min_lr) if schedule.min_lr > 0 else fn
 
 
 def temperature(schedule: Schedule) -> StepFn:
-    """T(t) = T0 · exp(−t / tau); constant T0 for a flat schedule."""
-    if schedule.tau is None:
-        return constant(schedule.T0)
-    return exponential(schedule.T0, schedule.tau)
+    """T(t) = T0 during warmup, then T0 · exp(−t'/tau) (constant T0 for a flat schedule)."""
+    cooling = constant(schedule.T0) if schedule.tau is None else exponential(schedule.T0, schedule.tau)
+    return join(constant(schedule.T0), cooling, schedule.warmup_steps) if schedule.warmup_steps else cooling
+
+
+def lr_expression(kind: str, warmup_steps: int, min_lr: float) -> str:
+    """The closed form of `learning_rate`, as a Python expression in the schedule's own field
+    names and the step t (with exp = math.exp)."""
+    cooling = "eta0" if kind == "constant" else ("eta0 * exp(-t / (2 * tau))" if not warmup_steps else "eta0 * exp(-(t - warmup_steps) / (2 * tau))")
+    expression = f"eta0 * (t + 1) / warmup_steps if t < warmup_steps else {cooling}" if warmup_steps else cooling
+    return f"max(min_lr, {expression})" if min_lr > 0 else expression
+
+
+def temperature_expression(kind: str, warmup_steps: int) -> str:
+    if kind == "constant":
+        return "T0"
+    return "T0 if t < warmup_steps else T0 * exp(-(t - warmup_steps) / tau)" if warmup_steps else "T0 * exp(-t / tau)"
+
+
+def total_steps(schedule: Schedule) -> int | None:
+    """Warmup plus the cooling budget; None for a flat schedule without a budget."""
+    return None if schedule.steps is None else schedule.warmup_steps + schedule.steps

@@ -1,0 +1,133 @@
+"""`thermocal check`: is a schedule file sound enough to train with? (method.md §6, [K1]–[K4])
+
+[K1] the file validates (format, types, cross-field rules);
+[K2] the schedule and calibration re-derived from the file's own measurements and rules equal
+     the file's (a hand-edited eta0 is caught), and so do the recomputed diagnostics;
+[K3] every curvature estimate met its tolerance, and no diagnostic has status fail (nor warn,
+     with strict);
+[K4] with a previous file: eta0, tau, T0 and Tf moved by at most max_drift (relative).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from thermocal.calibrate import CalibrationSettings, calibrate
+from thermocal.diagnostics import diagnose
+from thermocal.errors import DegenerateError
+from thermocal.schedule.file import ScheduleFile
+
+REL_TOL = 1e-9
+DRIFT_FIELDS = ("eta0", "tau", "T0", "Tf")
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: Literal["pass", "warn", "fail"]
+    message: str
+
+
+@dataclass(frozen=True)
+class Report:
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(f.status != "fail" for f in self.findings)
+
+
+def _close(a: float | int | None, b: float | int | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-300)
+
+
+def settings_of(doc: ScheduleFile) -> CalibrationSettings:
+    """The calibration settings a file was made with, read back from its rules."""
+    s, r = doc.schedule, doc.schedule.rules
+    return CalibrationSettings(
+        steps=s.steps if r.steps_source == "budget" else None,
+        tf_rule="floor" if r.tf_rule == "floor" else "abs",
+        tf_value=s.Tf if r.tf_rule == "explicit" else None,
+        tf_floor=r.tf_floor, stability_fraction=r.stability_fraction, flat_if_cold=s.kind == "constant",
+        warmup_steps=s.warmup_steps, min_lr=s.min_lr, epsilon=r.epsilon,
+    )
+
+
+def rederive(doc: ScheduleFile) -> list[Finding]:
+    """[K2]: recompute schedule, calibration and diagnostics from measurements and rules."""
+    m = doc.measurements
+    try:
+        again = calibrate(m.gradient_noise, m.hessian, doc.inputs.model.num_params, settings_of(doc))
+    except DegenerateError as exc:
+        return [Finding("rederive", "fail", f"the file's measurements give no schedule: {exc}")]
+    mismatches = []
+    for section, ours, theirs in (("schedule", doc.schedule, again.schedule), ("calibration", doc.calibration, again.details)):
+        for name, value in ours.model_dump().items():
+            other = getattr(theirs, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) or value is None:
+                if not _close(value, other):
+                    mismatches.append(f"{section}.{name} = {value!r} in the file, {other!r} from its measurements")
+            elif value != (other.model_dump() if hasattr(other, "model_dump") else other):
+                mismatches.append(f"{section}.{name} differs from what its measurements give")
+    diagnostics = diagnose(again.schedule, again.details, m.gradient_noise, m.hessian, epsilon=doc.schedule.rules.epsilon)
+    theirs = {d.name: d for d in diagnostics}
+    for d in doc.diagnostics:
+        fresh = theirs.pop(d.name, None)
+        if fresh is None or not _close(d.value, fresh.value) or d.status != fresh.status or d.threshold != fresh.threshold:
+            mismatches.append(f"diagnostic {d.name} differs from its recomputation")
+    mismatches += [f"diagnostic {name} is missing" for name in theirs]
+    if mismatches:
+        return [Finding("rederive", "fail", "; ".join(mismatches))]
+    return [Finding("rederive", "pass", "schedule, calibration and diagnostics follow from the measurements")]
+
+
+def convergence(doc: ScheduleFile) -> list[Finding]:
+    """[K3], first half: a schedule resting on an estimate that missed its tolerance is not sound."""
+    hessian = doc.measurements.hessian
+    records = {f"hessian.{name}": r for name, r in hessian.details.items()}
+    for block in hessian.blocks or []:
+        records |= {f"blocks.{block.name}.{name}": r for name, r in block.details.items()}
+    missed = [name for name, r in records.items() if not r.converged]
+    if missed or not hessian.converged:
+        return [Finding("convergence", "fail", "estimates missed their tolerance: " + (", ".join(missed) or "hessian"))]
+    return [Finding("convergence", "pass", f"all {len(records)} curvature estimates met their tolerance")]
+
+
+def diagnostics_status(doc: ScheduleFile, strict: bool) -> list[Finding]:
+    """[K3], second half."""
+    out = []
+    for d in doc.diagnostics:
+        if d.status == "fail" or (d.status == "warn" and strict):
+            out.append(Finding(f"diagnostic:{d.name}", "fail", f"{d.name} ({d.section}) = {d.value:.4g}: {d.rule}"))
+        elif d.status == "warn":
+            out.append(Finding(f"diagnostic:{d.name}", "warn", f"{d.name} ({d.section}) = {d.value:.4g}: {d.rule}"))
+    return out or [Finding("diagnostics", "pass", "no diagnostic failed")]
+
+
+def drift(doc: ScheduleFile, previous: ScheduleFile, max_drift: float) -> list[Finding]:
+    """[K4]: relative change |new − old| / |old| of eta0, tau, T0 and Tf."""
+    out = []
+    for name in DRIFT_FIELDS:
+        new, old = getattr(doc.schedule, name), getattr(previous.schedule, name)
+        if new is None or old is None:
+            if new is not old:
+                out.append(Finding(f"drift:{name}", "fail", f"{name} is {new} now and was {old}"))
+            continue
+        change = abs(new - old) / abs(old)
+        status = "fail" if change > max_drift else "pass"
+        out.append(Finding(f"drift:{name}", status, f"{name} moved {change:.1%} ({old:.4g} -> {new:.4g}; allowed {max_drift:.0%})"))
+    return out
+
+
+def check(doc: ScheduleFile, *, strict: bool = False, previous: ScheduleFile | None = None, max_drift: float = 0.25) -> Report:
+    findings = [Finding("validate", "pass", f"a valid {doc.format} file")]
+    findings += rederive(doc)
+    findings += convergence(doc)
+    findings += diagnostics_status(doc, strict)
+    if previous is not None:
+        findings += drift(doc, previous, max_drift)
+    return Report(findings)

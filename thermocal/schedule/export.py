@@ -1,0 +1,176 @@
+"""The schedule in other frameworks' terms (`thermocal export --format ...`).
+
+Every snippet takes its numbers from the file (printed with repr, so they round-trip exactly)
+and its learning-rate law from the file's own `lr_expression`, so it cannot drift from
+`thermocal.load_schedule(path).lr(t)`. Plain exponential schedules use each framework's
+exponential type (torch ExponentialLR, optax.exponential_decay, keras ExponentialDecay);
+warmup and a floor use a function of the step built from the same expression.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Callable
+
+from thermocal.records import Schedule
+from thermocal.schedule.file import ScheduleFile, dumps
+from thermocal.schedule.functions import learning_rate, temperature, total_steps
+
+SNIPPETS = ("torch", "hf", "lightning", "optax", "keras")
+FORMATS = ("yaml", "json", "csv", *SNIPPETS, "env")
+
+
+def _plain_exponential(s: Schedule) -> bool:
+    return s.kind == "exponential" and s.warmup_steps == 0 and s.min_lr == 0
+
+
+def _constants(doc: ScheduleFile) -> str:
+    s = doc.schedule
+    lines = [
+        f"# thermocal schedule ({doc.format}); model sha256 {doc.inputs.model.sha256[:12]}, created {doc.created_at}",
+        f"ETA0 = {s.eta0!r}  # initial learning rate",
+        f"GAMMA = {s.gamma!r}  # per-step factor exp(-1/(2*tau))",
+        f"TAU = {s.tau!r}  # cooling time in optimizer steps",
+        f"WARMUP_STEPS = {s.warmup_steps!r}",
+        f"MIN_LR = {s.min_lr!r}",
+        f"TOTAL_STEPS = {total_steps(s)!r}  # warmup + cooling budget",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _lr_function(s: Schedule) -> str:
+    """`lr_at(t)`: the file's lr_expression with its field names bound to the constants above."""
+    return (
+        "\n\ndef lr_at(t):\n"
+        f'    """The learning rate at optimizer step t: {s.lr_expression}"""\n'
+        "    eta0, tau, warmup_steps, min_lr = ETA0, TAU, WARMUP_STEPS, MIN_LR\n"
+        f"    return {s.lr_expression}\n"
+    )
+
+
+def _torch_scheduler(s: Schedule, optimizer: str) -> str:
+    if _plain_exponential(s):
+        return f"torch.optim.lr_scheduler.ExponentialLR({optimizer}, gamma=GAMMA)"
+    return f"torch.optim.lr_scheduler.LambdaLR({optimizer}, lambda step: lr_at(step) / ETA0)"
+
+
+def _torch_header(s: Schedule) -> str:
+    return "import math\nfrom math import exp\n\nimport torch\n\n" if not _plain_exponential(s) else "import torch\n\n"
+
+
+def torch_snippet(doc: ScheduleFile) -> str:
+    s = doc.schedule
+    text = _torch_header(s) + _constants(doc) + ("" if _plain_exponential(s) else _lr_function(s))
+    return text + (
+        "\n\ndef thermocal_optimizer(params):\n"
+        '    """Plain SGD at eta0 (the schedule assumes it) and its scheduler: call scheduler.step()\n'
+        '    after every optimizer.step()."""\n'
+        "    optimizer = torch.optim.SGD(params, lr=ETA0)\n"
+        f"    scheduler = {_torch_scheduler(s, 'optimizer')}\n"
+        "    return optimizer, scheduler\n"
+    )
+
+
+def hf_snippet(doc: ScheduleFile) -> str:
+    return torch_snippet(doc) + (
+        "\n\n# Transformers has no exponential scheduler type: hand the Trainer the pair above. It steps\n"
+        "# the scheduler after every optimizer step; args.learning_rate is then unused.\n"
+        "#   from transformers import Trainer\n"
+        "#   trainer = Trainer(model=model, args=args, train_dataset=train, optimizers=thermocal_optimizer(model.parameters()))\n"
+    )
+
+
+def lightning_snippet(doc: ScheduleFile) -> str:
+    s = doc.schedule
+    text = _torch_header(s) + _constants(doc) + ("" if _plain_exponential(s) else _lr_function(s))
+    return text + (
+        "\n\n# In your LightningModule:\n"
+        "def configure_optimizers(self):\n"
+        "    optimizer = torch.optim.SGD(self.parameters(), lr=ETA0)\n"
+        f"    scheduler = {_torch_scheduler(s, 'optimizer')}\n"
+        '    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}\n'
+    )
+
+
+def optax_snippet(doc: ScheduleFile) -> str:
+    s = doc.schedule
+    text = "import jax.numpy as jnp\nimport optax\n\n" + _constants(doc) + "\n"
+    if s.kind == "constant":
+        cooling = "optax.constant_schedule(ETA0)"
+    else:
+        cooling = "optax.exponential_decay(init_value=ETA0, transition_steps=1, decay_rate=GAMMA)"
+    if s.warmup_steps:
+        body = (f"cooling = {cooling}\n"
+                "warmup = optax.linear_schedule(init_value=ETA0 / WARMUP_STEPS, end_value=ETA0, transition_steps=WARMUP_STEPS - 1)\n"
+                "joined = optax.join_schedules([warmup, cooling], boundaries=[WARMUP_STEPS])\n")
+        last = "joined"
+    else:
+        body, last = f"joined = {cooling}\n", "joined"
+    if s.min_lr > 0:
+        body += f"schedule = lambda count: jnp.maximum(MIN_LR, {last}(count))\n"
+    else:
+        body += f"schedule = {last}\n"
+    return text + body + "optimizer = optax.sgd(learning_rate=schedule)\n"
+
+
+def keras_snippet(doc: ScheduleFile) -> str:
+    s = doc.schedule
+    text = "import keras\n\n" + _constants(doc) + "\n"
+    if _plain_exponential(s):
+        return text + (
+            "schedule = keras.optimizers.schedules.ExponentialDecay(initial_learning_rate=ETA0, decay_steps=1, decay_rate=GAMMA)\n"
+            "optimizer = keras.optimizers.SGD(learning_rate=schedule)\n"
+        )
+    cool = "ETA0" if s.kind == "constant" else "ETA0 * keras.ops.exp(-(step - WARMUP_STEPS) / (2.0 * TAU))"
+    warm = "keras.ops.where(step < WARMUP_STEPS, ETA0 * (step + 1.0) / WARMUP_STEPS, cool)" if s.warmup_steps else "cool"
+    return text + (
+        "\n\nclass ThermocalSchedule(keras.optimizers.schedules.LearningRateSchedule):\n"
+        f'    """{s.lr_expression}"""\n\n'
+        "    def __call__(self, step):\n"
+        "        dtype = keras.config.floatx()\n"
+        "        step = keras.ops.cast(step, dtype)\n"
+        f"        cool = {cool}\n"
+        f"        lr = {warm}\n"
+        "        return keras.ops.where(lr > MIN_LR, lr, MIN_LR)  # not ops.maximum: it drops float64 on torch\n\n"
+        "    def get_config(self):\n"
+        "        return {}\n\n\n"
+        "optimizer = keras.optimizers.SGD(learning_rate=ThermocalSchedule())\n"
+    )
+
+
+def env_lines(doc: ScheduleFile) -> str:
+    s = doc.schedule
+    values = {"ETA0": s.eta0, "GAMMA": s.gamma, "TAU": s.tau, "T0": s.T0, "TF": s.Tf, "STEPS": s.steps,
+              "WARMUP_STEPS": s.warmup_steps, "MIN_LR": s.min_lr, "TOTAL_STEPS": total_steps(s), "KIND": s.kind}
+    return "".join(f"THERMOCAL_{key}={'' if value is None else repr(value) if isinstance(value, float) else value}\n"
+                   for key, value in values.items())
+
+
+def csv_table(doc: ScheduleFile, every: int = 1) -> str:
+    s = doc.schedule
+    end = total_steps(s)
+    if end is None:
+        raise ValueError("a flat schedule without --steps has no budget to tabulate")
+    lr, temp = learning_rate(s), temperature(s)
+    steps = list(range(0, end + 1, every))
+    if steps[-1] != end:
+        steps.append(end)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["step", "lr", "temperature"])
+    writer.writerows((t, repr(lr(t)), repr(temp(t))) for t in steps)
+    return out.getvalue()
+
+
+RENDERERS: dict[str, Callable[[ScheduleFile], str]] = {
+    "yaml": lambda doc: dumps(doc, "yaml"), "json": lambda doc: dumps(doc, "json"),
+    "torch": torch_snippet, "hf": hf_snippet, "lightning": lightning_snippet, "optax": optax_snippet,
+    "keras": keras_snippet, "env": env_lines,
+}
+
+
+def render(doc: ScheduleFile, fmt: str, every: int = 1) -> str:
+    if fmt == "csv":
+        return csv_table(doc, every)
+    return RENDERERS[fmt](doc)

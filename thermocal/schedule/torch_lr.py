@@ -1,0 +1,36 @@
+"""The schedule as a torch learning-rate scheduler (method.md [C5], [C8]).
+
+    scheduler = thermocal.ThermocalLR(optimizer, "thermocal.json")   # or a LoadedSchedule
+    ... optimizer.step(); scheduler.step()                           # once per optimizer step
+
+Like torch's own schedulers it holds plain data only, so `state_dict()` round-trips through
+`torch.save` and a resumed run continues at the saved step. Each parameter group's learning
+rate is its initial lr times lr(t)/eta0: build the optimizer with lr=eta0 to follow the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from thermocal.records import Schedule
+from thermocal.schedule.functions import learning_rate
+from thermocal.schedule.runtime import LoadedSchedule, load_schedule
+
+
+class ThermocalLR(torch.optim.lr_scheduler.LRScheduler):
+    def __init__(self, optimizer: torch.optim.Optimizer, schedule: LoadedSchedule | str | Path, last_epoch: int = -1) -> None:
+        loaded = schedule if isinstance(schedule, LoadedSchedule) else load_schedule(schedule)
+        self.schedule = loaded.document.schedule.model_dump(mode="json")  # plain data: state_dict-safe
+        super().__init__(optimizer, last_epoch)
+
+    def _factor(self, step: int) -> float:
+        s = Schedule.model_validate(self.schedule)
+        return learning_rate(s)(step) / s.eta0
+
+    def get_lr(self) -> list[float]:
+        factor = self._factor(self.last_epoch)
+        return [base * factor for base in self.base_lrs]
+
+    _get_closed_form_lr = get_lr
