@@ -22,8 +22,8 @@ from thermocal.calibrate import CalibrationSettings, calibrate
 from thermocal.diagnostics import diagnose
 from thermocal.check import check as run_check
 from thermocal.errors import EXIT_DEGENERATE, EXIT_INTERNAL, DataError, InputError, NumericalError, ThermocalError
-from thermocal.io.checkpoint import load_model
-from thermocal.io.data import load_sample
+from thermocal.io.checkpoint import ModelOptions, load_model
+from thermocal.io.data import DataOptions, load_sample
 from thermocal.io.files import ensure_writable, read_text, write_text_atomic
 from thermocal.probe.measure import NoProgress, ProbeSettings, probe as run_probe
 from thermocal.report import RichProgress, render, unconverged_estimates
@@ -41,10 +41,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_RESULT = Path("thermocal.json")
 
 
-class Loss(str, Enum):
-    auto = "auto"
-    cross_entropy = "cross_entropy"
-    mse = "mse"
+class Task(str, Enum):
+    supervised = "supervised"
+    lm = "lm"
 
 
 class Device(str, Enum):
@@ -139,9 +138,18 @@ def _environment() -> Environment:
 @app.command()
 @handle_errors
 def probe(
-    model: Path = typer.Argument(..., help="TorchScript checkpoint (torch.jit.save)."),
-    data: Path = typer.Argument(..., help="A .pt file or a folder of them: dicts with inputs/targets (or x/y)."),
-    loss: Loss = typer.Option(Loss.auto, help="auto: integer targets -> cross_entropy, float targets shaped like the output -> mse."),
+    model: Path = typer.Argument(..., help="TorchScript, torch.export (.pt2), or a state dict (.pt/.pth/.bin/.safetensors) with --arch."),
+    data: Optional[Path] = typer.Argument(None, help="A data file or folder (.pt, .npz, .npy, .safetensors, .csv); omit with --dataset."),
+    arch: Optional[str] = typer.Option(None, help="module:callable or path/to/file.py:callable building the model for a state dict."),
+    trust_checkpoint: bool = typer.Option(False, "--trust-checkpoint", help="Allow unpickling a whole pickled nn.Module (runs code from the file)."),
+    params: Optional[str] = typer.Option(None, help="Probe only the trainable parameters whose name matches this regex."),
+    inputs_key: Optional[str] = typer.Option(None, "--inputs", help="Key (or .npy stem) of the inputs [inputs or x; lm: tokens, input_ids]."),
+    targets_key: Optional[str] = typer.Option(None, "--targets", help="Key (or .npy stem) of the targets [targets or y]."),
+    target_column: Optional[str] = typer.Option(None, help="CSV: the target column [target, label or y]."),
+    task: Task = typer.Option(Task.supervised, help="lm: the data are token ids; targets are the inputs shifted by one."),
+    dataset: Optional[str] = typer.Option(None, help="module:callable or file.py:callable returning (inputs, targets), a dict, or a Dataset."),
+    loss: str = typer.Option("auto", help="auto, cross_entropy, nll, mse, l1, huber, bce, bce_with_logits, lm, or module:callable."),
+    label_smoothing: float = typer.Option(0.0, min=0.0, max=0.999, help="Label smoothing of cross_entropy and lm."),
     batch_size: int = typer.Option(32, min=1, help="The batch size you will train with (the temperature depends on it)."),
     steps: Optional[int] = typer.Option(None, min=1, help="Training budget S in optimizer steps; without it tau = d/Tf."),
     seed: int = typer.Option(0, help="Seeds the minibatch shuffle, subsampling and all random probes."),
@@ -178,10 +186,11 @@ def probe(
     """Measure gradient noise and Hessian curvature, calibrate the schedule, write --out."""
     ensure_writable(out, force=force)
     torch_device = _device(device)
-    loaded = load_model(model)
-    sample = load_sample(data, max_samples=max_samples, seed=seed)
+    loaded = load_model(model, ModelOptions(arch=arch, trust_checkpoint=trust_checkpoint, params=params))
+    sample = load_sample(data, max_samples=max_samples, seed=seed, options=DataOptions(
+        inputs_key=inputs_key, targets_key=targets_key, target_column=target_column, task=task.value, dataset=dataset))
     settings = ProbeSettings(
-        batch_size=batch_size, loss=loss.value, seed=seed, engine=engine.value,
+        batch_size=batch_size, loss=loss, label_smoothing=label_smoothing, seed=seed, engine=engine.value,
         method=method.value if method else None, trace_method=trace_method.value if trace_method else None,
         hvp=hvp.value, vmap_probes=vmap_probes, dtype=None if dtype is DtypeChoice.model else dtype.value, eig_rtol=eig_rtol,
         max_iter=max_iter, trace_rtol=trace_rtol, max_probes=max_probes, micro_batch=micro_batch, top_k=top_k,
@@ -195,7 +204,7 @@ def probe(
             with RichProgress(console) as progress:
                 result = run_probe(loaded.module, sample.inputs, sample.targets, settings, torch_device, progress)
     except DataError as exc:
-        exc.path = exc.path or data
+        exc.path = exc.path or sample.path
         raise
     noise, spectrum = result.measurements.gradient_noise, result.measurements.hessian
     calibration = calibrate(noise, spectrum, result.num_params, CalibrationSettings(
@@ -206,9 +215,12 @@ def probe(
     document = ScheduleFile(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         inputs=Inputs(
-            model=ModelInput(path=str(model), sha256=loaded.sha256, format=loaded.format, num_params=result.num_params),
-            data=DataInput(path=str(data), sha256=sample.sha256, files=[f.name for f in sample.files],
-                           total_samples=sample.total_samples, num_samples=len(sample)),
+            model=ModelInput(path=str(model), sha256=loaded.sha256, format=loaded.format, num_params=result.num_params,
+                             note=loaded.note, arch=arch, params=params,
+                             unused_parameters=result.unused_parameters or None),
+            data=DataInput(path=str(sample.path), sha256=sample.sha256, files=[f.name for f in sample.files],
+                           total_samples=sample.total_samples, num_samples=len(sample), format=sample.format,
+                           task=task.value),
             loss=result.loss, batch_size=batch_size, max_samples=max_samples, device=str(torch_device),
             dtype=result.dtype, seed=seed,
         ),
@@ -225,6 +237,9 @@ def probe(
         raise NumericalError(f"not converged within budget: {', '.join(unconverged)} (nothing written; raise "
                              f"--max-iter/--max-probes or loosen --eig-rtol/--trace-rtol)")
     write_text_atomic(out, dumps(document, "json"), force=force)
+    if result.unused_parameters:
+        console.print(f"[yellow]warning:[/] the loss does not depend on {', '.join(result.unused_parameters)}: "
+                      "left out of d and the Hessian")
     if not quiet:
         render(document, console)
         if unconverged:

@@ -1,24 +1,59 @@
-"""Load the MODEL argument.
+"""Load the MODEL argument, recognised by its bytes, not its extension.
 
-Formats are recognised by content, not by extension, so that new loaders slot in beside
-`_load_torchscript`. Version 0.1 loads TorchScript (`torch.jit.save`): a program archive that
-loads without the user's Python code. TorchScript archives are loaded with torch's own
-restricted unpickler; no pickled Python object in a checkpoint is ever executed.
+Formats:
+- TorchScript (`torch.jit.save`) and torch.export programs (`torch.export.save`, `.pt2`):
+  programs that load without the user's Python code. Probing runs them by nature.
+- A state dict: a `torch.save` file read with `weights_only=True`, or `.safetensors`, plus
+  `--arch` naming the code that builds the module. A training checkpoint holding the state
+  dict under a common key is unwrapped, and DDP's `module.` prefix removed; the choice is
+  reported in `LoadedModel.note`.
+- A whole pickled `nn.Module`: only with `--trust-checkpoint`, since unpickling runs code.
+
+`weights_only=True` is always passed explicitly (an environment variable cannot turn it off),
+and a refused pickle is never retried without it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import pickle
+import re
+import struct
 import warnings
 import zipfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from thermocal.errors import CheckpointError
+from thermocal.errors import CheckpointError, InputError
 from thermocal.io.files import sha256_file
+from thermocal.io.user_code import call_user, first_line as _first_line, import_callable
 
 TORCHSCRIPT = "torchscript"
+TORCH_EXPORT = "torch.export"
+TORCH_SAVE = "torch.save"
+SAFETENSORS = "safetensors"
+HUGGINGFACE = "huggingface"
+PICKLED_MODULE = "pickled-module"
+
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
+PREFIXES = ("module.", "_orig_mod.")  # DDP, torch.compile
+SAVE_ADVICE = ("save model.state_dict() (safetensors or torch.save) and pass --arch, or save "
+               "torch.jit.script(model) / torch.export.export(model, ...)")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to load: the code building the module for a state dict, and whether to unpickle."""
+
+    arch: str | None = None
+    trust_checkpoint: bool = False
+    params: str | None = None
 
 
 @dataclass(frozen=True)
@@ -29,32 +64,67 @@ class LoadedModel:
     path: Path
     sha256: str
     format: str
+    note: str | None = None
+
+
+def _is_safetensors(path: Path) -> bool:
+    """8-byte little-endian header length, then a JSON object of that length within the file."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9:
+        return False
+    (length,) = struct.unpack("<Q", head[:8])
+    return head[8:9] == b"{" and 8 + length <= size
 
 
 def detect_format(path: Path) -> str:
-    """Name the checkpoint format of `path` from its bytes, or raise CheckpointError."""
+    """Name the checkpoint format of `path` from its content, or raise CheckpointError."""
     if not path.exists():
-        raise CheckpointError("no such file", path)
+        raise CheckpointError("no such file or directory", path)
     if path.is_dir():
-        raise CheckpointError("is a directory; MODEL must be a TorchScript file", path)
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            "is not a TorchScript archive (not a zip file); save the model with "
-            "torch.jit.save(torch.jit.script(model), path)",
-            path,
-        )
+        if (path / "config.json").is_file():
+            return HUGGINGFACE
+        raise CheckpointError("is a directory without config.json; MODEL is a checkpoint file or a "
+                              "Hugging Face save_pretrained directory", path)
     try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise CheckpointError(f"is a corrupted zip archive ({exc})", path) from exc
-    if any("/code/" in name for name in names) and any(n.endswith("constants.pkl") for n in names):
-        return TORCHSCRIPT
-    raise CheckpointError(
-        "is a torch.save archive (a state dict or pickled module), not TorchScript; this "
-        "version loads TorchScript only: torch.jit.save(torch.jit.script(model), path)",
-        path,
-    )
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+            if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+                return TORCHSCRIPT
+            if any(n.endswith("/archive_format") for n in names) or any("/models/" in n and n.endswith(".json") for n in names):
+                return TORCH_EXPORT
+            if any(n.endswith("data.pkl") for n in names):
+                return TORCH_SAVE
+            raise CheckpointError("is a zip archive but not a TorchScript, torch.export or torch.save file", path)
+        if _is_safetensors(path):
+            return SAFETENSORS
+        with open(path, "rb") as handle:
+            first = handle.read(1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"cannot be read ({_first_line(exc)})", path) from exc
+    if first == b"\x80":  # a pickle protocol marker: torch.save's legacy (pre-zip) format
+        return TORCH_SAVE
+    raise CheckpointError("is not a model checkpoint (neither TorchScript, torch.export, torch.save nor "
+                          "safetensors)", path)
+
+
+@contextlib.contextmanager
+def _weights_only_everywhere() -> Iterator[None]:
+    """Force every torch.load inside (torch.export.load falls back to weights_only=False on
+    its own) to the restricted unpickler."""
+    saved = {k: os.environ.get(k) for k in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _load_torchscript(path: Path) -> torch.nn.Module:
@@ -63,11 +133,129 @@ def _load_torchscript(path: Path) -> torch.nn.Module:
             warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=DeprecationWarning)
             return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError and friends with multi-line texts
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot be loaded as TorchScript ({first_line})", path) from exc
+        raise CheckpointError(f"cannot be loaded as TorchScript ({_first_line(exc)})", path) from exc
 
 
-_LOADERS = {TORCHSCRIPT: _load_torchscript}
+def _load_export(path: Path) -> torch.nn.Module:
+    try:
+        with _weights_only_everywhere(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.load(str(path))
+        return program.module()
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError("holds pickled Python objects beside the program, which thermocal does not unpickle "
+                              "(unpickling can run any code); re-save it with torch.export.save from tensors only",
+                              path) from exc
+    except Exception as exc:
+        raise CheckpointError(f"cannot be loaded as a torch.export program ({_first_line(exc)})", path) from exc
+
+
+def build_arch(spec: str) -> torch.nn.Module:
+    """Call `--arch` (no arguments) to build the module a state dict is loaded into."""
+    module = call_user(import_callable(spec, "--arch"), spec, "--arch")
+    if not isinstance(module, torch.nn.Module):
+        raise InputError(f"--arch {spec!r}: returned a {type(module).__name__}, not a torch.nn.Module")
+    return module
+
+
+def _is_tensor_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping) and len(value) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+def find_state_dict(content: Any, path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The state dict in `content` (itself, or under a common key), with DDP/compile prefixes removed."""
+    notes = []
+    if _is_tensor_mapping(content):
+        state = dict(content)
+    elif isinstance(content, Mapping):
+        key = next((k for k in STATE_DICT_KEYS if _is_tensor_mapping(content.get(k))), None)
+        if key is None:
+            keys = ", ".join(sorted(map(str, content))[:12]) or "none"
+            raise CheckpointError(f"holds a dict with keys [{keys}] and no state dict (a dict of tensors, itself "
+                                  f"or under {'/'.join(STATE_DICT_KEYS)})", path)
+        state = dict(content[key])
+        notes.append(f"state dict under {key!r}")
+    else:
+        raise CheckpointError(f"holds a {type(content).__name__}, not a state dict; {SAVE_ADVICE}", path)
+    for prefix in PREFIXES:
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+            notes.append(f"{prefix!r} prefix removed")
+    return state, "; ".join(notes) or None
+
+
+def _load_into_arch(state: dict[str, torch.Tensor], note: str | None, options: ModelOptions, path: Path,
+                    ) -> tuple[torch.nn.Module, str | None]:
+    if options.arch is None:
+        where = f" ({note})" if note else ""
+        raise CheckpointError(f"is a state dict of {len(state)} tensors{where}: pass --arch module:callable or "
+                              "--arch path/to/file.py:callable that builds the model", path)
+    module = build_arch(options.arch)
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        def listed(keys: list[str]) -> str:
+            return "[" + ", ".join(keys[:6]) + (f", … {len(keys) - 6} more" if len(keys) > 6 else "") + "]"
+        raise CheckpointError(f"does not match --arch {options.arch}: missing keys {listed(missing)}, "
+                              f"unexpected keys {listed(unexpected)}", path)
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(f"does not match --arch {options.arch}: shapes differ (file vs arch) for "
+                              + "; ".join(wrong[:4]), path)
+    module.load_state_dict(state, strict=True)
+    return module, "; ".join(filter(None, [note, f"built by --arch {options.arch}"]))
+
+
+def _load_torch_save(path: Path, options: ModelOptions) -> tuple[torch.nn.Module, str | None, str]:
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not options.trust_checkpoint:
+            raise CheckpointError(
+                "holds pickled Python objects (a whole nn.Module?), which thermocal unpickles only with "
+                f"--trust-checkpoint because unpickling can run any code; {SAVE_ADVICE}", path) from exc
+        return _load_trusted_pickle(path)
+    except Exception as exc:
+        raise CheckpointError(f"cannot be read as a torch.save file ({_first_line(exc)})", path) from exc
+    state, note = find_state_dict(content, path)
+    module, note = _load_into_arch(state, note, options, path)
+    return module, note, TORCH_SAVE
+
+
+def _load_trusted_pickle(path: Path) -> tuple[torch.nn.Module, str | None, str]:
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"cannot be unpickled ({type(exc).__name__}: {_first_line(exc)})", path) from exc
+    if isinstance(content, Mapping):
+        key = next((k for k in STATE_DICT_KEYS if isinstance(content.get(k), torch.nn.Module)), None)
+        if key is not None:
+            return content[key], f"pickled nn.Module under {key!r} (--trust-checkpoint)", PICKLED_MODULE
+    if not isinstance(content, torch.nn.Module):
+        raise CheckpointError(f"unpickled to a {type(content).__name__}, not an nn.Module", path)
+    return content, "pickled nn.Module (--trust-checkpoint)", PICKLED_MODULE
+
+
+def _load_safetensors(path: Path, options: ModelOptions) -> tuple[torch.nn.Module, str | None, str]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        content = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"is a corrupted safetensors file ({_first_line(exc)})", path) from exc
+    if not content:
+        raise CheckpointError("is a safetensors file with no tensors", path)
+    state, note = find_state_dict(content, path)
+    module, note = _load_into_arch(state, note, options, path)
+    return module, note, SAFETENSORS
+
+
+def _load_huggingface(path: Path) -> torch.nn.Module:
+    raise CheckpointError("is a Hugging Face save_pretrained directory; this version cannot load those yet: "
+                          "save the model's state_dict() and pass --arch", path)
 
 
 def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -75,20 +263,68 @@ def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad and p.is_floating_point()]
 
 
-def load_model(path: Path) -> LoadedModel:
+def set_eval(module: torch.nn.Module) -> None:
+    """Eval mode. A torch.export program keeps the mode it was exported in and refuses eval()."""
+    try:
+        module.eval()
+    except NotImplementedError:
+        pass
+
+
+def restrict_parameters(module: torch.nn.Module, pattern: str, path: Path) -> list[str]:
+    """`--params REGEX`: keep requires_grad only on the trainable parameters whose name matches."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise InputError(f"--params {pattern!r}: not a regular expression ({exc})") from exc
+    kept = []
+    for name, param in module.named_parameters():
+        if param.requires_grad and param.is_floating_point():
+            if regex.search(name):
+                kept.append(name)
+            else:
+                param.requires_grad_(False)
+    if not kept:
+        names = ", ".join(n for n, _ in list(module.named_parameters())[:8])
+        raise CheckpointError(f"no trainable parameter matches --params {pattern!r} (names: {names})", path)
+    return kept
+
+
+def load_model(path: Path, options: ModelOptions | None = None) -> LoadedModel:
     """Load a checkpoint on the CPU in eval mode and check that it can be probed."""
+    options = options or ModelOptions()
     fmt = detect_format(path)
-    module = _LOADERS[fmt](path)
-    module.eval()
-    params = trainable_parameters(module)
-    if not params:
+    if options.arch is not None and fmt in (TORCHSCRIPT, TORCH_EXPORT, HUGGINGFACE):
+        raise InputError(f"--arch is for state dicts; {path} is a {fmt} checkpoint that builds itself")
+    note = None
+    if fmt == TORCHSCRIPT:
+        module = _load_torchscript(path)
+    elif fmt == TORCH_EXPORT:
+        module, note = _load_export(path), "a torch.export program runs in the mode it was exported in"
+    elif fmt == TORCH_SAVE:
+        module, note, fmt = _load_torch_save(path, options)
+    elif fmt == SAFETENSORS:
+        module, note, fmt = _load_safetensors(path, options)
+    else:
+        module = _load_huggingface(path)
+    set_eval(module)
+    if options.params is not None:
+        restrict_parameters(module, options.params, path)
+    if not trainable_parameters(module):
         raise CheckpointError("has no trainable floating-point parameters to probe", path)
     for name, param in module.named_parameters():
         if param.is_floating_point() and not bool(torch.isfinite(param).all()):
             raise CheckpointError(f"parameter {name!r} holds NaN or Inf values", path)
-    return LoadedModel(module=module, path=path, sha256=sha256_file(path), format=fmt)
+    digest = sha256_file(path) if path.is_file() else _directory_sha256(path)
+    return LoadedModel(module=module, path=path, sha256=digest, format=fmt, note=note)
+
+
+def _directory_sha256(path: Path) -> str:
+    lines = "".join(f"{sha256_file(f)}  {f.relative_to(path)}\n" for f in sorted(path.rglob("*")) if f.is_file())
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def count_parameters(module: torch.nn.Module) -> int:
     """d: the number of trainable scalars."""
     return sum(p.numel() for p in trainable_parameters(module))
+

@@ -1,21 +1,51 @@
-"""Load the DATA argument: a `.pt` file, or a folder of them, each a dict of tensors.
+"""Load the DATA argument: a file or a folder of files, or `--dataset module:callable`.
 
-Keys: `inputs`/`targets` (or `x`/`y`). Files load with `weights_only=True`, always passed
-explicitly, and are concatenated in sorted file-name order.
+Files, by suffix:
+- `.pt`/`.pth`: a dict of tensors (keys `--inputs`/`--targets`, by default inputs/targets or
+  x/y) or an `(inputs, targets)` tuple, read with `weights_only=True` (always explicit);
+- `.npz`: named arrays (same keys), read with `allow_pickle=False`;
+- `.npy`: one array per file, named by its stem (`inputs.npy` + `targets.npy`), read with
+  `allow_pickle=False`;
+- `.safetensors`: named tensors (same keys);
+- `.csv`: a header row and numeric columns; `--target-column` names the target (default: a
+  column called target, label or y), the rest are the inputs. Integer-valued targets are
+  class indices.
+With `--task lm` each file holds token ids (N, T+1) under `--inputs` (default tokens,
+input_ids or inputs, or the only array): inputs are tokens[:, :-1], targets tokens[:, 1:].
+
+A folder's files are concatenated in sorted name order after checking that their shapes and
+dtypes agree. A symlink in the folder that points outside it is refused. Files that cannot be
+read, hold NaN/Inf, or disagree give one-line errors naming the file.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
+import numpy as np
 import torch
 
-from thermocal.errors import DataError
+from thermocal.errors import DataError, InputError
 from thermocal.io.files import sha256_file
+from thermocal.io.user_code import call_user, first_line, import_callable
 
+SUFFIXES = (".pt", ".pth", ".npz", ".npy", ".safetensors", ".csv")
 _KEY_PAIRS = (("inputs", "targets"), ("x", "y"))
+_TOKEN_KEYS = ("tokens", "input_ids", "inputs", "x")
+_TARGET_COLUMNS = ("target", "label", "y")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    inputs_key: str | None = None
+    targets_key: str | None = None
+    target_column: str | None = None
+    task: str = "supervised"  # or "lm"
+    dataset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -28,51 +58,238 @@ class Sample:
     files: tuple[Path, ...]
     sha256: str
     total_samples: int
+    format: str = "pt"
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
+
+
+# ----------------------------------------------------------------------------- finding files
 
 
 def _data_files(path: Path) -> list[Path]:
     if not path.exists():
         raise DataError("no such file or directory", path)
     if path.is_file():
+        if path.suffix.lower() not in SUFFIXES:
+            raise DataError(f"has an unknown data suffix; use one of {', '.join(SUFFIXES)}", path)
         return [path]
-    files = sorted(p for p in path.iterdir() if p.suffix == ".pt" and p.is_file())
+    root = path.resolve()
+    files = []
+    for entry in sorted(path.iterdir()):
+        if entry.suffix.lower() not in SUFFIXES:
+            continue
+        if entry.is_symlink() and root not in entry.resolve().parents:
+            raise DataError(f"is a symlink to {entry.resolve()}, outside the data folder; copy the file in instead", entry)
+        if entry.is_file():
+            files.append(entry)
     if not files:
-        raise DataError("directory holds no .pt files", path)
+        raise DataError(f"directory holds no data files ({', '.join(SUFFIXES)})", path)
+    kinds = {_kind(f) for f in files}
+    if len(kinds) > 1:
+        raise DataError(f"mixes data formats ({', '.join(sorted(kinds))}); keep one kind per folder", path)
     return files
 
 
-def _read_pair(file: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def _kind(file: Path) -> str:
+    suffix = file.suffix.lower()
+    return "pt" if suffix in (".pt", ".pth") else suffix[1:]
+
+
+# ----------------------------------------------------------------------------- reading one source
+
+
+def _tensor(value: Any, key: str, file: Path) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        if value.dtype == object or not (np.issubdtype(value.dtype, np.number) or value.dtype == bool):
+            raise DataError(f"{key!r} holds {value.dtype} values, expected numbers", file)
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise DataError(f"{key!r} is a {type(value).__name__}, expected a tensor", file)
+    if value.dim() == 0:
+        raise DataError(f"{key!r} is a scalar, expected a batch of examples", file)
+    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+        raise DataError(f"{key!r} holds NaN or Inf values", file)
+    return value
+
+
+def _pick(content: Mapping[str, Any], options: DataOptions, file: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """inputs and targets from named arrays, or token ids for --task lm."""
+    keys = ", ".join(sorted(map(str, content))) or "none"
+    if options.task == "lm":
+        wanted = (options.inputs_key,) if options.inputs_key else _TOKEN_KEYS
+        key = next((k for k in wanted if k in content), None)
+        if key is None and not options.inputs_key and len(content) == 1:
+            key = next(iter(content))
+        if key is None:
+            raise DataError(f"has keys [{keys}]; --task lm expects token ids under {'/'.join(wanted)} (or --inputs)", file)
+        return _lm_pair(_tensor(content[key], key, file), file)
+    if options.inputs_key or options.targets_key:
+        pairs = ((options.inputs_key or "inputs", options.targets_key or "targets"),)
+    else:
+        pairs = _KEY_PAIRS
+    for input_key, target_key in pairs:
+        if input_key in content and target_key in content:
+            break
+    else:
+        wanted = " or ".join(f"{a}/{b}" for a, b in pairs)
+        raise DataError(f"has keys [{keys}]; expected {wanted} (name them with --inputs/--targets)", file)
+    inputs, targets = _tensor(content[input_key], input_key, file), _tensor(content[target_key], target_key, file)
+    if inputs.shape[0] != targets.shape[0]:
+        raise DataError(f"{input_key!r} has {inputs.shape[0]} examples but {target_key!r} has {targets.shape[0]}", file)
+    return inputs, targets
+
+
+def _lm_pair(tokens: torch.Tensor, file: Path | str) -> tuple[torch.Tensor, torch.Tensor]:
+    if tokens.is_floating_point() or tokens.dtype == torch.bool or tokens.dim() != 2 or tokens.shape[1] < 2:
+        raise DataError(f"--task lm needs integer token ids of shape (N, T+1) with T >= 1, got {tuple(tokens.shape)} "
+                        f"{tokens.dtype}", file)
+    if int(tokens.min()) < 0:
+        raise DataError("token ids must be non-negative", file)
+    tokens = tokens.long()
+    return tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+
+def _read_pt(file: Path, options: DataOptions) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         content = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types, with multi-line texts
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"cannot be read as a tensor file ({first_line[:200]})", file) from exc
+        raise DataError(f"cannot be read as a tensor file ({first_line(exc)[:200]})", file) from exc
+    if isinstance(content, (tuple, list)):
+        if options.task == "lm" and len(content) == 1:
+            content = content[0]
+        elif len(content) == 2 and options.task != "lm":
+            return _pick({"inputs": content[0], "targets": content[1]}, DataOptions(), file)
+        else:
+            raise DataError(f"holds a {type(content).__name__} of {len(content)} items; expected (inputs, targets)", file)
+    if isinstance(content, torch.Tensor):
+        if options.task != "lm":
+            raise DataError("holds a single tensor; expected a dict with inputs/targets, an (inputs, targets) tuple, "
+                            "or --task lm for token ids", file)
+        return _lm_pair(_tensor(content, "tensor", file), file)
     if not isinstance(content, dict):
-        raise DataError(
-            f"holds a {type(content).__name__}; expected a dict with keys inputs/targets (or x/y)", file
-        )
-    for input_key, target_key in _KEY_PAIRS:
-        if input_key in content and target_key in content:
-            inputs, targets = content[input_key], content[target_key]
-            break
+        raise DataError(f"holds a {type(content).__name__}; expected a dict with keys inputs/targets (or x/y)", file)
+    return _pick(content, options, file)
+
+
+def _read_npz(file: Path, options: DataOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            content = {key: archive[key] for key in archive.files}
+    except Exception as exc:  # zipfile, ValueError (pickled arrays), OSError
+        raise DataError(f"cannot be read as .npz ({first_line(exc)[:200]})", file) from exc
+    return _pick(content, options, file)
+
+
+def _read_npy(file: Path) -> np.ndarray:
+    try:
+        return np.load(file, allow_pickle=False)
+    except Exception as exc:
+        raise DataError(f"cannot be read as .npy ({first_line(exc)[:200]})", file) from exc
+
+
+def _read_safetensors(file: Path, options: DataOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        content = load_file(str(file), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise DataError(f"cannot be read as safetensors ({first_line(exc)[:200]})", file) from exc
+    return _pick(content, options, file)
+
+
+def _read_csv(file: Path, options: DataOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        with open(file, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot be read as CSV ({first_line(exc)[:200]})", file) from exc
+    rows = [r for r in rows if r]
+    if len(rows) < 2:
+        raise DataError("needs a header row and at least one data row", file)
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    if options.target_column is not None:
+        if options.target_column not in header:
+            raise DataError(f"has no column {options.target_column!r} (columns: {', '.join(header)})", file)
+        target = header.index(options.target_column)
     else:
-        keys = ", ".join(sorted(map(str, content))) or "none"
-        raise DataError(f"has keys [{keys}]; expected inputs/targets (or x/y)", file)
-    for key, value in ((input_key, inputs), (target_key, targets)):
-        if not isinstance(value, torch.Tensor):
-            raise DataError(f"{key!r} is a {type(value).__name__}, expected a tensor", file)
-        if value.dim() == 0:
-            raise DataError(f"{key!r} is a scalar, expected a batch of examples", file)
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise DataError(f"{key!r} holds NaN or Inf values", file)
-    if inputs.shape[0] != targets.shape[0]:
-        raise DataError(
-            f"{input_key!r} has {inputs.shape[0]} examples but {target_key!r} has {targets.shape[0]}", file
-        )
-    return inputs, targets
+        target = next((header.index(c) for c in _TARGET_COLUMNS if c in header), None)
+        if target is None:
+            raise DataError(f"name the target with --target-column (columns: {', '.join(header)})", file)
+    values = np.empty((len(body), len(header)), dtype=np.float64)
+    for i, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise DataError(f"line {i} has {len(row)} fields, the header {len(header)}", file)
+        try:
+            values[i - 2] = [float(v) for v in row]
+        except ValueError as exc:
+            raise DataError(f"line {i}: {first_line(exc)} (every column must be numeric)", file) from exc
+    if not np.isfinite(values).all():
+        raise DataError("holds NaN or Inf values", file)
+    y = values[:, target]
+    x = np.delete(values, target, axis=1)
+    if x.shape[1] == 0:
+        raise DataError("has only the target column; no inputs", file)
+    is_integer = bool(np.all(y == np.round(y)))
+    targets = torch.from_numpy(y.astype(np.int64)) if is_integer else torch.from_numpy(y.astype(np.float32))
+    return torch.from_numpy(x.astype(np.float32)), targets
+
+
+def _read(file: Path, options: DataOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    kind = _kind(file)
+    if kind == "pt":
+        return _read_pt(file, options)
+    if kind == "npz":
+        return _read_npz(file, options)
+    if kind == "safetensors":
+        return _read_safetensors(file, options)
+    if kind == "csv":
+        return _read_csv(file, options)
+    raise AssertionError(kind)
+
+
+def _read_npy_set(files: list[Path], options: DataOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """.npy files are one array each, named by their stem: inputs.npy and targets.npy (or x/y)."""
+    content = {f.stem: _read_npy(f) for f in files}
+    return _pick(content, options, files[0].parent if len(files) > 1 else files[0])
+
+
+# ----------------------------------------------------------------------------- --dataset
+
+
+def _from_dataset(spec: str, options: DataOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """`--dataset module:callable` returns tensors (inputs, targets), a dict of them, or a Dataset."""
+    made = call_user(import_callable(spec, "--dataset"), spec, "--dataset")
+    where = f"--dataset {spec}"
+    if isinstance(made, Mapping):
+        return _pick(made, options, where)
+    if isinstance(made, torch.Tensor) and options.task == "lm":
+        return _lm_pair(made, where)
+    if isinstance(made, tuple) and len(made) == 2 and all(isinstance(t, (torch.Tensor, np.ndarray)) for t in made):
+        return _pick({"inputs": made[0], "targets": made[1]}, DataOptions(), where)
+    if hasattr(made, "__getitem__") and hasattr(made, "__len__"):
+        try:
+            items = [made[i] for i in range(len(made))]
+        except Exception as exc:
+            raise InputError(f"{where}: reading item raised {type(exc).__name__}: {first_line(exc)}") from exc
+        if not items:
+            raise DataError("the dataset is empty", where)
+        if options.task == "lm":
+            tokens = torch.stack([torch.as_tensor(item) for item in items])
+            return _lm_pair(tokens, where)
+        if not all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items):
+            raise DataError(f"items must be (input, target) pairs, item 0 is a {type(items[0]).__name__}", where)
+        try:
+            inputs = torch.stack([torch.as_tensor(item[0]) for item in items])
+            targets = torch.stack([torch.as_tensor(item[1]) for item in items])
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise DataError(f"items cannot be stacked into tensors ({first_line(exc)})", where) from exc
+        return _pick({"inputs": inputs, "targets": targets}, DataOptions(), where)
+    raise DataError(f"returned a {type(made).__name__}; expected (inputs, targets) tensors, a dict, or a Dataset", where)
+
+
+# ----------------------------------------------------------------------------- the sample
 
 
 def _concatenate(parts: list[tuple[Path, torch.Tensor]], what: str) -> torch.Tensor:
@@ -95,24 +312,34 @@ def _combined_sha256(files: list[Path]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
-def load_sample(path: Path, *, max_samples: int | None = None, seed: int = 0) -> Sample:
+def load_sample(path: Path | None, *, max_samples: int | None = None, seed: int = 0,
+                options: DataOptions | None = None) -> Sample:
     """Load and concatenate the sample; `max_samples` keeps a seeded random subset (in order)."""
-    files = _data_files(path)
-    pairs = [(file, _read_pair(file)) for file in files]
-    inputs = _concatenate([(f, pair[0]) for f, pair in pairs], "inputs")
-    targets = _concatenate([(f, pair[1]) for f, pair in pairs], "targets")
+    options = options or DataOptions()
+    if options.task not in ("supervised", "lm"):
+        raise InputError(f"--task must be supervised or lm, got {options.task!r}")
+    if (path is None) == (options.dataset is None):
+        raise InputError("give DATA or --dataset module:callable (exactly one)")
+    if options.dataset is not None:
+        inputs, targets = _from_dataset(options.dataset, options)
+        files: list[Path] = []
+        fmt, digest, where = "dataset", hashlib.sha256(options.dataset.encode()).hexdigest(), Path(options.dataset)
+    else:
+        files = _data_files(path)
+        fmt, where = _kind(files[0]), path
+        if fmt == "npy":
+            inputs, targets = _read_npy_set(files, options)
+        else:
+            pairs = [(file, _read(file, options)) for file in files]
+            inputs = _concatenate([(f, pair[0]) for f, pair in pairs], "inputs")
+            targets = _concatenate([(f, pair[1]) for f, pair in pairs], "targets")
+        digest = _combined_sha256(files)
     total = int(inputs.shape[0])
     if total == 0:
-        raise DataError("holds no examples", path)
+        raise DataError("holds no examples", where)
     if max_samples is not None and max_samples < total:
         generator = torch.Generator().manual_seed(seed)
         keep = torch.randperm(total, generator=generator)[:max_samples].sort().values
         inputs, targets = inputs[keep], targets[keep]
-    return Sample(
-        inputs=inputs,
-        targets=targets,
-        path=path,
-        files=tuple(files),
-        sha256=_combined_sha256(files),
-        total_samples=total,
-    )
+    return Sample(inputs=inputs, targets=targets, path=where, files=tuple(files), sha256=digest,
+                  total_samples=total, format=fmt)

@@ -11,12 +11,13 @@ from typing import Callable, Iterator, Literal, Protocol, Sequence
 import torch
 
 from thermocal.errors import DataError, InputError, NumericalError
+from thermocal.io.checkpoint import set_eval
 from thermocal.probe.blocks import partition, restricted
 from thermocal.probe.density import slq_density
 from thermocal.probe.gradient_noise import Batch, minibatch_gradients, noise_statistics
 from thermocal.probe.hvp import HessianOperator, supports_forward_mode
 from thermocal.probe.lanczos import lanczos
-from thermocal.probe.losses import LossFn, resolve_loss
+from thermocal.probe.losses import LossFn, LossSpec, resolve_loss
 from thermocal.probe.power import power_iteration
 from thermocal.probe.pyhessian_engine import PyHessianEngine, seeded_global_rng
 from thermocal.probe.trace import TraceEstimate, deflated_probes, hutchinson, hutchpp_sketch, sketch_trace
@@ -61,6 +62,7 @@ class NoProgress:
 class ProbeSettings:
     batch_size: int = 32
     loss: str = "auto"
+    label_smoothing: float = 0.0
     seed: int = 0
     engine: Engine = "native"
     method: Method | None = None  # native: lanczos; pyhessian: power
@@ -108,6 +110,7 @@ class ProbeResult:
     dtype: str
     measurements: Measurements
     timings: dict[str, float] = field(default_factory=dict)
+    unused_parameters: list[str] = field(default_factory=list)
 
 
 class _Timer:
@@ -123,6 +126,14 @@ class _Timer:
 
 def _split(inputs: torch.Tensor, targets: torch.Tensor, size: int) -> list[Batch]:
     return list(zip(torch.split(inputs, size), torch.split(targets, size)))
+
+
+def _unused_parameters(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Tensor, targets: torch.Tensor,
+                       named: list[tuple[str, torch.nn.Parameter]]) -> list[str]:
+    """Trainable parameters the loss does not depend on: left out of d and the Hessian (a
+    warning names them), since they would only add exact zero rows."""
+    grads = torch.autograd.grad(loss_fn(model(inputs), targets), [p for _, p in named], allow_unused=True)
+    return [n for (n, _), g in zip(named, grads) if g is None]
 
 
 def _first_outputs(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -351,7 +362,7 @@ def probe(
     s = settings.resolved()
     progress = progress or NoProgress()
     timer = _Timer()
-    model.eval()
+    set_eval(model)
     model.to(device)
     if s.dtype is not None:
         model.to(getattr(torch, s.dtype))
@@ -372,9 +383,18 @@ def probe(
     inputs, targets = inputs[order].to(device), targets[order].to(device)
 
     if loss_fn is None:
-        loss_name, loss_fn = resolve_loss(s.loss, _first_outputs(model, inputs[:b]), targets)
+        loss_name, loss_fn = resolve_loss(LossSpec(s.loss, s.label_smoothing), _first_outputs(model, inputs[:b]), targets)
     else:
         loss_name = s.loss
+    unused = _unused_parameters(model, loss_fn, inputs[:b], targets[:b], named)
+    if unused:
+        for name, param in named:
+            if name in unused:
+                param.requires_grad_(False)  # so that every engine leaves them out
+        named = [(n, p) for n, p in named if n not in unused]
+        names, params = [n for n, _ in named], [p for _, p in named]
+        if not params:
+            raise DataError("the loss depends on none of the model's trainable parameters")
 
     with timer("gradient_noise"):
         progress.phase("Gradient noise", k)
@@ -400,6 +420,7 @@ def probe(
     return ProbeResult(
         loss=loss_name,
         num_params=sum(p.numel() for p in params),
+        unused_parameters=unused,
         dtype=str(dtype).removeprefix("torch."),
         measurements=Measurements(gradient_noise=noise, hessian=spectrum),
         timings={phase: round(seconds, 6) for phase, seconds in timer.seconds.items()},

@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from pyhessian import hessian as PyHessian
 
+from thermocal.errors import InputError
 from thermocal.probe.gradient_noise import Batch
 from thermocal.probe.losses import LossFn
 
@@ -95,6 +96,11 @@ class PyHessianEngine:
         on_hvp: Callable[[], None] = lambda: None,
     ) -> None:
         cuda = device.type == "cuda"
+        try:
+            model.eval()  # pyhessian calls it too
+        except NotImplementedError as exc:
+            raise InputError("--engine pyhessian cannot run a torch.export program (pyhessian calls model.eval(), "
+                             "which exported programs refuse); use --engine native") from exc
         if len(batches) == 1:
             self._hessian = _CountingHessian(model, loss_fn, data=tuple(batches[0]), cuda=cuda, on_hvp=on_hvp)
         else:

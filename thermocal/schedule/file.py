@@ -24,6 +24,10 @@ class ModelInput(Record):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     format: str
     num_params: int = Field(ge=1)
+    note: str | None = Field(default=None, description="how the checkpoint was read (unwrapped key, prefix, --arch)")
+    arch: str | None = Field(default=None, description="--arch that built the module from a state dict")
+    params: str | None = Field(default=None, description="--params: the regex restricting the probed parameters")
+    unused_parameters: list[str] | None = Field(default=None, description="trainable parameters the loss does not depend on (left out)")
 
 
 class DataInput(Record):
@@ -32,6 +36,8 @@ class DataInput(Record):
     files: list[str]
     total_samples: int = Field(ge=1)
     num_samples: int = Field(ge=1, description="examples kept after --max-samples")
+    format: str | None = Field(default=None, description="pt, npz, npy, safetensors, csv or dataset")
+    task: str | None = Field(default=None, description="supervised, or lm (targets are the inputs shifted by one)")
 
 
 class Inputs(Record):
