@@ -6,6 +6,7 @@ agree with the TorchScript baseline, and each loss must equal torch's own value 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pickle
@@ -221,7 +222,32 @@ def test_corrupted_and_foreign_files(world, tmp_path) -> None:
     one_line_error(run("probe", tmp_path / "folder", world["data"], "-q"), 2, "folder: is a directory without config.json")
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text("{}")
-    one_line_error(run("probe", tmp_path / "hf", world["data"], "-q"), 2, "Hugging Face")
+    if importlib.util.find_spec("transformers") is not None:
+        needle = "hf: has a config.json transformers cannot read"
+    else:
+        needle = "hf: is a Hugging Face model directory; loading it needs transformers"
+    one_line_error(run("probe", tmp_path / "hf", world["data"], "-q"), 2, needle)
+
+
+def test_hugging_face_directory_with_its_own_loss(tmp_path) -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(vocab_size=23, n_positions=16, n_embd=16, n_layer=1, n_head=2,
+                                     bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    model.save_pretrained(tmp_path / "tiny-gpt2")
+    tokens = torch.randint(0, 23, (64, 9), generator=torch.Generator().manual_seed(3))
+    torch.save({"input_ids": tokens}, tmp_path / "tokens.pt")
+    doc = probe_doc(tmp_path / "tiny-gpt2", tmp_path / "tokens.pt", tmp_path, "--task", "lm", "--flat-if-cold")
+    assert doc["inputs"]["model"]["format"] == "huggingface" and doc["inputs"]["loss"] == "lm"
+    assert "GPT2LMHeadModel; its own loss: lm" in doc["inputs"]["model"]["note"]
+    assert doc["inputs"]["model"]["num_params"] == sum(p.numel() for p in model.parameters())  # tied weights once
+    with torch.no_grad():
+        expected = float(model(input_ids=tokens, labels=tokens).loss)  # transformers' own loss
+    assert doc["measurements"]["gradient_noise"]["loss"] == pytest.approx(expected, rel=1e-5)
+    (tmp_path / "tiny-gpt2" / "model.safetensors").write_bytes(b"broken")
+    one_line_error(run("probe", tmp_path / "tiny-gpt2", tmp_path / "tokens.pt", "-q", "--task", "lm"), 2,
+                   "tiny-gpt2: cannot be loaded as GPT2LMHeadModel from safetensors")
 
 
 def test_params_regex_frozen_and_unused_parameters(world, tmp_path) -> None:

@@ -74,3 +74,71 @@ def test_use_in_ci_shell_block_passes_and_then_catches_drift(tmp_path: Path) -> 
     (tmp_path / "thermocal.new.json").unlink()
     drifted = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert drifted.returncode == 1 and "drift:" in drifted.stdout
+
+
+WHAT_CAN_I_PROBE_ARCH = """
+import torch
+
+def build():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+
+def dataset():
+    g = torch.Generator().manual_seed(0)
+    return torch.utils.data.TensorDataset(torch.randn(96, 6, generator=g), torch.randint(0, 3, (96,), generator=g))
+"""
+
+
+def test_what_can_i_probe_commands_work(tmp_path: Path) -> None:
+    """Every command of "What can I probe?", run as written on files made to its names."""
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from conftest import save_script
+
+    (tmp_path / "arch.py").write_text(WHAT_CAN_I_PROBE_ARCH)
+    namespace: dict = {}
+    exec(WHAT_CAN_I_PROBE_ARCH, namespace)
+    model = namespace["build"]().eval()
+    x, y = namespace["dataset"]().tensors
+    save_script(model, tmp_path / "model.ts")
+    torch.export.save(torch.export.export(model, (x[:4],), dynamic_shapes=({0: torch.export.Dim("batch")},)),
+                      str(tmp_path / "model.pt2"))
+    save_file(model.state_dict(), str(tmp_path / "weights.safetensors"))
+    torch.save({"epoch": 3, "model_state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}},
+               tmp_path / "checkpoint.pt")
+    torch.save(model, tmp_path / "whole.pt")
+    torch.save({"inputs": x, "targets": y}, tmp_path / "data.pt")
+    np.savez(tmp_path / "data.npz", features=x.numpy(), labels=y.numpy())
+    (tmp_path / "arrays").mkdir()
+    np.save(tmp_path / "arrays" / "inputs.npy", x.numpy())
+    np.save(tmp_path / "arrays" / "targets.npy", y.numpy())
+    save_file({"inputs": x, "targets": y}, str(tmp_path / "data.safetensors"))
+    rows = [",".join([repr(float(v)) for v in row] + [str(int(t))]) for row, t in zip(x, y)]
+    (tmp_path / "table.csv").write_text("a,b,c,d,e,f,label\n" + "\n".join(rows) + "\n")
+    torch.manual_seed(0)
+    lm = torch.nn.Sequential(torch.nn.Embedding(11, 8), torch.nn.Linear(8, 11)).eval()
+    save_script(lm, tmp_path / "lm.ts")
+    tokens = torch.randint(0, 11, (64, 9), generator=torch.Generator().manual_seed(1))
+    np.save(tmp_path / "tokens.npy", tokens.numpy())
+    torch.save({"input_ids": tokens}, tmp_path / "tokens.pt")
+    try:
+        import transformers
+        config = transformers.GPT2Config(vocab_size=11, n_positions=16, n_embd=16, n_layer=1, n_head=2,
+                                         bos_token_id=0, eos_token_id=0)
+        transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "tiny-gpt2")
+    except ImportError:
+        pass
+
+    section = README.split("## What can I probe?", 1)[1].split("\n## ", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for block in section.split("```bash\n")[1:]
+                for line in block.split("```", 1)[0].splitlines() if line.strip()]
+    assert len(commands) == 12
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for i, command in enumerate(commands):
+        if "tiny-gpt2" in command and not (tmp_path / "tiny-gpt2").exists():
+            continue  # transformers is an optional extra
+        done = subprocess.run(["bash", "-c", f"{command} --out out{i}.json -q --batch-size 16 --flat-if-cold"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{command}: {done.stderr}"
+        assert (tmp_path / f"out{i}.json").exists()

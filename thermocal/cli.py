@@ -190,7 +190,8 @@ def probe(
     sample = load_sample(data, max_samples=max_samples, seed=seed, options=DataOptions(
         inputs_key=inputs_key, targets_key=targets_key, target_column=target_column, task=task.value, dataset=dataset))
     settings = ProbeSettings(
-        batch_size=batch_size, loss=loss, label_smoothing=label_smoothing, seed=seed, engine=engine.value,
+        batch_size=batch_size, loss=loaded.default_loss if loss == "auto" and loaded.default_loss else loss,
+        label_smoothing=label_smoothing, seed=seed, engine=engine.value,
         method=method.value if method else None, trace_method=trace_method.value if trace_method else None,
         hvp=hvp.value, vmap_probes=vmap_probes, dtype=None if dtype is DtypeChoice.model else dtype.value, eig_rtol=eig_rtol,
         max_iter=max_iter, trace_rtol=trace_rtol, max_probes=max_probes, micro_batch=micro_batch, top_k=top_k,

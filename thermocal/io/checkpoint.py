@@ -65,6 +65,7 @@ class LoadedModel:
     sha256: str
     format: str
     note: str | None = None
+    default_loss: str | None = None  # the loss the model's own library uses (Hugging Face)
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -210,7 +211,9 @@ def _load_into_arch(state: dict[str, torch.Tensor], note: str | None, options: M
 
 def _load_torch_save(path: Path, options: ModelOptions) -> tuple[torch.nn.Module, str | None, str]:
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its note on pickle protocols is for torch, not for users
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not options.trust_checkpoint:
             raise CheckpointError(
@@ -253,9 +256,57 @@ def _load_safetensors(path: Path, options: ModelOptions) -> tuple[torch.nn.Modul
     return module, note, SAFETENSORS
 
 
-def _load_huggingface(path: Path) -> torch.nn.Module:
-    raise CheckpointError("is a Hugging Face save_pretrained directory; this version cannot load those yet: "
-                          "save the model's state_dict() and pass --arch", path)
+class HuggingFaceLogits(torch.nn.Module):
+    """A transformers model as `inputs -> logits`, the interface every engine probes; the
+    inputs go to the model's main input (input_ids for language models)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(**{self.model.main_input_name: inputs}).logits
+
+
+def huggingface_loss(architecture: str, config: Any) -> str | None:
+    """The loss transformers itself uses for this architecture (its `labels=` path)."""
+    if architecture.endswith(("ForCausalLM", "LMHeadModel", "ForTokenClassification")):
+        return "lm"  # cross-entropy over every position, ignore_index -100, as transformers does
+    if architecture.endswith("ForSequenceClassification") or architecture.endswith("ForImageClassification"):
+        problem = getattr(config, "problem_type", None)
+        if problem == "regression" or (problem is None and getattr(config, "num_labels", 2) == 1):
+            return "mse"
+        return "bce_with_logits" if problem == "multi_label_classification" else "cross_entropy"
+    return None
+
+
+def _load_huggingface(path: Path) -> tuple[torch.nn.Module, str, str | None]:
+    """A save_pretrained directory, offline, safetensors weights only, no remote code."""
+    try:
+        import transformers
+    except ImportError as exc:
+        raise CheckpointError("is a Hugging Face model directory; loading it needs transformers: "
+                              "pip install 'thermocal[hf]'", path) from exc
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except Exception as exc:
+        raise CheckpointError(f"has a config.json transformers cannot read ({_first_line(exc)})", path) from exc
+    architecture = (getattr(config, "architectures", None) or [None])[0]
+    model_class = getattr(transformers, architecture, None) if architecture else None
+    if model_class is None:
+        raise CheckpointError(f"config.json names architecture {architecture!r}, which this transformers "
+                              f"({transformers.__version__}) does not have (remote code is never run)", path)
+    try:
+        with _weights_only_everywhere():
+            model = model_class.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
+                                                trust_remote_code=False, attn_implementation="eager")
+    except Exception as exc:
+        raise CheckpointError(f"cannot be loaded as {architecture} from safetensors ({_first_line(exc)})", path) from exc
+    loss = huggingface_loss(architecture, config)
+    note = f"transformers {architecture}" + (f"; its own loss: {loss}" if loss else "")
+    return HuggingFaceLogits(model), note, loss
 
 
 def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -296,7 +347,7 @@ def load_model(path: Path, options: ModelOptions | None = None) -> LoadedModel:
     fmt = detect_format(path)
     if options.arch is not None and fmt in (TORCHSCRIPT, TORCH_EXPORT, HUGGINGFACE):
         raise InputError(f"--arch is for state dicts; {path} is a {fmt} checkpoint that builds itself")
-    note = None
+    note, default_loss = None, None
     if fmt == TORCHSCRIPT:
         module = _load_torchscript(path)
     elif fmt == TORCH_EXPORT:
@@ -306,7 +357,7 @@ def load_model(path: Path, options: ModelOptions | None = None) -> LoadedModel:
     elif fmt == SAFETENSORS:
         module, note, fmt = _load_safetensors(path, options)
     else:
-        module = _load_huggingface(path)
+        module, note, default_loss = _load_huggingface(path)
     set_eval(module)
     if options.params is not None:
         restrict_parameters(module, options.params, path)
@@ -316,7 +367,7 @@ def load_model(path: Path, options: ModelOptions | None = None) -> LoadedModel:
         if param.is_floating_point() and not bool(torch.isfinite(param).all()):
             raise CheckpointError(f"parameter {name!r} holds NaN or Inf values", path)
     digest = sha256_file(path) if path.is_file() else _directory_sha256(path)
-    return LoadedModel(module=module, path=path, sha256=digest, format=fmt, note=note)
+    return LoadedModel(module=module, path=path, sha256=digest, format=fmt, note=note, default_loss=default_loss)
 
 
 def _directory_sha256(path: Path) -> str:

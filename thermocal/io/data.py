@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -152,7 +153,9 @@ def _lm_pair(tokens: torch.Tensor, file: Path | str) -> tuple[torch.Tensor, torc
 
 def _read_pt(file: Path, options: DataOptions) -> tuple[torch.Tensor, torch.Tensor]:
     try:
-        content = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # its note on pickle protocols is for torch, not for users
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            content = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types, with multi-line texts
         raise DataError(f"cannot be read as a tensor file ({first_line(exc)[:200]})", file) from exc
     if isinstance(content, (tuple, list)):

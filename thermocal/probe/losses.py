@@ -17,6 +17,7 @@ from thermocal.errors import DataError, InputError
 from thermocal.io.user_code import import_callable
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+IGNORE_INDEX = -100
 LOSS_NAMES = ("auto", "cross_entropy", "nll", "mse", "l1", "huber", "bce", "bce_with_logits", "lm")
 
 
@@ -50,7 +51,11 @@ def _check_classes(name: str, outputs: torch.Tensor, targets: torch.Tensor) -> N
 
 
 def _check_range(targets: torch.Tensor, classes: int) -> None:
-    low, high = int(targets.min()), int(targets.max())
+    """Class indices in 0..classes-1; -100 is torch's (and transformers') ignored target."""
+    kept = targets[targets != IGNORE_INDEX]
+    if kept.numel() == 0:
+        raise DataError(f"every target is the ignore index {IGNORE_INDEX}")
+    low, high = int(kept.min()), int(kept.max())
     if low < 0 or high >= classes:
         raise DataError(f"targets range over [{low}, {high}] but the model has {classes} classes (0..{classes - 1})")
 
