@@ -27,7 +27,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_every_documented_flag_exists() -> None:
-    for command in ("probe", "export", "check"):
+    for command in ("probe", "export", "check", "show", "plot", "monitor"):
         help_text = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
         section = README.split(f"### `thermocal {command}")[1].split("\n## ")[0].split("\n### ")[0]
         for flag in set(re.findall(r"(--[a-z][a-z-]+)", section)):

@@ -24,9 +24,11 @@ from thermocal.check import check as run_check
 from thermocal.errors import EXIT_DEGENERATE, EXIT_INTERNAL, DataError, InputError, NumericalError, ThermocalError
 from thermocal.io.checkpoint import ModelOptions, load_model
 from thermocal.io.data import DataOptions, load_sample
-from thermocal.io.files import ensure_writable, read_text, write_text_atomic
+from thermocal.io.log import read_log
+from thermocal.io.files import ensure_writable, read_text, write_bytes_atomic, write_text_atomic
 from thermocal.probe.measure import NoProgress, ProbeSettings, probe as run_probe
-from thermocal.report import RichProgress, render, unconverged_estimates
+from thermocal.monitor import DEFAULT_EPSILON, DEFAULT_WINDOW, replay
+from thermocal.report import RichProgress, render, show as show_group, unconverged_estimates
 from thermocal.schedule.export import render as render_export
 from thermocal.schedule.file import (
     DataInput, Environment, Inputs, ModelInput, ScheduleFile, dumps, loads, sample_table, schema_text,
@@ -182,6 +184,7 @@ def probe(
     blocks: Optional[list[str]] = typer.Option(None, "--blocks", help="A regex over parameter names defining a block (repeatable)."),
     fail_unconverged: bool = typer.Option(False, "--fail-unconverged", help="Exit 1, writing nothing, if an estimate misses its tolerance."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+    as_json: bool = typer.Option(False, "--json", help="Also print the result (JSON) on stdout, for scripts; no summary."),
 ) -> None:
     """Measure gradient noise and Hessian curvature, calibrate the schedule, write --out."""
     ensure_writable(out, force=force)
@@ -241,7 +244,9 @@ def probe(
     if result.unused_parameters:
         console.print(f"[yellow]warning:[/] the loss does not depend on {', '.join(result.unused_parameters)}: "
                       "left out of d and the Hessian")
-    if not quiet:
+    if as_json:
+        sys.stdout.write(dumps(document, "json"))
+    if not quiet and not as_json:
         render(document, console)
         if unconverged:
             console.print(f"[yellow]warning:[/] not converged within budget: {', '.join(unconverged)}")
@@ -298,6 +303,64 @@ def check(
         sys.stdout.write(f"{file}: {'passed' if report.passed else 'FAILED'}\n")
     if not report.passed:
         raise typer.Exit(EXIT_DEGENERATE)
+
+
+@app.command()
+@handle_errors
+def show(
+    file: Path = typer.Argument(DEFAULT_RESULT, help="A probe result (JSON or YAML)."),
+    no_color: bool = typer.Option(False, "--no-color", help="Plain text, no colour codes (also when stdout is not a terminal)."),
+) -> None:
+    """Show the measurements with their errors, the schedule, the diagnostics and the curves."""
+    document = _read_schedule(file)
+    console = Console(no_color=no_color or "NO_COLOR" in os.environ, highlight=False, soft_wrap=False,
+                      width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "80")))
+    console.print(show_group(document))
+
+
+@app.command()
+@handle_errors
+def plot(
+    file: Path = typer.Argument(DEFAULT_RESULT, help="A probe result (JSON or YAML)."),
+    out: Path = typer.Option(Path("schedule.png"), "--out", "-o", help="The PNG to write."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+) -> None:
+    """Draw lr(t), T(t) (and the spectral density) as a PNG; needs the plot extra (matplotlib)."""
+    from thermocal.plot import render_png
+
+    document = _read_schedule(file)
+    ensure_writable(out, force=force)
+    write_bytes_atomic(out, render_png(document), force=force)
+    _stderr().print(f"wrote {out}")
+
+
+@app.command()
+@handle_errors
+def monitor(
+    log: Path = typer.Argument(..., help="A CSV log with columns step, loss, grad_norm, lr."),
+    epsilon: float = typer.Option(DEFAULT_EPSILON, min=0.0, help="Fire when |dS/dt| / S_dot_tot exceeds this."),
+    window: int = typer.Option(DEFAULT_WINDOW, min=2, help="Steps in the loss slope, and steps the excess must last."),
+    as_json: bool = typer.Option(False, "--json", help="Print the firings as JSON on stdout."),
+) -> None:
+    """Replay the seed's §6.2 rule over a training log and report where it fires."""
+    rows = read_log(log)
+    readings, firings = replay(rows, epsilon=epsilon, window=window)
+    if as_json:
+        payload = {"log": str(log), "epsilon": epsilon, "window": window, "steps": len(readings),
+                   "firings": [f.__dict__ for f in firings]}
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        return
+    ratios = [r.ratio for r in readings if r.ratio is not None]
+    if ratios:
+        sys.stdout.write(f"{log}: {len(readings)} steps; ratio |dS/dt|/S_dot_tot median {sorted(ratios)[len(ratios) // 2]:.3g}, "
+                         f"max {max(ratios):.3g} (epsilon {epsilon:g}, window {window})\n")
+    else:
+        sys.stdout.write(f"{log}: {len(readings)} steps, fewer than the window of {window}: no ratio yet\n")
+    for f in firings:
+        sys.stdout.write(f"fired at step {f.first_step} (held to {f.last_step}, peak ratio {f.peak_ratio:.3g}): "
+                         f"cooling too fast; stretch tau by {f.stretch:.3g} from step {f.first_step}\n")
+    if not firings:
+        sys.stdout.write("the rule did not fire\n")
 
 
 @app.command()

@@ -89,19 +89,60 @@ def summary(doc: ScheduleFile) -> Group:
 _BARS = " ▁▂▃▄▅▆▇█"
 
 
+def _bars(levels: list[float], height: int) -> list[str]:
+    """Rows (top first) of a filled bar chart; each level in [0, height] rows, eighths drawn."""
+    return ["".join(_BARS[min(8, max(0, int(round((level - row) * 8))))] for level in levels)
+            for row in range(height - 1, -1, -1)]
+
+
 def density_plot(grid: list[float], density: list[float], width: int = 64, height: int = 8) -> Text:
     """The spectral density as a terminal bar chart, log scale over four decades."""
     columns = [max(density[i * len(density) // width:(i + 1) * len(density) // width] or [0.0]) for i in range(width)]
     top = max(columns) or 1.0
     levels = [max(0.0, 1.0 + math.log10(max(c, 1e-300) / top) / 4.0) * height for c in columns]
-    rows = []
-    for row in range(height - 1, -1, -1):
-        rows.append("".join(_BARS[min(8, max(0, int(round((level - row) * 8))))] for level in levels))
     text = Text("Spectral density (SLQ, log scale, 4 decades)\n", style="bold")
-    text.append("\n".join(rows) + "\n")
+    text.append("\n".join(_bars(levels, height)) + "\n")
     left, right = f"{grid[0]:.3g}", f"{grid[-1]:.3g}"
     text.append(left + " " * max(1, width - len(left) - len(right)) + right + "\n")
     return text
+
+
+def curve_plot(title: str, fn, total: int, width: int = 60, height: int = 6) -> Text:
+    """f(t) for t in [0, total] as a terminal bar chart on a linear scale from 0 to its maximum,
+    one column per total/width steps (the column's value at its first step)."""
+    steps = [round(i * total / (width - 1)) for i in range(width)]
+    values = [fn(t) for t in steps]
+    top = max(values) or 1.0
+    levels = [height * v / top for v in values]
+    label = f"{top:.3g}"
+    pad = " " * len(label)
+    rows = _bars(levels, height)
+    text = Text(title + "\n", style="bold")
+    for i, row in enumerate(rows):
+        text.append((label if i == 0 else pad) + " ┤" + row + "\n")
+    text.append(" " * (len(label) - 1) + "0 └" + "─" * width + "\n")
+    right = f"{total} steps"
+    text.append(pad + "  0" + " " * max(1, width - 1 - len(right)) + right + "\n")
+    return text
+
+
+def schedule_plots(doc: ScheduleFile) -> list[Text]:
+    """lr(t) and T(t) over warmup + budget (none for a flat schedule without a budget)."""
+    from thermocal.schedule.functions import learning_rate, temperature, total_steps
+
+    total = total_steps(doc.schedule)
+    if not total:
+        return []
+    s = doc.schedule
+    marks = (f"T0 {s.T0:.3g} -> Tf {s.Tf:.3g}" + (f"; tau {s.tau:.4g}" if s.tau else "")
+             + (f"; warmup {s.warmup_steps}" if s.warmup_steps else "") + f"; {total} steps in all\n")
+    return [curve_plot("learning rate eta(t)", learning_rate(s), total),
+            curve_plot("temperature T(t)", temperature(s), total), Text(marks)]
+
+
+def show(doc: ScheduleFile) -> Group:
+    """`thermocal show`: the summary, then the schedule's curves."""
+    return Group(summary(doc), *schedule_plots(doc))
 
 
 def render(doc: ScheduleFile, console: Console) -> None:
@@ -112,10 +153,13 @@ class RichProgress:
     """The probe's progress sink (probe.measure.Progress) drawn as a rich progress bar."""
 
     def __init__(self, console: Console) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        )
 
         self._bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("left"), TimeRemainingColumn(),
             console=console, transient=True,
         )
         self._task: int | None = None

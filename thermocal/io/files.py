@@ -53,7 +53,12 @@ def ensure_writable(path: Path, *, force: bool) -> None:
 
 
 def write_text_atomic(path: Path, text: str, *, force: bool) -> None:
-    """Write `text` to `path` so that readers see the old file or the whole new one, never a part.
+    """`write_bytes_atomic` of the UTF-8 encoded text."""
+    write_bytes_atomic(path, text.encode("utf-8"), force=force)
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, force: bool) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
 
     The text goes to a temporary file in the same folder, is flushed to disk, and is then
     renamed over `path`. An existing file is only replaced when `force` is true.
@@ -67,8 +72,8 @@ def write_text_atomic(path: Path, text: str, *, force: bool) -> None:
     try:
         # mkstemp creates the file 0600; give it the mode a plain open() would have.
         os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         if force:
