@@ -220,6 +220,10 @@ def test_corrupted_and_foreign_files(world, tmp_path) -> None:
         assert "Traceback" not in line
     (tmp_path / "folder").mkdir()
     one_line_error(run("probe", tmp_path / "folder", world["data"], "-q"), 2, "folder: is a directory without config.json")
+    (tmp_path / "dcp").mkdir()
+    (tmp_path / "dcp" / ".metadata").write_bytes(b"x")
+    one_line_error(run("probe", tmp_path / "dcp", world["data"], "-q"), 2, "dcp: is a sharded torch.distributed.checkpoint",
+                   "dcp_to_torch_save")
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "config.json").write_text("{}")
     if importlib.util.find_spec("transformers") is not None:

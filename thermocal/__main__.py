@@ -1,3 +1,5 @@
+"""`python -m thermocal` (and `torchrun ... -m thermocal`): the CLI."""
+
 from thermocal.cli import main
 
 main()

@@ -21,6 +21,7 @@ from thermocal import __version__
 from thermocal.calibrate import CalibrationSettings, calibrate
 from thermocal.diagnostics import diagnose
 from thermocal.check import check as run_check
+from thermocal.distributed import distributed
 from thermocal.errors import EXIT_DEGENERATE, EXIT_INTERNAL, DataError, InputError, NumericalError, ThermocalError
 from thermocal.io.checkpoint import ModelOptions, load_model
 from thermocal.io.data import DataOptions, load_sample
@@ -110,18 +111,25 @@ def handle_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except ThermocalError as exc:
-            print(f"thermocal: error: {exc}", file=sys.stderr)
+            if _is_main_process():
+                print(f"thermocal: error: {exc}", file=sys.stderr)
             raise typer.Exit(exc.exit_code) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
             if os.environ.get("THERMOCAL_DEBUG"):
                 raise
-            print(f"thermocal: internal error: {type(exc).__name__}: {exc} (THERMOCAL_DEBUG=1 shows the traceback)",
-                  file=sys.stderr)
+            if _is_main_process():
+                print(f"thermocal: internal error: {type(exc).__name__}: {exc} (THERMOCAL_DEBUG=1 shows the traceback)",
+                      file=sys.stderr)
             raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _is_main_process() -> bool:
+    """Under torchrun only rank 0 speaks (every rank meets the same errors)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _device(choice: Device) -> torch.device:
@@ -188,69 +196,73 @@ def probe(
 ) -> None:
     """Measure gradient noise and Hessian curvature, calibrate the schedule, write --out."""
     ensure_writable(out, force=force)
-    torch_device = _device(device)
-    loaded = load_model(model, ModelOptions(arch=arch, trust_checkpoint=trust_checkpoint, params=params))
-    sample = load_sample(data, max_samples=max_samples, seed=seed, options=DataOptions(
-        inputs_key=inputs_key, targets_key=targets_key, target_column=target_column, task=task.value, dataset=dataset))
-    settings = ProbeSettings(
-        batch_size=batch_size, loss=loaded.default_loss if loss == "auto" and loaded.default_loss else loss,
-        label_smoothing=label_smoothing, seed=seed, engine=engine.value,
-        method=method.value if method else None, trace_method=trace_method.value if trace_method else None,
-        hvp=hvp.value, vmap_probes=vmap_probes, dtype=None if dtype is DtypeChoice.model else dtype.value, eig_rtol=eig_rtol,
-        max_iter=max_iter, trace_rtol=trace_rtol, max_probes=max_probes, micro_batch=micro_batch, top_k=top_k,
-        density=density, per_layer=per_layer, blocks=tuple(blocks or ()),
-    ).resolved()
-    console = _stderr()
-    try:
-        if quiet:
-            result = run_probe(loaded.module, sample.inputs, sample.targets, settings, torch_device, NoProgress())
-        else:
-            with RichProgress(console) as progress:
-                result = run_probe(loaded.module, sample.inputs, sample.targets, settings, torch_device, progress)
-    except DataError as exc:
-        exc.path = exc.path or sample.path
-        raise
-    noise, spectrum = result.measurements.gradient_noise, result.measurements.hessian
-    calibration = calibrate(noise, spectrum, result.num_params, CalibrationSettings(
-        steps=steps, tf_rule=tf_rule.value, tf_value=tf, tf_floor=tf_floor,
-        stability_fraction=stability_fraction, flat_if_cold=flat_if_cold, warmup_steps=warmup_steps,
-        min_lr=min_lr, epsilon=epsilon,
-    ))
-    document = ScheduleFile(
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        inputs=Inputs(
-            model=ModelInput(path=str(model), sha256=loaded.sha256, format=loaded.format, num_params=result.num_params,
-                             note=loaded.note, arch=arch, params=params,
-                             unused_parameters=result.unused_parameters or None),
-            data=DataInput(path=str(sample.path), sha256=sample.sha256, files=[f.name for f in sample.files],
-                           total_samples=sample.total_samples, num_samples=len(sample), format=sample.format,
-                           task=task.value),
-            loss=result.loss, batch_size=batch_size, max_samples=max_samples, device=str(torch_device),
-            dtype=result.dtype, seed=seed,
-        ),
-        measurements=result.measurements,
-        calibration=calibration.details,
-        schedule=calibration.schedule,
-        diagnostics=diagnose(calibration.schedule, calibration.details, noise, spectrum, epsilon=epsilon),
-        table=sample_table(calibration.schedule),
-        environment=_environment(),
-        timings=result.timings,
-    )
-    unconverged = unconverged_estimates(spectrum)
-    if unconverged and fail_unconverged:
-        raise NumericalError(f"not converged within budget: {', '.join(unconverged)} (nothing written; raise "
-                             f"--max-iter/--max-probes or loosen --eig-rtol/--trace-rtol)")
-    write_text_atomic(out, dumps(document, "json"), force=force)
-    if result.unused_parameters:
-        console.print(f"[yellow]warning:[/] the loss does not depend on {', '.join(result.unused_parameters)}: "
-                      "left out of d and the Hessian")
-    if as_json:
-        sys.stdout.write(dumps(document, "json"))
-    if not quiet and not as_json:
-        render(document, console)
-        if unconverged:
-            console.print(f"[yellow]warning:[/] not converged within budget: {', '.join(unconverged)}")
-        console.print(f"wrote {out}")
+    with distributed(_device(device)) as (group, torch_device):
+        quiet = quiet or not group.is_main  # under torchrun rank 0 alone prints and writes
+        as_json = as_json and group.is_main
+        loaded = load_model(model, ModelOptions(arch=arch, trust_checkpoint=trust_checkpoint, params=params))
+        sample = load_sample(data, max_samples=max_samples, seed=seed, options=DataOptions(
+            inputs_key=inputs_key, targets_key=targets_key, target_column=target_column, task=task.value, dataset=dataset))
+        settings = ProbeSettings(
+            batch_size=batch_size, loss=loaded.default_loss if loss == "auto" and loaded.default_loss else loss,
+            label_smoothing=label_smoothing, seed=seed, engine=engine.value,
+            method=method.value if method else None, trace_method=trace_method.value if trace_method else None,
+            hvp=hvp.value, vmap_probes=vmap_probes, dtype=None if dtype is DtypeChoice.model else dtype.value, eig_rtol=eig_rtol,
+            max_iter=max_iter, trace_rtol=trace_rtol, max_probes=max_probes, micro_batch=micro_batch, top_k=top_k,
+            density=density, per_layer=per_layer, blocks=tuple(blocks or ()),
+        ).resolved()
+        console = _stderr()
+        try:
+            if quiet:
+                result = run_probe(loaded.module, sample.inputs, sample.targets, settings, torch_device, NoProgress(), group=group)
+            else:
+                with RichProgress(console) as progress:
+                    result = run_probe(loaded.module, sample.inputs, sample.targets, settings, torch_device, progress, group=group)
+        except DataError as exc:
+            exc.path = exc.path or sample.path
+            raise
+        noise, spectrum = result.measurements.gradient_noise, result.measurements.hessian
+        calibration = calibrate(noise, spectrum, result.num_params, CalibrationSettings(
+            steps=steps, tf_rule=tf_rule.value, tf_value=tf, tf_floor=tf_floor,
+            stability_fraction=stability_fraction, flat_if_cold=flat_if_cold, warmup_steps=warmup_steps,
+            min_lr=min_lr, epsilon=epsilon,
+        ))
+        document = ScheduleFile(
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            inputs=Inputs(
+                model=ModelInput(path=str(model), sha256=loaded.sha256, format=loaded.format, num_params=result.num_params,
+                                 note=loaded.note, arch=arch, params=params,
+                                 unused_parameters=result.unused_parameters or None),
+                data=DataInput(path=str(sample.path), sha256=sample.sha256, files=[f.name for f in sample.files],
+                               total_samples=sample.total_samples, num_samples=len(sample), format=sample.format,
+                               task=task.value),
+                loss=result.loss, batch_size=batch_size, max_samples=max_samples, device=str(torch_device),
+                dtype=result.dtype, seed=seed, processes=group.world,
+            ),
+            measurements=result.measurements,
+            calibration=calibration.details,
+            schedule=calibration.schedule,
+            diagnostics=diagnose(calibration.schedule, calibration.details, noise, spectrum, epsilon=epsilon),
+            table=sample_table(calibration.schedule),
+            environment=_environment(),
+            timings=result.timings,
+        )
+        unconverged = unconverged_estimates(spectrum)
+        if unconverged and fail_unconverged:
+            raise NumericalError(f"not converged within budget: {', '.join(unconverged)} (nothing written; raise "
+                                 f"--max-iter/--max-probes or loosen --eig-rtol/--trace-rtol)")
+        if not group.is_main:
+            return
+        write_text_atomic(out, dumps(document, "json"), force=force)
+        if result.unused_parameters:
+            console.print(f"[yellow]warning:[/] the loss does not depend on {', '.join(result.unused_parameters)}: "
+                          "left out of d and the Hessian")
+        if as_json:
+            sys.stdout.write(dumps(document, "json"))
+        if not quiet and not as_json:
+            render(document, console)
+            if unconverged:
+                console.print(f"[yellow]warning:[/] not converged within budget: {', '.join(unconverged)}")
+            console.print(f"wrote {out}")
 
 
 def _read_schedule(path: Path) -> ScheduleFile:

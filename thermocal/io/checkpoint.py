@@ -86,6 +86,10 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         if (path / "config.json").is_file():
             return HUGGINGFACE
+        if (path / ".metadata").is_file():
+            raise CheckpointError("is a sharded torch.distributed.checkpoint (FSDP/DCP) directory; consolidate it into "
+                                  "one state dict first (torch.distributed.checkpoint.format_utils.dcp_to_torch_save) "
+                                  "and pass --arch", path)
         raise CheckpointError("is a directory without config.json; MODEL is a checkpoint file or a "
                               "Hugging Face save_pretrained directory", path)
     try:

@@ -44,7 +44,12 @@ class HessianOperator:
         mode: Mode = "rev-rev",
         vmap: bool = True,
         on_hvp: Callable[[int], None] = lambda n: None,
+        total_examples: int | None = None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
     ) -> None:
+        """`batches` may be this process's share of the sample: then `total_examples` is the whole
+        sample's size (the mean's denominator) and `reduce` sums the partial products over
+        processes (thermocal.distributed)."""
         if mode == "fwd-rev" and not supports_forward_mode(model):
             raise ValueError("forward-over-reverse needs an eager module, not TorchScript")
         self.model, self.loss_fn, self.mode, self.vmap = model, loss_fn, mode, vmap
@@ -54,8 +59,9 @@ class HessianOperator:
         self.dim = sum(self.sizes)
         self.dtype = self.params[0].dtype
         self.device = self.params[0].device
-        total = sum(int(x.shape[0]) for x, _ in self.batches)
+        total = total_examples if total_examples is not None else sum(int(x.shape[0]) for x, _ in self.batches)
         self.weights = [int(x.shape[0]) / total for x, _ in self.batches]
+        self._reduce = reduce
         self.hvps = 0
         self._on_hvp = on_hvp
         self._graph: list[torch.Tensor] | None = None
@@ -119,10 +125,12 @@ class HessianOperator:
                 part = self._rev_rev(batch, pieces, batched) if self.mode == "rev-rev" else self._fwd_rev(batch, pieces, batched)
                 flat = self._flatten([h.detach() for h in part], lead)
                 total = weight * flat if total is None else total + weight * flat
+        if total is None:  # a process whose share of the sample is empty
+            total = torch.zeros((*lead, self.dim), dtype=torch.float64, device=self.device)
+        total = self._reduce(total)
         count = int(v.shape[0]) if batched else 1
         self.hvps += count
         self._on_hvp(count)
-        assert total is not None
         return total
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ from typing import Callable, Iterator, Literal, Protocol, Sequence
 
 import torch
 
+from thermocal.distributed import SINGLE, Group
 from thermocal.errors import DataError, InputError, NumericalError
 from thermocal.io.checkpoint import set_eval
 from thermocal.probe.blocks import partition, restricted
@@ -124,6 +125,26 @@ class _Timer:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
+def _gradients(model: torch.nn.Module, loss_fn: LossFn, batches: list[Batch], params, on_batch,
+               group: Group) -> tuple[torch.Tensor, torch.Tensor]:
+    """The K minibatch gradients and losses; under torchrun each process takes every world-th
+    minibatch and the rows are gathered back into order. A non-finite value on any process
+    stops all of them with the same error (no process is left waiting in a collective)."""
+    if not group.distributed:
+        return minibatch_gradients(model, loss_fn, batches, params, on_batch)
+    if len(batches) < group.world:
+        raise DataError(f"{len(batches)} minibatches for {group.world} processes: use fewer processes or more data")
+    error: NumericalError | None = None
+    try:
+        grads, losses = minibatch_gradients(model, loss_fn, group.shard(batches), params, on_batch)
+    except NumericalError as exc:
+        error, grads, losses = exc, None, None
+    failed = group.sum(torch.tensor([1.0 if error else 0.0], device=params[0].device))
+    if float(failed) > 0:
+        raise error or NumericalError("another process met a non-finite loss or gradient")
+    return group.unshard(grads, len(batches)), group.unshard(losses, len(batches))
+
+
 def _split(inputs: torch.Tensor, targets: torch.Tensor, size: int) -> list[Batch]:
     return list(zip(torch.split(inputs, size), torch.split(targets, size)))
 
@@ -229,13 +250,16 @@ def _pyhessian_spectrum(engine: PyHessianEngine, s: ProbeSettings, progress: Pro
     )
 
 
-def _operator(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: ProbeSettings, on_hvp) -> HessianOperator:
+def _operator(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: ProbeSettings, on_hvp,
+              group: Group = SINGLE) -> HessianOperator:
     """The native operator in the asked mode. `auto` is reverse-over-reverse: it was the faster on
     every benchmark model, with and without graph reuse (bench/RESULTS.md)."""
     mode = "rev-rev" if s.hvp == "auto" else s.hvp
     if mode == "fwd-rev" and not supports_forward_mode(model):
         raise InputError("--hvp fwd-rev needs an eager module; TorchScript models use rev-rev")
-    return HessianOperator(model, loss_fn, batches, params, mode=mode, vmap=s.vmap_probes, on_hvp=on_hvp)
+    total = sum(int(x.shape[0]) for x, _ in batches)
+    return HessianOperator(model, loss_fn, group.shard(batches), params, mode=mode, vmap=s.vmap_probes, on_hvp=on_hvp,
+                           total_examples=total, reduce=group.sum)
 
 
 def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Tensor, float] | None,
@@ -350,6 +374,7 @@ def probe(
     device: torch.device,
     progress: Progress | None = None,
     loss_fn: LossFn | None = None,
+    group: Group = SINGLE,
 ) -> ProbeResult:
     """Measure gradient noise and the Hessian spectrum of `model` on the sample.
 
@@ -398,12 +423,14 @@ def probe(
 
     with timer("gradient_noise"):
         progress.phase("Gradient noise", k)
-        grads, losses = minibatch_gradients(model, loss_fn, _split(inputs, targets, b), params, progress.advance)
+        grads, losses = _gradients(model, loss_fn, _split(inputs, targets, b), params, progress.advance, group)
         noise = noise_statistics(grads, losses, batch_size=b, samples_dropped=n - k * b, resamples=s.bootstrap,
                                  generator=generator)
         del grads
 
     micro_batches = _split(inputs, targets, s.micro_batch)
+    if s.engine == "pyhessian" and group.distributed:
+        raise InputError("--engine pyhessian runs in one process; use the native engine under torchrun")
     if s.engine == "pyhessian":
         with seeded_global_rng(s.seed, device):
             engine = PyHessianEngine(model, loss_fn, micro_batches, device, on_hvp=progress.advance)
@@ -412,7 +439,7 @@ def probe(
             finally:
                 engine.release()
     else:
-        op = _operator(model, loss_fn, micro_batches, params, s, progress.advance)
+        op = _operator(model, loss_fn, micro_batches, params, s, progress.advance, group)
         try:
             spectrum = _native_spectrum(op, s, progress, generator, timer, names)
         finally:

@@ -49,6 +49,7 @@ class Inputs(Record):
     device: str
     dtype: str
     seed: int
+    processes: int | None = Field(default=None, ge=1, description="processes that shared the probe (torchrun)")
 
 
 class Environment(Record):
