@@ -429,3 +429,16 @@ def test_random_shapes_never_crash(world, tmp_path_factory, n, in_shape, out_sha
     if result.exit_code != 0:
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
         assert not (folder / "o.json").exists()
+
+
+def test_weights_and_outputs_that_cannot_be_used(world, tmp_path) -> None:
+    state = {k: v.clone() for k, v in torch.load(world["root"] / "state.pt", weights_only=True).items()}
+    state["0.weight"][0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    one_line_error(run("probe", tmp_path / "nan.pt", world["data"], "-q", "--arch", f"{world['arch']}:build"), 2,
+                   "nan.pt: parameter '0.weight' holds NaN or Inf values")
+    empty = save_script(torch.nn.Sequential(torch.nn.Identity()), tmp_path / "identity.pt")
+    one_line_error(run("probe", empty, world["data"], "-q"), 2, "identity.pt: has no trainable floating-point parameters")
+    one_line_error(run("probe", world["script"], world["data"], "-q", "--out", tmp_path / "no" / "such" / "o.json"), 2,
+                   "o.json: its folder", "does not exist")
+    one_line_error(run("probe", world["script"], world["data"], "-q", "--out", tmp_path), 2, "is a directory; give a file path")
