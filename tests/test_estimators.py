@@ -62,6 +62,25 @@ def test_hutchinson_converges_to_the_trace_within_its_standard_error() -> None:
     assert estimates[1].probes > estimates[0].probes  # more accuracy costs more probes
 
 
+def test_a_trace_near_zero_stops_on_the_spectral_scale() -> None:
+    """Eigenvalues ±1..±4 in pairs: trace 0, so rtol·|trace| is unreachable and plain relative
+    stopping spends the whole budget; with scale = lambda_max = 4 it stops once the standard
+    error is rtol·4, and the exact trace 0 lies within 4 standard errors."""
+    values = torch.linspace(1.0, 4.0, 20).double()
+    h = symmetric_with_spectrum(torch.cat([values, -values]), seed=5)
+    generator = torch.Generator().manual_seed(0)
+
+    def probes(n: int) -> list[float]:
+        z = torch.randint(0, 2, (n, 40), generator=generator).double() * 2 - 1
+        return torch.einsum("ni,ij,nj->n", z, h, z).tolist()
+
+    relative = hutchinson(probes, rtol=0.05, max_probes=400)
+    assert (relative.probes, relative.converged) == (400, False)
+    scaled = hutchinson(probes, rtol=0.05, max_probes=100000, chunk=500, scale=4.0)
+    assert scaled.converged and scaled.stderr <= 0.05 * 4.0 and scaled.probes < 100000
+    assert abs(scaled.value - float(h.trace())) <= 4 * scaled.stderr
+
+
 def test_hutchinson_stops_at_the_budget() -> None:
     est = hutchinson(lambda n: [1.0, 3.0] * (n // 2) + [1.0] * (n % 2), rtol=1e-9, max_probes=30)
     assert (est.probes, est.converged) == (30, False)

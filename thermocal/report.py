@@ -150,7 +150,10 @@ def render(doc: ScheduleFile, console: Console) -> None:
 
 
 class RichProgress:
-    """The probe's progress sink (probe.measure.Progress) drawn as a rich progress bar."""
+    """The probe's progress sink (probe.measure.Progress) drawn as a rich progress bar.
+
+    Each phase's total is its budget of products (iterative solvers stop when converged), so
+    the time left shown is an upper bound: "left ≤"."""
 
     def __init__(self, console: Console) -> None:
         from rich.progress import (
@@ -159,7 +162,7 @@ class RichProgress:
 
         self._bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("left"), TimeRemainingColumn(),
+            TextColumn("left ≤"), TimeRemainingColumn(),
             console=console, transient=True,
         )
         self._task: int | None = None

@@ -222,7 +222,7 @@ def _pyhessian_spectrum(engine: PyHessianEngine, s: ProbeSettings, progress: Pro
                         timer: _Timer) -> HessianSpectrum:
     rtol = s.eig_rtol
     with timer("extremes"):
-        progress.phase("Hessian: power iteration (pyhessian)", None)
+        progress.phase("Hessian: power iteration (pyhessian)", 2 * s.max_iter)
         start = engine.hvps
         vector = engine.dominant_eigenvector(tol=PYHESSIAN_POWER_TOL, max_iter=s.max_iter)
         # pyhessian stops when the Rayleigh quotient stops changing, which can be well before the
@@ -233,10 +233,10 @@ def _pyhessian_spectrum(engine: PyHessianEngine, s: ProbeSettings, progress: Pro
     with timer("trace"):
         progress.phase("Hessian: Hutchinson trace (pyhessian)", s.max_probes)
         start = engine.hvps
-        trace = hutchinson(engine.trace_probes, rtol=s.trace_rtol, max_probes=s.max_probes)
+        trace = hutchinson(engine.trace_probes, rtol=s.trace_rtol, max_probes=s.max_probes, scale=abs(top.value))
         trace_record = _trace_record("Hutchinson, Rademacher probes (pyhessian)", engine.hvps - start, trace, s.trace_rtol)
     with timer("extremes"):
-        progress.phase("Hessian: shifted power iteration", None)
+        progress.phase("Hessian: shifted power iteration", 2 * s.max_iter)
         start = engine.hvps
         other = _other_end(engine.matvec, top.value, trace, engine.dim, s, generator, vector.device, vector.dtype)
         second = _record("power iteration on H - sigma*I", engine.hvps - start, other.iterations, other.residual,
@@ -262,7 +262,7 @@ def _operator(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: 
                            total_examples=total, reduce=group.sum)
 
 
-def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Tensor, float] | None,
+def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Tensor, float] | None, scale: float,
                   generator: torch.Generator) -> tuple[TraceEstimate, EstimateRecord]:
     """Trace by Hutch++ (sketch: the Lanczos basis when given, whose tr(QHQ^T) = Σ alpha is
     already known, else Meyer et al.'s H·S sketch) or by plain Hutchinson ([H3], [H8])."""
@@ -279,7 +279,7 @@ def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Ten
     else:
         sketch, method = None, "Hutchinson, Rademacher probes"
     estimate = hutchinson(deflated_probes(op.matmat, sketch, op.dim, generator, op.device), rtol=s.trace_rtol,
-                          max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=offset)
+                          max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=offset, scale=scale)
     return estimate, _trace_record(method, op.hvps - start, estimate, s.trace_rtol)
 
 
@@ -289,7 +289,7 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
     top_values: list[float] | None = None
     if s.method == "lanczos":
         with timer("extremes"):
-            progress.phase("Hessian: Lanczos (both ends)", None)
+            progress.phase("Hessian: Lanczos (both ends)", min(s.max_iter, op.dim))
             start = op.hvps
             v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(op.device)
             run = lanczos(op.matvec, v0, rtol=rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=min(s.max_iter, op.dim),
@@ -304,19 +304,19 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
                 top_values = [p.value for p in run.largest]
         with timer("trace"):
             progress.phase("Hessian: trace", s.max_probes)
-            trace, trace_rec = _native_trace(op, s, (run.basis, float(run.alphas.sum())), generator)
+            trace, trace_rec = _native_trace(op, s, (run.basis, float(run.alphas.sum())), abs(lam_max), generator)
     else:
         with timer("extremes"):
-            progress.phase("Hessian: power iteration", None)
+            progress.phase("Hessian: power iteration", s.max_iter)
             start = op.hvps
             v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(op.device)
             top = power_iteration(op.matvec, v0, rtol=rtol, max_iter=s.max_iter)
             first = _record("power iteration", op.hvps - start, top.iterations, top.residual, rtol, top.converged)
         with timer("trace"):
             progress.phase("Hessian: trace", s.max_probes)
-            trace, trace_rec = _native_trace(op, s, None, generator)
+            trace, trace_rec = _native_trace(op, s, None, abs(top.value), generator)
         with timer("extremes"):
-            progress.phase("Hessian: shifted power iteration", None)
+            progress.phase("Hessian: shifted power iteration", 2 * s.max_iter)
             start = op.hvps
             other = _other_end(op.matvec, top.value, trace, op.dim, s, generator, op.device, torch.float64)
             second = _record("power iteration on H - sigma*I", op.hvps - start, other.iterations, other.residual,
@@ -327,7 +327,7 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
     density = None
     if s.density:
         with timer("density"):
-            progress.phase("Hessian: spectral density (SLQ)", None)
+            progress.phase("Hessian: spectral density (SLQ)", s.density_probes * s.density_steps)
             start = op.hvps
             d = slq_density(op.matvec, op.dim, probes=s.density_probes, steps=s.density_steps, generator=generator,
                             device=op.device)
@@ -336,8 +336,9 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
     blocks = None
     if s.per_layer or s.blocks:
         with timer("blocks"):
-            progress.phase("Hessian: per-block curvature", None)
-            blocks = [_block_curvature(op, b, s, generator) for b in partition(names, op.sizes, per_layer=s.per_layer, patterns=s.blocks)]
+            parts = partition(names, op.sizes, per_layer=s.per_layer, patterns=s.blocks)
+            progress.phase("Hessian: per-block curvature", sum(min(s.max_iter, len(b.index)) + s.max_probes for b in parts))
+            blocks = [_block_curvature(op, b, s, generator) for b in parts]
     return HessianSpectrum(
         engine="native", hvp_mode=op.mode, lambda_max=lam_max, lambda_min=lam_min, trace=trace.value,
         trace_stderr=trace.stderr, hvps=op.hvps, converged=max_rec.converged and min_rec.converged and trace.converged,
@@ -359,7 +360,7 @@ def _block_curvature(op: HessianOperator, block, s: ProbeSettings, generator: to
     eig_rec = _record("Lanczos on the diagonal block", op.hvps - start, run.iterations, big.residual, s.eig_rtol, big.converged)
     start = op.hvps
     trace = hutchinson(deflated_probes(matmat, run.basis, size, generator, op.device), rtol=s.trace_rtol,
-                       max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=float(run.alphas.sum()))
+                       max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=float(run.alphas.sum()), scale=abs(big.value))
     trace_rec = _trace_record("Hutch++ with the block's Lanczos basis as sketch", op.hvps - start, trace, s.trace_rtol)
     return BlockCurvature(name=block.name, parameters=list(block.parameters), num_params=size, lambda_max=big.value,
                           trace=trace.value, trace_stderr=trace.stderr,

@@ -7,8 +7,11 @@ the Lanczos basis (its products are already paid for) or, as in Meyer et al.'s H
 an orthonormal basis of H·S for random S.
 
 The estimate is offset + the mean of the probe values, its standard error their sample
-standard deviation over √n. Probing stops once the standard error is at most rtol·|estimate|
-(after MIN_PROBES probes) or the probe budget is spent.
+standard deviation over √n. Probing stops once the standard error is at most
+rtol·max(|estimate|, scale) (after MIN_PROBES probes) or the probe budget is spent. `scale`
+is the spectral scale |lambda_max|: a trace near zero (at initialisation positive and negative
+curvature cancel) cannot be had to a relative error, and an error of rtol·|lambda_max| is
+one of rtol in the effective dimension trace/lambda_max that the diagnostics use.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ class TraceEstimate:
     samples: tuple[float, ...] = ()
 
 
-def summarize(samples: Sequence[float], rtol: float, offset: float = 0.0) -> TraceEstimate:
-    """offset + mean, standard error, and whether the rtol target is met."""
+def summarize(samples: Sequence[float], rtol: float, offset: float = 0.0, scale: float = 0.0) -> TraceEstimate:
+    """offset + mean, standard error, and whether the target rtol·max(|value|, scale) is met."""
     n = len(samples)
     mean = math.fsum(samples) / n
     value = offset + mean
@@ -41,7 +44,7 @@ def summarize(samples: Sequence[float], rtol: float, offset: float = 0.0) -> Tra
         return TraceEstimate(value, math.inf, n, False, tuple(samples))
     variance = math.fsum((s - mean) ** 2 for s in samples) / (n - 1)
     stderr = math.sqrt(variance / n)
-    return TraceEstimate(value, stderr, n, n >= MIN_PROBES and stderr <= rtol * abs(value), tuple(samples))
+    return TraceEstimate(value, stderr, n, n >= MIN_PROBES and stderr <= rtol * max(abs(value), scale), tuple(samples))
 
 
 def hutchinson(
@@ -51,15 +54,16 @@ def hutchinson(
     max_probes: int,
     chunk: int = MIN_PROBES,
     offset: float = 0.0,
+    scale: float = 0.0,
 ) -> TraceEstimate:
     """Run `draw_probes(n)` (which returns n probe values) until the target or the budget is met."""
     samples: list[float] = []
     while len(samples) < max_probes:
         samples.extend(draw_probes(min(chunk, max_probes - len(samples))))
-        estimate = summarize(samples, rtol, offset)
+        estimate = summarize(samples, rtol, offset, scale)
         if estimate.converged:
             return estimate
-    return summarize(samples, rtol, offset)
+    return summarize(samples, rtol, offset, scale)
 
 
 def rademacher(count: int, dim: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
