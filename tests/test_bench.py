@@ -28,3 +28,19 @@ def test_quick_benchmark_runs_and_thermocal_matches_the_dense_reference(tmp_path
     assert abs(ours["trace"] - ref["trace"]) <= 3 * ours["trace_stderr"]
     assert ours["hvps"] > 0 and theirs["hvps"] > 0 and theirs["lambda_min"] is None
     assert cells["timing"]["hvp_rev_rev_reused"] > 0 and cells["step"]["peak_extra_mb"] > 0
+
+
+def test_training_comparison_runs_on_a_tiny_budget(tmp_path: Path) -> None:
+    """bench/train_compare.py cannot rot: one task, one seed, a tenth of the budget; every
+    method trains, the table is printed, and the grid's best is at least as good as its
+    constant@0.01 run (it is the minimum over a set that contains it)."""
+    out = tmp_path / "compare.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "train_compare.py"), "--quick", "--tasks", "diabetes_mlp",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| thermocal |" in proc.stdout and "### Targets" in proc.stdout
+    methods = json.loads(out.read_text())["tasks"]["diabetes_mlp"]["methods"]
+    assert {"thermocal", "constant@eta0", "cosine@eta0", "step@eta0", "range_test+cosine", "grid_best"} <= set(methods)
+    for runs in methods.values():
+        assert len(runs) == 1 and runs[0]["held_out"] > 0
+    assert methods["thermocal"][0]["cost_runs"] > 1.0  # the probe is counted

@@ -32,7 +32,7 @@ def spectrum(lambda_max: float = 4.0, lambda_min: float = -0.05, trace: float = 
 
 def test_budget_schedule_by_hand() -> None:
     # T0 = 0.5/2 = 0.25; Tf = max(|-0.05|, 1e-3*4) = 0.05; tau = 1000/ln(5)
-    # eta_balance = 2*0.25/5 = 0.1; eta_stable = 0.5*2/4 = 0.25 -> balance active
+    # eta_balance = 2*0.25/5 = 0.1; eta_stable = 0.25*2/4 = 0.125 -> balance active
     cal = calibrate(noise(), spectrum(), 100, CalibrationSettings(steps=1000))
     s = cal.schedule
     assert s.T0 == pytest.approx(0.25, rel=1e-15)
@@ -41,7 +41,7 @@ def test_budget_schedule_by_hand() -> None:
     assert s.gamma == pytest.approx(math.exp(-math.log(5) / 2000), rel=1e-15)
     assert s.eta0 == pytest.approx(0.1, rel=1e-15)
     assert (s.rules.tf_rule, s.rules.tau_rule, s.rules.eta0_bound, s.steps) == ("abs", "budget", "balance", 1000)
-    assert cal.details.eta_stable == pytest.approx(0.25)
+    assert cal.details.eta_stable == pytest.approx(0.125)
     assert cal.details.tau_relaxation == pytest.approx(100 / 0.05)
     assert cal.details.tau_budget == pytest.approx(s.tau)
 
@@ -55,9 +55,9 @@ def test_relaxation_tau_and_implied_budget() -> None:
 
 
 def test_stability_bound_caps_eta0() -> None:
-    # lambda_max = 40 -> eta_stable = 0.5*2/40 = 0.025 < eta_balance = 0.1
+    # lambda_max = 40 -> eta_stable = 0.25*2/40 = 0.0125 < eta_balance = 0.1
     cal = calibrate(noise(), spectrum(lambda_max=40.0), 100, CalibrationSettings(steps=10))
-    assert cal.schedule.eta0 == pytest.approx(0.025)
+    assert cal.schedule.eta0 == pytest.approx(0.0125)
     assert cal.schedule.rules.eta0_bound == "stability"
     cal = calibrate(noise(), spectrum(lambda_max=40.0), 100, CalibrationSettings(steps=10, stability_fraction=0.1))
     assert cal.schedule.eta0 == pytest.approx(0.005)

@@ -23,7 +23,7 @@ class CalibrationSettings:
     tf_rule: Literal["abs", "floor"] = "abs"
     tf_value: float | None = None
     tf_floor: float = 1e-3
-    stability_fraction: float = 0.5
+    stability_fraction: float = 0.25
     flat_if_cold: bool = False
     warmup_steps: int = 0
     min_lr: float = 0.0
