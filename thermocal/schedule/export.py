@@ -59,10 +59,15 @@ def _torch_header(s: Schedule) -> str:
     return "import math\nfrom math import exp\n\nimport torch\n\n" if not _plain_exponential(s) else "import torch\n\n"
 
 
+def _torch_prelude(doc: ScheduleFile) -> str:
+    """Imports, the schedule's constants, and lr_at(t) when the closed form is needed."""
+    s = doc.schedule
+    return _torch_header(s) + _constants(doc) + ("" if _plain_exponential(s) else _lr_function(s))
+
+
 def torch_snippet(doc: ScheduleFile) -> str:
     s = doc.schedule
-    text = _torch_header(s) + _constants(doc) + ("" if _plain_exponential(s) else _lr_function(s))
-    return text + (
+    return _torch_prelude(doc) + (
         "\n\ndef thermocal_optimizer(params):\n"
         '    """Plain SGD at eta0 (the schedule assumes it) and its scheduler: call scheduler.step()\n'
         '    after every optimizer.step()."""\n'
@@ -83,8 +88,7 @@ def hf_snippet(doc: ScheduleFile) -> str:
 
 def lightning_snippet(doc: ScheduleFile) -> str:
     s = doc.schedule
-    text = _torch_header(s) + _constants(doc) + ("" if _plain_exponential(s) else _lr_function(s))
-    return text + (
+    return _torch_prelude(doc) + (
         "\n\n# In your LightningModule:\n"
         "def configure_optimizers(self):\n"
         "    optimizer = torch.optim.SGD(self.parameters(), lr=ETA0)\n"
