@@ -29,7 +29,7 @@ from thermocal.io.log import read_log
 from thermocal.io.files import ensure_writable, read_text, write_bytes_atomic, write_text_atomic
 from thermocal.probe.measure import NoProgress, ProbeSettings, probe as run_probe
 from thermocal.monitor import DEFAULT_EPSILON, DEFAULT_WINDOW, replay
-from thermocal.report import RichProgress, render, show as show_group, unconverged_estimates
+from thermocal.report import RichProgress, render, show as show_group
 from thermocal.schedule.export import render as render_export
 from thermocal.schedule.file import (
     DataInput, Environment, Inputs, ModelInput, ScheduleFile, dumps, loads, sample_table, schema_text,
@@ -246,7 +246,7 @@ def probe(
             environment=_environment(),
             timings=result.timings,
         )
-        unconverged = unconverged_estimates(spectrum)
+        unconverged = spectrum.unconverged()
         if unconverged and fail_unconverged:
             raise NumericalError(f"not converged within budget: {', '.join(unconverged)} (nothing written; raise "
                                  f"--max-iter/--max-probes or loosen --eig-rtol/--trace-rtol)")

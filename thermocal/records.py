@@ -92,6 +92,13 @@ class HessianSpectrum(Record):
     density: SpectralDensity | None = None
     blocks: list[BlockCurvature] | None = None
 
+    def unconverged(self) -> list[str]:
+        """Names of the estimates that missed their tolerance, blocks' as `block.estimate`."""
+        names = [name for name, rec in self.details.items() if not rec.converged]
+        for block in self.blocks or []:
+            names += [f"{block.name}.{name}" for name, rec in block.details.items() if not rec.converged]
+        return names
+
 
 class Measurements(Record):
     gradient_noise: GradientNoise

@@ -8,7 +8,6 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from thermocal.records import HessianSpectrum
 from thermocal.schedule.file import ScheduleFile
 
 _STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "info": "dim"}
@@ -20,14 +19,6 @@ def _num(value: float | None) -> str:
 
 def _pm(value: float, stderr: float | None) -> str:
     return _num(value) if stderr is None else f"{value:.4g} ± {stderr:.2g}"
-
-
-def unconverged_estimates(spectrum: HessianSpectrum) -> list[str]:
-    """Names of the curvature estimates that missed their tolerance, blocks included."""
-    names = [name for name, rec in spectrum.details.items() if not rec.converged]
-    for block in spectrum.blocks or []:
-        names += [f"{block.name}.{name}" for name, rec in block.details.items() if not rec.converged]
-    return names
 
 
 def summary(doc: ScheduleFile) -> Group:
