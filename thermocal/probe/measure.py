@@ -386,6 +386,8 @@ def probe(
     loss over the same K·B examples.
     """
     s = settings.resolved()
+    if s.engine == "pyhessian" and group.distributed:  # before any work: it would fail after the gradients
+        raise InputError("--engine pyhessian runs in one process; use the native engine under torchrun")
     progress = progress or NoProgress()
     timer = _Timer()
     set_eval(model)
@@ -430,8 +432,6 @@ def probe(
         del grads
 
     micro_batches = _split(inputs, targets, s.micro_batch)
-    if s.engine == "pyhessian" and group.distributed:
-        raise InputError("--engine pyhessian runs in one process; use the native engine under torchrun")
     if s.engine == "pyhessian":
         with seeded_global_rng(s.seed, device):
             engine = PyHessianEngine(model, loss_fn, micro_batches, device, on_hvp=progress.advance)
