@@ -16,7 +16,6 @@ and a refused pickle is never retried without it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pickle
 import re
@@ -31,7 +30,7 @@ from typing import Any
 import torch
 
 from thermocal.errors import CheckpointError, InputError
-from thermocal.io.files import sha256_file
+from thermocal.io.files import sha256_file, sha256_listing
 from thermocal.io.user_code import call_user, first_line as _first_line, import_callable
 
 TORCHSCRIPT = "torchscript"
@@ -370,13 +369,9 @@ def load_model(path: Path, options: ModelOptions | None = None) -> LoadedModel:
     for name, param in module.named_parameters():
         if param.is_floating_point() and not bool(torch.isfinite(param).all()):
             raise CheckpointError(f"parameter {name!r} holds NaN or Inf values", path)
-    digest = sha256_file(path) if path.is_file() else _directory_sha256(path)
+    digest = sha256_file(path) if path.is_file() else sha256_listing(
+        (f, str(f.relative_to(path))) for f in sorted(path.rglob("*")) if f.is_file())
     return LoadedModel(module=module, path=path, sha256=digest, format=fmt, note=note, default_loss=default_loss)
-
-
-def _directory_sha256(path: Path) -> str:
-    lines = "".join(f"{sha256_file(f)}  {f.relative_to(path)}\n" for f in sorted(path.rglob("*")) if f.is_file())
-    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def count_parameters(module: torch.nn.Module) -> int:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from thermocal.errors import DataError, InputError
-from thermocal.io.files import sha256_file
+from thermocal.io.files import sha256_file, sha256_listing
 from thermocal.io.user_code import call_user, first_line, import_callable
 
 SUFFIXES = (".pt", ".pth", ".npz", ".npy", ".safetensors", ".csv")
@@ -311,8 +311,7 @@ def _combined_sha256(files: list[Path]) -> str:
     """One file: its sha256. Several: sha256 of the lines `<sha256>  <name>` in load order."""
     if len(files) == 1:
         return sha256_file(files[0])
-    lines = "".join(f"{sha256_file(f)}  {f.name}\n" for f in files)
-    return hashlib.sha256(lines.encode()).hexdigest()
+    return sha256_listing((f, f.name) for f in files)
 
 
 def load_sample(path: Path | None, *, max_samples: int | None = None, seed: int = 0,

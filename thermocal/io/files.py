@@ -6,6 +6,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 from thermocal.errors import InputError, OutputError
 
@@ -25,6 +26,12 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_listing(entries: Iterable[tuple[Path, str]]) -> str:
+    """One identity for several files: sha256 of the lines `<file sha256>  <label>`, in order."""
+    lines = "".join(f"{sha256_file(file)}  {label}\n" for file, label in entries)
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def read_text(path: Path) -> str:
