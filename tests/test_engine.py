@@ -13,6 +13,7 @@ from test_estimators import symmetric_with_spectrum
 from test_hessian_truth import dense_hessian, used_examples
 from thermocal.probe.blocks import partition
 from thermocal.probe.density import slq_density
+from thermocal.probe.gradient_noise import gram_matrix
 from thermocal.probe.hvp import HessianOperator
 from thermocal.probe.lanczos import lanczos
 from thermocal.probe.measure import ProbeSettings, probe
@@ -52,6 +53,42 @@ def test_lanczos_reports_an_unmet_tolerance() -> None:
     run = lanczos(lambda v: h @ v, start(200), rtol=1e-12, max_iter=8)
     assert run.iterations == 8 and not run.converged
     assert all(p.residual > 1e-12 * abs(p.value) for p in run.largest + run.smallest)
+
+
+def indefinite(dim: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
+    eigenvalues = torch.cat([torch.tensor([-2.0, -1.5]), torch.linspace(-0.1, 0.1, dim - 4), torch.tensor([4.0, 5.0])]).double()
+    return eigenvalues, symmetric_with_spectrum(eigenvalues, seed=7)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_thick_restarts_bound_the_basis_and_still_find_both_ends(dtype: torch.dtype) -> None:
+    eigenvalues, h = indefinite()
+    rtol = 1e-8 if dtype == torch.float64 else 1e-5  # a float32 basis resolves residuals to about 1e-6
+    run = lanczos(lambda v: (h.to(v.dtype) @ v), start(400), rtol=rtol, max_iter=2000, top_k=2, bottom_k=1,
+                  max_basis=8, dtype=dtype)
+    assert run.restarts > 0 and run.basis.shape[0] <= 8 and run.basis.dtype == dtype
+    assert run.converged
+    exact = torch.sort(eigenvalues).values
+    for pair, expected in zip(run.largest + run.smallest, [float(exact[-1]), float(exact[-2]), float(exact[0])]):
+        assert abs(pair.value - expected) <= pair.residual + 1e-12  # Bauer–Fike
+        assert pair.residual <= rtol * abs(pair.value)
+    # Still an orthonormal basis with T = V H V^T on the diagonal, so Hutch++ can deflate by it.
+    v = run.basis.double()
+    eps = 1e-10 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(v @ v.T, torch.eye(len(v), dtype=torch.float64), atol=eps, rtol=0)
+    assert float(run.alphas.sum()) == pytest.approx(float(torch.trace(v @ h @ v.T)), rel=eps, abs=eps)
+
+
+def test_a_restarted_run_agrees_with_an_unbounded_one_on_a_slow_spectrum() -> None:
+    # Evenly spaced eigenvalues: the hard case for Lanczos; restarts cost products, not accuracy.
+    eigenvalues = torch.linspace(0.01, 10.0, 600).double()
+    h = torch.diag(eigenvalues)
+    free = lanczos(lambda v: h @ v, start(600), rtol=1e-6, max_iter=3000, top_k=3, bottom_k=1)
+    bounded = lanczos(lambda v: h @ v, start(600), rtol=1e-6, max_iter=3000, top_k=3, bottom_k=1, max_basis=30)
+    assert free.restarts == 0 and bounded.restarts > 0 and free.converged and bounded.converged
+    assert bounded.iterations >= free.iterations
+    for a, b in zip(free.largest + free.smallest, bounded.largest + bounded.smallest):
+        assert b.value == pytest.approx(a.value, abs=a.residual + b.residual)
 
 
 def test_hutchpp_converges_and_beats_plain_hutchinson_on_a_decaying_spectrum() -> None:
@@ -124,6 +161,35 @@ def test_top_k_density_and_blocks_against_the_dense_hessian() -> None:
         assert block.lambda_max == pytest.approx(float(torch.linalg.eigvalsh(sub)[-1]), rel=1e-6)
         assert abs(block.trace - float(sub.trace())) <= 3 * block.trace_stderr + 1e-9 * abs(float(sub.trace()))
         assert block.num_params == len(index)
+
+
+def test_a_probe_within_a_tiny_lanczos_memory_matches_the_dense_hessian() -> None:
+    x, y = classification_sample(120, seed=6)
+    eager = mlp([5, 9, 3], seed=8)  # 84 parameters
+    settings = ProbeSettings(batch_size=30, dtype="float64", eig_rtol=1e-7, trace_rtol=0.05, lanczos_memory=12 * 84 * 8 / 2**30)
+    spec = probe(eager, x, y, settings, CPU).measurements.hessian
+    keep = used_examples(120, settings)
+    h = dense_hessian(eager, F.cross_entropy, x[keep], y[keep])
+    exact = torch.linalg.eigvalsh(h)
+    assert "thick restart" in spec.details["lambda_max"].method  # 12 rows of 84 numbers: it had to restart
+    assert spec.converged
+    assert spec.lambda_max == pytest.approx(float(exact[-1]), rel=1e-6)
+    assert spec.lambda_min == pytest.approx(float(exact[0]), abs=1e-6 * float(exact[-1]))
+    assert abs(spec.trace - float(h.trace())) <= 3 * spec.trace_stderr + 1e-9
+
+
+def test_gram_and_probe_pieces_bound_memory_without_changing_the_numbers() -> None:
+    rows = torch.randn(5, 1000, generator=torch.Generator().manual_seed(0))
+    exact = rows.double() @ rows.double().T
+    torch.testing.assert_close(gram_matrix(rows, chunk=7), exact, rtol=1e-12, atol=1e-12)
+    seen: list[int] = []
+
+    def scaled_identity(z: torch.Tensor) -> torch.Tensor:
+        seen.append(z.shape[0])
+        return 3.0 * z
+
+    draw = deflated_probes(scaled_identity, None, 50, torch.Generator().manual_seed(0), max_rows=3)
+    assert draw(10) == [150.0] * 10 and seen == [3, 3, 3, 1]  # zᵀ(3I)z = 3·d for every ±1 probe
 
 
 def test_power_method_and_plain_hutchinson_on_the_native_engine() -> None:

@@ -1,7 +1,8 @@
 """Gradient noise at the training batch size (method.md §1; the seed's §6.1 var(∇L) and mean(|∇L|)).
 
 All statistics are functions of the K×K Gram matrix G_kl = g_k·g_l of the minibatch gradients,
-computed in float64. The bootstrap resamples minibatches: a resample is a vector of counts c
+computed in float64 (the gradients are kept in the dtype they were computed in, which halves
+their memory for a float32 model and loses nothing). The bootstrap resamples minibatches: a resample is a vector of counts c
 (how often each minibatch was drawn), and every statistic is evaluated from (c, G) directly.
 """
 
@@ -20,7 +21,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 def flat_gradient(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.Tensor:
     grads = torch.autograd.grad(loss, params)
-    return torch.cat([g.reshape(-1) for g in grads]).to(torch.float64)
+    return torch.cat([g.reshape(-1) for g in grads])
 
 
 def minibatch_gradients(
@@ -30,7 +31,7 @@ def minibatch_gradients(
     params: Sequence[torch.Tensor],
     on_batch: Callable[[], None] = lambda: None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (gradients as a K×d float64 matrix, the K minibatch losses)."""
+    """Return (gradients as a K×d matrix in the model's dtype, the K float64 minibatch losses)."""
     grads, losses = [], []
     for index, (inputs, targets) in enumerate(batches):
         loss = loss_fn(model(inputs), targets)
@@ -43,6 +44,15 @@ def minibatch_gradients(
         losses.append(loss.detach().to(torch.float64))
         on_batch()
     return torch.stack(grads), torch.stack(losses)
+
+
+def gram_matrix(rows: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
+    """rows·rowsᵀ in float64 on the CPU, upcasting `chunk` columns at a time (bounds the copy)."""
+    gram = torch.zeros(rows.shape[0], rows.shape[0], dtype=torch.float64, device=rows.device)
+    for first in range(0, rows.shape[1], chunk):
+        block = rows[:, first:first + chunk].to(torch.float64)
+        gram += block @ block.T
+    return gram.cpu()
 
 
 def _statistics(counts: torch.Tensor, gram: torch.Tensor, batch_size: int) -> dict[str, torch.Tensor]:
@@ -76,7 +86,7 @@ def noise_statistics(
     k = grads.shape[0]
     if k < 2:
         raise ValueError(f"need at least 2 minibatch gradients, got {k}")
-    gram = (grads @ grads.T).cpu()
+    gram = gram_matrix(grads)
     point = {name: float(v[0]) for name, v in _statistics(torch.ones(1, k, dtype=torch.float64), gram, batch_size).items()}
     draws = torch.randint(0, k, (resamples, k), generator=generator)
     counts = torch.zeros(resamples, k, dtype=torch.float64).scatter_add_(1, draws, torch.ones_like(draws, dtype=torch.float64))

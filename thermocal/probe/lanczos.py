@@ -1,11 +1,22 @@
 """Lanczos with full reorthogonalization, for both ends of a symmetric spectrum at once
-(method.md §2, [H7]).
+(method.md §2, [H7]), with thick restarts when the basis must stay small ([H11]).
 
-After j steps, V_j (orthonormal rows) and the tridiagonal T_j = V_j H V_jᵀ give Ritz pairs
-(θ_i, y_i = V_jᵀ s_i); with full reorthogonalization the residual of a Ritz pair is
-‖H y_i − θ_i y_i‖ = β_j·|s_i[j]|, which is what the stopping test reads. Convergence is judged
-on that residual, never on the change between iterations; the residuals finally reported are
-recomputed with one product each.
+The rows of V are an orthonormal basis; the projected matrix T = V H Vᵀ is kept whole (it is
+tridiagonal until a restart, an arrowhead plus a tridiagonal after). Each new column of T is
+read off the Gram–Schmidt coefficients of H·v against all rows, so the decomposition
+H Vᵀ = Vᵀ T + β·v_next·e_lastᵀ holds and a Ritz pair (θ_i, y_i = Vᵀ s_i) has the residual
+‖H y_i − θ_i y_i‖ = β·|s_i[last]|, which is what the stopping test reads. Convergence is
+judged on that residual, never on the change between iterations; the residuals finally
+reported are recomputed with one product each.
+
+Thick restart (Wu & Simon 2000): when the basis holds `max_basis` rows and the wanted pairs
+have not converged, V is replaced by the Ritz vectors nearest both ends (half the basis),
+T by their Ritz values on the diagonal with the coupling β·s_i[last] to v_next in the next
+row, and the iteration continues from v_next. Memory is then max_basis·d numbers, whatever
+the number of iterations.
+
+The basis is stored in `dtype`: float64, or the model's float32, whose products are float32
+anyway; the projected matrix and all scalars are float64.
 """
 
 from __future__ import annotations
@@ -16,6 +27,8 @@ from typing import Callable
 import torch
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
+# Columns of the basis rebuilt at a time during a restart (bounds the temporary).
+RESTART_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -31,11 +44,12 @@ class LanczosResult:
     largest: list[RitzPair]  # descending
     smallest: list[RitzPair]  # ascending
     ritz_values: torch.Tensor  # all, ascending
-    basis: torch.Tensor  # j × d, orthonormal rows
-    alphas: torch.Tensor
-    betas: torch.Tensor  # the j − 1 off-diagonal entries of T_j
-    iterations: int
+    basis: torch.Tensor  # rows orthonormal, in the run's dtype
+    alphas: torch.Tensor  # diagonal of the projected matrix T = V H Vᵀ (so tr(VHVᵀ) = Σ alphas)
+    betas: torch.Tensor  # its first off-diagonal (T is tridiagonal when restarts == 0)
+    iterations: int  # products, not counting the final residual checks
     converged: bool
+    restarts: int = 0
 
 
 def tridiagonal(alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
@@ -43,15 +57,19 @@ def tridiagonal(alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
 
 
 class _Basis:
-    """Orthonormal rows, stored in a buffer that doubles as it fills."""
+    """Orthonormal rows in a buffer that doubles as it fills, up to `capacity` rows."""
 
-    def __init__(self, dim: int, like: torch.Tensor) -> None:
-        self._rows = torch.empty(64, dim, dtype=torch.float64, device=like.device)
+    def __init__(self, dim: int, capacity: int, dtype: torch.dtype, device: torch.device) -> None:
+        self._rows = torch.empty(min(64, capacity), dim, dtype=dtype, device=device)
+        self.capacity = capacity
         self.size = 0
 
     def append(self, v: torch.Tensor) -> None:
         if self.size == self._rows.shape[0]:
-            self._rows = torch.cat([self._rows, torch.empty_like(self._rows)])
+            grown = torch.empty(min(2 * self.size, self.capacity), self._rows.shape[1], dtype=self._rows.dtype,
+                                device=self._rows.device)
+            grown[: self.size] = self._rows
+            self._rows = grown
         self._rows[self.size] = v
         self.size += 1
 
@@ -59,11 +77,28 @@ class _Basis:
     def rows(self) -> torch.Tensor:
         return self._rows[: self.size]
 
-    def orthogonalize(self, w: torch.Tensor) -> torch.Tensor:
-        """Remove the span of the rows from w, twice (classical Gram–Schmidt with one repeat)."""
+    @property
+    def full(self) -> bool:
+        return self.size == self.capacity
+
+    def orthogonalize(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(w minus its projection on the rows, the projection's coefficients in float64):
+        classical Gram–Schmidt with one repeat."""
+        total = torch.zeros(self.size, dtype=torch.float64)
         for _ in range(2):
-            w = w - self.rows.T @ (self.rows @ w)
-        return w
+            c = self.rows @ w
+            w = w - self.rows.T @ c
+            total += c.to(torch.float64).cpu()
+        return w, total
+
+    def rotate(self, s: torch.Tensor) -> None:
+        """Rows ← sᵀ·rows (s: size × k, orthonormal columns), in place, a block of columns at a time."""
+        k = s.shape[1]
+        s = s.to(self._rows.dtype).to(self._rows.device)
+        for first in range(0, self._rows.shape[1], RESTART_CHUNK):
+            block = self._rows[: self.size, first:first + RESTART_CHUNK]
+            block[:k] = s.T @ block
+        self.size = k
 
 
 def _wanted(values: torch.Tensor, top_k: int, bottom_k: int) -> tuple[list[int], list[int]]:
@@ -71,6 +106,16 @@ def _wanted(values: torch.Tensor, top_k: int, bottom_k: int) -> tuple[list[int],
     top = list(range(n - 1, max(n - 1 - top_k, -1), -1))
     bottom = [i for i in range(min(bottom_k, n))]
     return top, bottom
+
+
+def _kept(n: int, top_k: int, bottom_k: int) -> list[int]:
+    """Indices (into ascending Ritz values) kept at a restart: half the basis, shared between the
+    ends that are wanted in proportion to how many pairs each wants, at least those pairs."""
+    keep = max(n // 2, top_k + bottom_k)
+    top = keep * top_k // (top_k + bottom_k)
+    top = max(top, top_k) if top_k else 0
+    bottom = max(keep - top, bottom_k) if bottom_k else 0
+    return sorted(set(range(bottom)) | set(range(n - top, n)))
 
 
 def lanczos(
@@ -83,48 +128,64 @@ def lanczos(
     top_k: int = 1,
     bottom_k: int = 1,
     min_iter: int = 0,
+    max_basis: int | None = None,
+    dtype: torch.dtype = torch.float64,
 ) -> LanczosResult:
     """Run until the `top_k` largest and `bottom_k` smallest Ritz pairs pass
-    ‖Hy − θy‖ ≤ rtol·max(|θ|, floor_fraction·max|θ|), or `max_iter` steps (at least `min_iter`).
+    ‖Hy − θy‖ ≤ rtol·max(|θ|, floor_fraction·max|θ|), or `max_iter` products (at least `min_iter`).
     With nothing wanted (top_k = bottom_k = 0) it runs `max_iter` steps, for quadrature.
+    `max_basis` (at least top_k + bottom_k + 2) bounds the rows kept, by thick restarts.
     """
-    v = v0.to(torch.float64)
+    dim = v0.numel()
+    capacity = min(max_iter, dim) if max_basis is None else max(min(max_basis, dim), top_k + bottom_k + 2)
+    if max_basis is not None and not (top_k or bottom_k):
+        raise ValueError("a bounded basis needs wanted Ritz pairs (quadrature runs keep every row)")
+    v = v0.to(dtype)
     v = v / torch.linalg.vector_norm(v)
-    basis = _Basis(v.numel(), v)
-    alphas: list[float] = []
-    betas: list[float] = []
-    beta = 0.0
-    previous = torch.zeros_like(v)
+    basis = _Basis(dim, capacity, dtype, v.device)
+    projected = torch.zeros(capacity + 1, capacity + 1, dtype=torch.float64)
     values = torch.empty(0, dtype=torch.float64)
     vectors = torch.empty(0, 0, dtype=torch.float64)
-    estimates_ok = False
-    for j in range(1, max_iter + 1):
+    products = restarts = 0
+    while True:
         basis.append(v)
-        w = matvec(v).to(torch.float64)
-        alpha = float(v @ w)
-        alphas.append(alpha)
-        w = basis.orthogonalize(w - alpha * v - beta * previous)
+        j = basis.size - 1
+        w, c = basis.orthogonalize(matvec(v).to(dtype))
+        products += 1
+        projected[: j + 1, j] = c
+        projected[j, : j + 1] = c
         beta = float(torch.linalg.vector_norm(w))
-        t = tridiagonal(torch.tensor(alphas, dtype=torch.float64), torch.tensor(betas, dtype=torch.float64))
-        check = j <= 100 or j % max(1, j // 20) == 0 or j == max_iter
-        scale = float(max(abs(alpha), beta, 1e-300))
-        exhausted = beta <= 1e-12 * scale or j == v.numel()
-        if check or exhausted:
+        t = projected[: j + 1, : j + 1]
+        check = products <= 100 or products % max(1, products // 20) == 0 or products == max_iter or basis.full
+        scale = float(max(abs(float(c[j])), beta, 1e-300))
+        exhausted = beta <= 1e-12 * scale or basis.size == dim
+        done = products >= max_iter or exhausted
+        if check or done:
             values, vectors = torch.linalg.eigh(t)
             floor = floor_fraction * float(values.abs().max())
             top, bottom = _wanted(values, top_k, bottom_k)
             estimates = beta * vectors[-1].abs()
-            estimates_ok = all(float(estimates[i]) <= rtol * max(abs(float(values[i])), floor) for i in top + bottom)
-            if (estimates_ok and (top or bottom) and j >= min_iter) or exhausted:
+            met = all(float(estimates[i]) <= rtol * max(abs(float(values[i])), floor) for i in top + bottom)
+            if (met and (top or bottom) and products >= min_iter) or done:
                 break
-        betas.append(beta)
-        previous, v = v, w / beta
+        v = w / beta
+        if basis.full:
+            keep = _kept(basis.size, top_k, bottom_k)
+            s = vectors[:, keep]
+            basis.rotate(s)
+            k = len(keep)
+            projected.zero_()
+            projected[:k, :k] = torch.diag(values[keep])
+            projected[k, :k] = projected[:k, k] = beta * s[-1]
+            restarts += 1
+        else:
+            projected[j + 1, j] = projected[j, j + 1] = beta
     rows = basis.rows
     floor = floor_fraction * float(values.abs().max())
     top, bottom = _wanted(values, top_k, bottom_k)
 
     def pair(i: int) -> RitzPair:
-        y = rows.T @ vectors[:, i].to(rows.device)
+        y = (rows.T @ vectors[:, i].to(rows.dtype).to(rows.device)).to(torch.float64)
         y = y / torch.linalg.vector_norm(y)
         theta = float(values[i])
         residual = float(torch.linalg.vector_norm(matvec(y).to(torch.float64) - theta * y))
@@ -132,13 +193,15 @@ def lanczos(
 
     largest = [pair(i) for i in top]
     smallest = [pair(i) for i in bottom]
+    t = projected[: basis.size, : basis.size]
     return LanczosResult(
         largest=largest,
         smallest=smallest,
         ritz_values=values,
         basis=rows,
-        alphas=torch.tensor(alphas, dtype=torch.float64),
-        betas=torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64),
-        iterations=len(alphas),
+        alphas=torch.diagonal(t).clone(),
+        betas=torch.diagonal(t, 1).clone(),
+        iterations=products,
         converged=all(p.converged for p in largest + smallest),
+        restarts=restarts,
     )

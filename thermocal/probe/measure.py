@@ -17,7 +17,7 @@ from thermocal.probe.blocks import partition, restricted
 from thermocal.probe.density import slq_density
 from thermocal.probe.gradient_noise import Batch, minibatch_gradients, noise_statistics
 from thermocal.probe.hvp import HessianOperator, supports_forward_mode
-from thermocal.probe.lanczos import lanczos
+from thermocal.probe.lanczos import LanczosResult, lanczos
 from thermocal.probe.losses import LossFn, LossSpec, resolve_loss
 from thermocal.probe.power import power_iteration
 from thermocal.probe.pyhessian_engine import PyHessianEngine, seeded_global_rng
@@ -40,6 +40,9 @@ DEFAULT_EIG_RTOL = {"native": 1e-3, "pyhessian": 1e-2}
 DEFAULT_MAX_ITER = {"lanczos": 1000, "power": 20000}
 HUTCHPP_SKETCH = 20
 TRACE_CHUNK = 10
+# At most this many bytes of trace probe vectors (and their products) exist at once ([H11]).
+PROBE_MEMORY = 1 << 30
+GIB = 1 << 30
 
 Engine = Literal["native", "pyhessian"]
 Method = Literal["lanczos", "power"]
@@ -83,6 +86,7 @@ class ProbeSettings:
     density_steps: int = 80
     per_layer: bool = False
     blocks: tuple[str, ...] = ()
+    lanczos_memory: float = 4.0  # GiB of Lanczos basis; past it the run restarts ([H11])
 
     def resolved(self) -> "ProbeSettings":
         """Fill the engine-dependent defaults and reject combinations the engine cannot do."""
@@ -262,6 +266,24 @@ def _operator(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: 
                            total_examples=total, reduce=group.sum)
 
 
+def _basis_bounds(op: HessianOperator, s: ProbeSettings, size: int | None = None) -> dict:
+    """The Lanczos basis's dtype (float64 for a float64 model, else float32: the products are
+    computed in the model's dtype anyway) and its row limit from --lanczos-memory ([H11])."""
+    dtype = torch.float64 if op.dtype == torch.float64 else torch.float32
+    size = size or op.dim
+    rows = int(s.lanczos_memory * GIB) // (size * dtype.itemsize)
+    return {"dtype": dtype, "max_basis": rows if rows < min(s.max_iter, size) else None}
+
+
+def _lanczos_method(name: str, run: LanczosResult) -> str:
+    return name if not run.restarts else f"{name}, {run.restarts} thick restart(s) within --lanczos-memory"
+
+
+def _probe_rows(dim: int) -> int:
+    """Probe vectors alive at once: float64 probes and products within PROBE_MEMORY."""
+    return max(1, PROBE_MEMORY // (2 * 8 * dim))
+
+
 def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Tensor, float] | None, scale: float,
                   generator: torch.Generator) -> tuple[TraceEstimate, EstimateRecord]:
     """Trace by Hutch++ (sketch: the Lanczos basis when given, whose tr(QHQ^T) = Σ alpha is
@@ -278,7 +300,7 @@ def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Ten
             method = "Hutch++ (sketch Q = orth(H S)): tr(QHQ^T) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
     else:
         sketch, method = None, "Hutchinson, Rademacher probes"
-    estimate = hutchinson(deflated_probes(op.matmat, sketch, op.dim, generator, op.device), rtol=s.trace_rtol,
+    estimate = hutchinson(deflated_probes(op.matmat, sketch, op.dim, generator, op.device, _probe_rows(op.dim)), rtol=s.trace_rtol,
                           max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=offset, scale=scale)
     return estimate, _trace_record(method, op.hvps - start, estimate, s.trace_rtol)
 
@@ -292,11 +314,11 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
             progress.phase("Hessian: Lanczos (both ends)", min(s.max_iter, op.dim))
             start = op.hvps
             v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(op.device)
-            run = lanczos(op.matvec, v0, rtol=rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=min(s.max_iter, op.dim),
-                          top_k=s.top_k, bottom_k=1)
+            run = lanczos(op.matvec, v0, rtol=rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=s.max_iter,
+                          top_k=s.top_k, bottom_k=1, **_basis_bounds(op, s))
             hvps = op.hvps - start
             big, small = run.largest[0], run.smallest[0]
-            method = "Lanczos, full reorthogonalization, Ritz residual test"
+            method = _lanczos_method("Lanczos, full reorthogonalization, Ritz residual test", run)
             max_rec = _record(method, hvps, run.iterations, big.residual, rtol, big.converged)
             min_rec = _record(method, hvps, run.iterations, small.residual, rtol, small.converged)
             lam_max, lam_min = big.value, small.value
@@ -354,12 +376,12 @@ def _block_curvature(op: HessianOperator, block, s: ProbeSettings, generator: to
     size = len(block.index)
     start = op.hvps
     v0 = torch.randn(size, generator=generator, dtype=torch.float64).to(op.device)
-    run = lanczos(matvec, v0, rtol=s.eig_rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=min(s.max_iter, size),
-                  top_k=1, bottom_k=0)
+    run = lanczos(matvec, v0, rtol=s.eig_rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=s.max_iter,
+                  top_k=1, bottom_k=0, **_basis_bounds(op, s, size))
     big = run.largest[0]
-    eig_rec = _record("Lanczos on the diagonal block", op.hvps - start, run.iterations, big.residual, s.eig_rtol, big.converged)
+    eig_rec = _record(_lanczos_method("Lanczos on the diagonal block", run), op.hvps - start, run.iterations, big.residual, s.eig_rtol, big.converged)
     start = op.hvps
-    trace = hutchinson(deflated_probes(matmat, run.basis, size, generator, op.device), rtol=s.trace_rtol,
+    trace = hutchinson(deflated_probes(matmat, run.basis, size, generator, op.device, _probe_rows(size)), rtol=s.trace_rtol,
                        max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=float(run.alphas.sum()), scale=abs(big.value))
     trace_rec = _trace_record("Hutch++ with the block's Lanczos basis as sketch", op.hvps - start, trace, s.trace_rtol)
     return BlockCurvature(name=block.name, parameters=list(block.parameters), num_params=size, lambda_max=big.value,

@@ -72,16 +72,27 @@ def rademacher(count: int, dim: int, generator: torch.Generator, device: torch.d
 
 
 def deflated_probes(matmat: Matmat, sketch: torch.Tensor | None, dim: int, generator: torch.Generator,
-                    device: torch.device | None = None) -> Callable[[int], list[float]]:
+                    device: torch.device | None = None, max_rows: int | None = None) -> Callable[[int], list[float]]:
     """A `draw_probes` for Hutchinson on P H P, P = I − QᵀQ (plain Hutchinson when sketch is None).
-    Probes live on `device` (default: the sketch's, else the CPU)."""
+    Probes live on `device` (default: the sketch's, else the CPU); the projection is done in the
+    sketch's dtype. `max_rows` bounds how many probe vectors exist at once (memory): a request
+    for more is served in pieces, drawn in turn from the same generator."""
     device = device or (sketch.device if sketch is not None else torch.device("cpu"))
 
-    def draw(count: int) -> list[float]:
+    def draw_some(count: int) -> list[float]:
         z = rademacher(count, dim, generator, device)
         if sketch is not None:
-            z = z - (z @ sketch.T) @ sketch
+            q = z.to(sketch.dtype)
+            z = (q - (q @ sketch.T) @ sketch).to(torch.float64)
         return (z * matmat(z)).sum(dim=1).tolist()
+
+    def draw(count: int) -> list[float]:
+        if max_rows is None or count <= max_rows:
+            return draw_some(count)
+        values: list[float] = []
+        while len(values) < count:
+            values.extend(draw_some(min(max_rows, count - len(values))))
+        return values
 
     return draw
 
