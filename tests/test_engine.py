@@ -91,6 +91,35 @@ def test_a_restarted_run_agrees_with_an_unbounded_one_on_a_slow_spectrum() -> No
         assert b.value == pytest.approx(a.value, abs=a.residual + b.residual)
 
 
+def test_lanczos_estimates_the_total_curvature_magnitude_for_free() -> None:
+    # Uniform on [-1, 1]: tr H ≈ 0 but tr|H| = Σ|λ| ≈ d/2. One Gaussian probe's quadrature has a
+    # relative standard deviation of about √2·‖H‖_F/tr|H| ≈ 4% here; allow 5 of those.
+    eigenvalues = torch.linspace(-1.0, 1.0, 2000).double()
+    h = torch.diag(eigenvalues)
+    exact = float(eigenvalues.abs().sum())
+    for seed in range(3):
+        run = lanczos(lambda v: h @ v, start(2000, seed), rtol=1e-3, max_iter=300)
+        assert run.abs_trace == pytest.approx(exact, rel=0.2)
+    bounded = lanczos(lambda v: h @ v, start(2000), rtol=1e-3, max_iter=600, max_basis=20)
+    assert bounded.restarts > 0 and bounded.abs_trace == pytest.approx(exact, rel=0.2)  # from the first cycle
+
+
+def test_a_trace_with_cancelling_curvature_stops_at_the_scale_of_the_total_curvature() -> None:
+    # Here tr H = 6.3 but tr|H| = 25.9 (negative curvature cancels part of it). Judged against
+    # max(|tr H|, lambda_max) the trace took 230 probes; against tr|H| it needs about a tenth
+    # of that, and is still within its error bar of the dense truth.
+    x, y = classification_sample(200, seed=9)
+    eager = mlp([5, 40, 3], seed=11)
+    settings = ProbeSettings(batch_size=40, dtype="float64", trace_rtol=0.02, max_probes=1000)
+    spec = probe(eager, x, y, settings, CPU).measurements.hessian
+    keep = used_examples(200, settings)
+    h = dense_hessian(eager, F.cross_entropy, x[keep], y[keep])
+    total = float(torch.linalg.eigvalsh(h).abs().sum())
+    assert spec.details["trace"].converged and spec.details["trace"].iterations <= 50
+    assert abs(spec.trace - float(h.trace())) <= 3 * spec.trace_stderr + 1e-9
+    assert spec.trace_stderr <= 0.02 * 2 * total  # rtol of tr|H|, up to the one-probe quadrature's error
+
+
 def test_hutchpp_converges_and_beats_plain_hutchinson_on_a_decaying_spectrum() -> None:
     eigenvalues = 1.0 / torch.arange(1, 401, dtype=torch.float64) ** 1.5
     h = symmetric_with_spectrum(eigenvalues, seed=2)

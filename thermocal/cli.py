@@ -183,7 +183,7 @@ def probe(
     dtype: DtypeChoice = typer.Option(DtypeChoice.model, help="Probe in the model's dtype, or cast the model and data."),
     eig_rtol: Optional[float] = typer.Option(None, min=0.0, help="Eigenvalue converged when ||Hv - lambda v|| <= eig_rtol*|lambda| [native 1e-3, pyhessian 1e-2]."),
     max_iter: Optional[int] = typer.Option(None, min=1, help="Iteration budget of each eigen-solver run [lanczos 1000, power 20000]."),
-    trace_rtol: float = typer.Option(2e-2, min=0.0, help="Stop the trace when its standard error <= trace_rtol*max(|trace|, |lambda_max|)."),
+    trace_rtol: float = typer.Option(2e-2, min=0.0, help="Stop the trace when its standard error <= trace_rtol*max(|trace|, tr|H| by Lanczos quadrature, |lambda_max|)."),
     max_probes: int = typer.Option(1000, min=10, help="Probe budget of the trace."),
     micro_batch: int = typer.Option(1024, min=1, help="Examples per forward/backward in Hessian-vector products (bounds memory)."),
     lanczos_memory: float = typer.Option(4.0, min=0.0, help="GiB the Lanczos basis may hold; past it Lanczos restarts, keeping the Ritz vectors at both ends."),

@@ -15,6 +15,11 @@ T by their Ritz values on the diagonal with the coupling β·s_i[last] to v_next
 row, and the iteration continues from v_next. Memory is then max_basis·d numbers, whatever
 the number of iterations.
 
+The first cycle (up to the first restart) also gives, at no extra product, Gauss quadrature for
+v̂₀ᵀ|H|v̂₀ = Σ_k s_k[0]²·|θ_k|, an unbiased-in-expectation one-probe estimate of tr|H|/d for the
+Gaussian start v̂₀ (stochastic Lanczos quadrature with one probe): `abs_trace` is d times it,
+the scale against which the trace's error is judged ([H3]).
+
 The basis is stored in `dtype`: float64, or the model's float32, whose products are float32
 anyway; the projected matrix and all scalars are float64.
 """
@@ -50,6 +55,7 @@ class LanczosResult:
     iterations: int  # products, not counting the final residual checks
     converged: bool
     restarts: int = 0
+    abs_trace: float = 0.0  # one-probe quadrature estimate of tr|H| = Σ|λ_i| (from the first cycle)
 
 
 def tridiagonal(alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
@@ -147,6 +153,7 @@ def lanczos(
     values = torch.empty(0, dtype=torch.float64)
     vectors = torch.empty(0, 0, dtype=torch.float64)
     products = restarts = 0
+    abs_trace: float | None = None
     while True:
         basis.append(v)
         j = basis.size - 1
@@ -170,6 +177,8 @@ def lanczos(
                 break
         v = w / beta
         if basis.full:
+            if abs_trace is None:
+                abs_trace = _abs_quadrature(values, vectors, dim)
             keep = _kept(basis.size, top_k, bottom_k)
             s = vectors[:, keep]
             basis.rotate(s)
@@ -204,4 +213,10 @@ def lanczos(
         iterations=products,
         converged=all(p.converged for p in largest + smallest),
         restarts=restarts,
+        abs_trace=abs_trace if abs_trace is not None else _abs_quadrature(values, vectors, dim),
     )
+
+
+def _abs_quadrature(values: torch.Tensor, vectors: torch.Tensor, dim: int) -> float:
+    """d · Σ_k s_k[0]²·|θ_k|: Gauss quadrature of v̂₀ᵀ|H|v̂₀ from a cycle that began at v̂₀."""
+    return dim * float((vectors[0] ** 2 * values.abs()).sum())

@@ -326,7 +326,8 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
                 top_values = [p.value for p in run.largest]
         with timer("trace"):
             progress.phase("Hessian: trace", s.max_probes)
-            trace, trace_rec = _native_trace(op, s, (run.basis, float(run.alphas.sum())), abs(lam_max), generator)
+            trace, trace_rec = _native_trace(op, s, (run.basis, float(run.alphas.sum())),
+                                             max(abs(lam_max), run.abs_trace), generator)
     else:
         with timer("extremes"):
             progress.phase("Hessian: power iteration", s.max_iter)
@@ -382,7 +383,8 @@ def _block_curvature(op: HessianOperator, block, s: ProbeSettings, generator: to
     eig_rec = _record(_lanczos_method("Lanczos on the diagonal block", run), op.hvps - start, run.iterations, big.residual, s.eig_rtol, big.converged)
     start = op.hvps
     trace = hutchinson(deflated_probes(matmat, run.basis, size, generator, op.device, _probe_rows(size)), rtol=s.trace_rtol,
-                       max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=float(run.alphas.sum()), scale=abs(big.value))
+                       max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=float(run.alphas.sum()),
+                       scale=max(abs(big.value), run.abs_trace))
     trace_rec = _trace_record("Hutch++ with the block's Lanczos basis as sketch", op.hvps - start, trace, s.trace_rtol)
     return BlockCurvature(name=block.name, parameters=list(block.parameters), num_params=size, lambda_max=big.value,
                           trace=trace.value, trace_stderr=trace.stderr,

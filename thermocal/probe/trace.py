@@ -9,9 +9,10 @@ an orthonormal basis of H·S for random S.
 The estimate is offset + the mean of the probe values, its standard error their sample
 standard deviation over √n. Probing stops once the standard error is at most
 rtol·max(|estimate|, scale) (after MIN_PROBES probes) or the probe budget is spent. `scale`
-is the spectral scale |lambda_max|: a trace near zero (at initialisation positive and negative
-curvature cancel) cannot be had to a relative error, and an error of rtol·|lambda_max| is
-one of rtol in the effective dimension trace/lambda_max that the diagnostics use.
+is the spectral scale: |lambda_max|, or after Lanczos the larger of that and its quadrature
+estimate of tr|H| = Σ|λ_i| (method.md [H3]). A trace near zero (at initialisation positive and
+negative curvature cancel) cannot be had to a relative error; it is resolved to rtol of the
+total curvature magnitude instead.
 """
 
 from __future__ import annotations
