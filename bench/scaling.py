@@ -6,7 +6,11 @@
 Each cell runs in its own child process so that its peak resident memory is its own. Cells:
 - N: the 64-w-256-10 MLP of bench/models.py at w = 320 (105k parameters), N examples;
 - d: the same MLP at N = 512 with growing width w;
-- processes: the CLI on one process, and under torchrun on two (gloo), on the same files.
+- processes: the CLI on one process, and under torchrun on two (gloo), on the same files;
+- memory: the same MLP, untrained (memory does not depend on the weights' values), at N = 128
+  and widths up to about 100M parameters, with the default settings but at most 150 Lanczos
+  products: peak resident memory against d, with the Lanczos basis bounded by
+  --lanczos-memory (4 GiB; float32 rows past which Lanczos restarts).
 The expected growth is linear in N and about linear in d (a Hessian-vector product costs a
 few gradients, and the Lanczos reorthogonalisation adds k·d per step); the script fits the
 log-log slope of the time per HVP and says whether it is within [0.7, 1.3].
@@ -33,33 +37,41 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-FULL = {"n": [512, 1024, 2048, 4096], "widths": [80, 320, 1280, 5120, 20480], "processes_n": 4096}
-QUICK = {"n": [128, 256], "widths": [16, 64], "processes_n": 256}
+FULL = {"n": [512, 1024, 2048, 4096], "widths": [80, 320, 1280, 5120, 20480], "processes_n": 4096,
+        "memory_widths": [20480, 81920, 327680]}
+QUICK = {"n": [128, 256], "widths": [16, 64], "processes_n": 256, "memory_widths": [64]}
+MEMORY_N, MEMORY_MAX_ITER = 128, 150
 
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def cell(n: int, width: int) -> dict:
-    """One probe through the library (the default settings), in this process."""
+def cell(n: int, width: int, memory: bool = False) -> dict:
+    """One probe through the library (the default settings), in this process. A memory cell
+    uses the untrained model and caps the Lanczos products at MEMORY_MAX_ITER."""
     from models import mlp, num_params
     from thermocal.probe.measure import ProbeSettings, probe
 
-    model, x, y, _ = mlp(n=n, width=width)
+    model, x, y, _ = mlp(n=n, width=width, train=not memory)
     base = _peak_mb()
+    settings = ProbeSettings(batch_size=32, max_iter=MEMORY_MAX_ITER if memory else None)
     start = time.perf_counter()
-    result = probe(model, x, y, ProbeSettings(batch_size=32), torch.device("cpu"))
+    result = probe(model, x, y, settings, torch.device("cpu"))
     elapsed = time.perf_counter() - start
     h = result.measurements.hessian
     curvature = sum(v for k, v in result.timings.items() if k != "gradient_noise")
-    return {"n": n, "width": width, "d": num_params(model), "time": elapsed, "hvps": h.hvps,
+    d = num_params(model)
+    return {"n": n, "width": width, "d": d, "time": elapsed, "hvps": h.hvps, "timings": result.timings,
             "time_per_hvp": curvature / max(h.hvps, 1), "peak_mb": _peak_mb(), "extra_peak_mb": _peak_mb() - base,
-            "converged": h.converged}
+            "base_mb": base, "model_mb": 4 * d / 2**20, "converged": h.converged,
+            "lanczos": h.details["lambda_max"].method, "lanczos_iterations": h.details["lambda_max"].iterations,
+            "unconverged": h.unconverged()}
 
 
-def run_child(n: int, width: int) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--cell", str(n), str(width)], capture_output=True, text=True)
+def run_child(n: int, width: int, memory: bool = False) -> dict:
+    command = [sys.executable, __file__, "--cell", str(n), str(width)] + (["--memory"] if memory else [])
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         return {"n": n, "width": width, "error": (done.stderr.strip().splitlines() or ["?"])[-1][:200]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -131,6 +143,18 @@ def tables(results: dict) -> str:
         t = c["timings"]
         lines.append(f"| {c['processes']} | {c['wall']:.2f} | {t.get('gradient_noise', 0):.2f} | {t.get('extremes', 0):.2f} | "
                      f"{t.get('trace', 0):.2f} | {c['hvps']} | {c['lambda_max']:.10g} |")
+    lines += ["", f"### Peak memory against d (N = {MEMORY_N}, untrained, at most {MEMORY_MAX_ITER} Lanczos products)", "",
+              "| d | model MB (float32) | peak RSS MB | extra peak MB | basis MB (rows) | Lanczos products | HVPs | "
+              "s per HVP | converged |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c in results.get("memory", []):
+        if "error" in c:
+            lines.append(f"| w={c['width']} | error: {c['error']} | | | | | | | |")
+            continue
+        restarts = c["lanczos"].split(", ")[-1].replace(" within --lanczos-memory", "") if "restart" in c["lanczos"] else "no restart"
+        rows = min(c["lanczos_iterations"], (4 << 30) // (4 * c["d"]))  # the default 4 GiB of float32 rows
+        lines.append(f"| {c['d']:,} | {c['model_mb']:.0f} | {c['peak_mb']:.0f} | {c['extra_peak_mb']:.0f} | "
+                     f"{rows * 4 * c['d'] / 2**20:.0f} ({rows}) | {c['lanczos_iterations']}, {restarts} | {c['hvps']} | "
+                     f"{c['time_per_hvp']:.3f} | {c['converged']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -139,13 +163,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "scaling.json")
     parser.add_argument("--cell", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--only-memory", action="store_true", help="Run only the memory cells; keep the rest of --out.")
     args = parser.parse_args()
     if args.cell:
-        print(json.dumps(cell(*args.cell)))
+        print(json.dumps(cell(*args.cell, memory=args.memory)))
         return
     sizes = QUICK if args.quick else FULL
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}",
-               "quick": args.quick}
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}"
+    if args.only_memory:
+        results = json.loads(args.out.read_text())
+        results["memory_machine"] = machine
+        results["memory"] = [run_child(MEMORY_N, w, memory=True) for w in sizes["memory_widths"]]
+        args.out.write_text(json.dumps(results, indent=2))
+        print(tables(results))
+        return
+    results = {"machine": machine, "quick": args.quick}
+    results["memory"] = [run_child(MEMORY_N, w, memory=True) for w in sizes["memory_widths"]]
     results["by_n"] = [run_child(n, 320 if not args.quick else 64) for n in sizes["n"]]
     results["by_d"] = [run_child(512 if not args.quick else 128, w) for w in sizes["widths"]]
     with tempfile.TemporaryDirectory() as folder:

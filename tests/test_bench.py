@@ -44,3 +44,28 @@ def test_training_comparison_runs_on_a_tiny_budget(tmp_path: Path) -> None:
     for runs in methods.values():
         assert len(runs) == 1 and runs[0]["held_out"] > 0
     assert methods["thermocal"][0]["cost_runs"] > 1.0  # the probe is counted
+
+
+def test_scaling_benchmark_runs_and_tables_memory_against_d(tmp_path: Path) -> None:
+    out = tmp_path / "scaling.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "scaling.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "### Peak memory against d" in proc.stdout and "### Processes" in proc.stdout
+    results = json.loads(out.read_text())
+    assert all("error" not in c for key in ("by_n", "by_d", "memory") for c in results[key]), results
+    (memory,) = results["memory"]
+    assert memory["peak_mb"] >= memory["extra_peak_mb"] > 0 and memory["hvps"] > 0
+    a, b = results["processes"]  # one process and two under torchrun agree
+    assert abs(a["lambda_max"] - b["lambda_max"]) <= 1e-6 * abs(a["lambda_max"])
+
+
+def test_gpu_benchmark_refuses_to_run_without_a_gpu() -> None:
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: bench/gpu_check.sh runs the benchmark there")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--quick"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr
