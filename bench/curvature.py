@@ -322,6 +322,8 @@ def main() -> None:
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    parser.add_argument("--reference-from", type=Path, help="Take the reference cells from this earlier results file "
+                        "(same sizes; the reference depends only on the seeded models and data) instead of rerunning them.")
     parser.add_argument("--cell", nargs=2, metavar=("MODEL", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -341,6 +343,13 @@ def main() -> None:
             results["sizes"][model_name] = {"params": zoo.num_params(model), "examples": len(x)}
             results["models"][model_name] = {}
             for contender in args.contenders.split(","):
+                if contender == "reference" and args.reference_from:
+                    earlier = json.loads(args.reference_from.read_text())
+                    if earlier["sizes"].get(model_name) != results["sizes"][model_name]:
+                        raise SystemExit(f"{args.reference_from}: {model_name} has other sizes there")
+                    results["models"][model_name][contender] = {**earlier["models"][model_name]["reference"],
+                                                                "reused_from": str(args.reference_from)}
+                    continue
                 command = [sys.executable, __file__, "--cell", model_name, contender, "--folder", folder]
                 proc = subprocess.run(command + (["--quick"] if args.quick else []), capture_output=True, text=True)
                 line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
