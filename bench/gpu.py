@@ -65,15 +65,12 @@ def thermocal_probe(model, x, y, loss_fn, device: torch.device, vmap: bool) -> d
     settings = ProbeSettings(batch_size=min(32, len(x) // 4), loss="bench", trace_rtol=0.05, vmap_probes=vmap)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    elapsed = {}
-
-    def run():
-        elapsed["result"] = probe(model, x, y, settings, device, loss_fn=loss_fn)
-
-    seconds = _synchronized(run, device)
-    h = elapsed["result"].measurements.hessian
+    done = []
+    seconds = _synchronized(lambda: done.append(probe(model, x, y, settings, device, loss_fn=loss_fn)), device)
+    result = done[0]
+    h = result.measurements.hessian
     out = {"time": seconds, "hvps": h.hvps, "lambda_max": h.lambda_max, "lambda_min": h.lambda_min, "trace": h.trace,
-           "trace_stderr": h.trace_stderr, "converged": h.converged, "timings": elapsed["result"].timings}
+           "trace_stderr": h.trace_stderr, "converged": h.converged, "timings": result.timings}
     if device.type == "cuda":
         out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return out

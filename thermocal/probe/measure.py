@@ -40,9 +40,9 @@ DEFAULT_EIG_RTOL = {"native": 1e-3, "pyhessian": 1e-2}
 DEFAULT_MAX_ITER = {"lanczos": 1000, "power": 20000}
 HUTCHPP_SKETCH = 20
 TRACE_CHUNK = 10
-# At most this many bytes of trace probe vectors (and their products) exist at once ([H11]).
-PROBE_MEMORY = 1 << 30
 GIB = 1 << 30
+# At most this many bytes of trace probe vectors (and their products) exist at once ([H11]).
+PROBE_MEMORY = GIB
 
 Engine = Literal["native", "pyhessian"]
 Method = Literal["lanczos", "power"]
@@ -380,9 +380,11 @@ def _block_curvature(op: HessianOperator, block, s: ProbeSettings, generator: to
     run = lanczos(matvec, v0, rtol=s.eig_rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=s.max_iter,
                   top_k=1, bottom_k=0, **_basis_bounds(op, s, size))
     big = run.largest[0]
-    eig_rec = _record(_lanczos_method("Lanczos on the diagonal block", run), op.hvps - start, run.iterations, big.residual, s.eig_rtol, big.converged)
+    eig_rec = _record(_lanczos_method("Lanczos on the diagonal block", run), op.hvps - start, run.iterations, big.residual,
+                      s.eig_rtol, big.converged)
     start = op.hvps
-    trace = hutchinson(deflated_probes(matmat, run.basis, size, generator, op.device, _probe_rows(size)), rtol=s.trace_rtol,
+    # the block's probes are short, but their products pass through the whole d-length operator
+    trace = hutchinson(deflated_probes(matmat, run.basis, size, generator, op.device, _probe_rows(op.dim)), rtol=s.trace_rtol,
                        max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=float(run.alphas.sum()),
                        scale=max(abs(big.value), run.abs_trace))
     trace_rec = _trace_record("Hutch++ with the block's Lanczos basis as sketch", op.hvps - start, trace, s.trace_rtol)
