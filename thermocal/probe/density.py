@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from thermocal.probe.lanczos import lanczos
+from thermocal.probe.lanczos import lanczos, tridiagonal
 from thermocal.probe.trace import rademacher
 
 
@@ -44,7 +44,7 @@ def slq_density(
     for _ in range(probes):
         start = rademacher(1, dim, generator, device)[0]
         run = lanczos(matvec, start, rtol=0.0, max_iter=min(steps, dim), top_k=0, bottom_k=0)
-        values, vectors = torch.linalg.eigh(torch.diag(run.alphas) + torch.diag(run.betas, 1) + torch.diag(run.betas, -1))
+        values, vectors = torch.linalg.eigh(tridiagonal(run.alphas, run.betas))
         nodes.extend(values.tolist())
         weights.extend((vectors[0] ** 2 / probes).tolist())
     low, high = min(nodes), max(nodes)

@@ -2,8 +2,9 @@
 
 All statistics are functions of the K×K Gram matrix G_kl = g_k·g_l of the minibatch gradients,
 computed in float64 (the gradients are kept in the dtype they were computed in, which halves
-their memory for a float32 model and loses nothing). The bootstrap resamples minibatches: a resample is a vector of counts c
-(how often each minibatch was drawn), and every statistic is evaluated from (c, G) directly.
+their memory for a float32 model and loses nothing). The bootstrap resamples minibatches: a
+resample is a vector of counts c (how often each minibatch was drawn), and every statistic is
+evaluated from (c, G) directly.
 """
 
 from __future__ import annotations

@@ -185,10 +185,9 @@ def lanczos(
             k = len(keep)
             projected.zero_()
             projected[:k, :k] = torch.diag(values[keep])
-            projected[k, :k] = projected[:k, k] = beta * s[-1]
             restarts += 1
-        else:
-            projected[j + 1, j] = projected[j, j + 1] = beta
+        # The next column of T (and so the coupling β, or β·s_i[last] after a restart) is read
+        # off the Gram–Schmidt coefficients of H·v on the next pass.
     rows = basis.rows
     floor = floor_fraction * float(values.abs().max())
     top, bottom = _wanted(values, top_k, bottom_k)
