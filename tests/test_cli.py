@@ -240,4 +240,5 @@ def test_engine_option_errors(classifier, tmp_path: Path) -> None:
     assert not out.exists()
     warned = run("probe", model, data, "--batch-size", 16, "--max-iter", 2, "--out", out)
     assert warned.exit_code == 0 and "warning: not converged within budget: lambda_max, lambda_min" in warned.stderr
+    assert "thermocal check` will fail on this file; re-probe with a larger --max-iter" in " ".join(warned.stderr.split())
     assert loads(out.read_text(), str(out)).measurements.hessian.converged is False

@@ -227,6 +227,7 @@ def test_check_passes_good_files_and_catches_tampering(files, tmp_path: Path) ->
     unconverged.write_text(json.dumps(data))
     result = run("check", unconverged)
     assert result.exit_code == 1 and "estimates missed their tolerance: hessian.lambda_min" in result.stdout
+    assert "looser --eig-rtol/--trace-rtol" in " ".join(result.stdout.split())
 
     (tmp_path / "junk.json").write_text("{not json")
     assert run("check", tmp_path / "junk.json").exit_code == 2

@@ -85,12 +85,18 @@ def rederive(doc: ScheduleFile) -> list[Finding]:
     return [Finding("rederive", "pass", "schedule, calibration and diagnostics follow from the measurements")]
 
 
+# What to do about an estimate that missed its tolerance (said by probe's warning and by check).
+REMEDY = ("re-probe with a larger --max-iter/--max-probes or a looser --eig-rtol/--trace-rtol; "
+          "float32 models of ~100M parameters may need --eig-rtol 1e-2")
+
+
 def convergence(doc: ScheduleFile) -> list[Finding]:
     """[K3], first half: a schedule resting on an estimate that missed its tolerance is not sound."""
     hessian = doc.measurements.hessian
     missed = [f"hessian.{name}" for name in hessian.unconverged()]
     if missed or not hessian.converged:
-        return [Finding("convergence", "fail", "estimates missed their tolerance: " + (", ".join(missed) or "hessian"))]
+        return [Finding("convergence", "fail", "estimates missed their tolerance: " + (", ".join(missed) or "hessian")
+                        + f" ({REMEDY})")]
     return [Finding("convergence", "pass", "every curvature estimate met its tolerance")]
 
 

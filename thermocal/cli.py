@@ -20,7 +20,7 @@ from rich.console import Console
 from thermocal import __version__
 from thermocal.calibrate import CalibrationSettings, calibrate
 from thermocal.diagnostics import diagnose
-from thermocal.check import check as run_check
+from thermocal.check import REMEDY, check as run_check
 from thermocal.distributed import distributed
 from thermocal.errors import EXIT_DEGENERATE, EXIT_INTERNAL, DataError, InputError, NumericalError, ThermocalError
 from thermocal.io.checkpoint import ModelOptions, load_model
@@ -249,8 +249,7 @@ def probe(
         )
         unconverged = spectrum.unconverged()
         if unconverged and fail_unconverged:
-            raise NumericalError(f"not converged within budget: {', '.join(unconverged)} (nothing written; raise "
-                                 f"--max-iter/--max-probes or loosen --eig-rtol/--trace-rtol)")
+            raise NumericalError(f"not converged within budget: {', '.join(unconverged)} (nothing written; {REMEDY})")
         if not group.is_main:
             return
         write_text_atomic(out, dumps(document, "json"), force=force)
@@ -262,7 +261,8 @@ def probe(
         if not quiet and not as_json:
             render(document, console)
             if unconverged:
-                console.print(f"[yellow]warning:[/] not converged within budget: {', '.join(unconverged)}")
+                console.print(f"[yellow]warning:[/] not converged within budget: {', '.join(unconverged)} "
+                              f"(`thermocal check` will fail on this file; {REMEDY})")
             console.print(f"wrote {out}")
 
 
