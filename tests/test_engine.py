@@ -91,6 +91,30 @@ def test_a_restarted_run_agrees_with_an_unbounded_one_on_a_slow_spectrum() -> No
         assert b.value == pytest.approx(a.value, abs=a.residual + b.residual)
 
 
+def test_a_basis_that_must_grow_gives_the_same_run_as_a_reserved_one(monkeypatch) -> None:
+    """On the CPU the basis reserves all its rows at once (pages become resident as rows are
+    written); where that is refused it starts at 64 rows and doubles. Past row 64 both give
+    the same numbers."""
+    import thermocal.probe.lanczos as module
+
+    eigenvalues = torch.linspace(0.01, 10.0, 600).double()
+    h = torch.diag(eigenvalues)
+    reserved = lanczos(lambda v: h @ v, start(600), rtol=1e-6, max_iter=3000, top_k=3, bottom_k=1)
+    empty = torch.empty
+
+    def refuse_big(*shape, **kwargs):  # the reservation (all 600 rows) is refused, growth steps are not
+        if shape[0] >= 600:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        return empty(*shape, **kwargs)
+
+    monkeypatch.setattr(module.torch, "empty", refuse_big)
+    grown = lanczos(lambda v: h @ v, start(600), rtol=1e-6, max_iter=3000, top_k=3, bottom_k=1)
+    monkeypatch.undo()
+    assert reserved.iterations > 64 and grown.iterations == reserved.iterations
+    torch.testing.assert_close(grown.basis, reserved.basis, rtol=0, atol=0)
+    assert [p.value for p in grown.largest + grown.smallest] == [p.value for p in reserved.largest + reserved.smallest]
+
+
 def test_lanczos_estimates_the_total_curvature_magnitude_for_free() -> None:
     # Uniform on [-1, 1]: tr H ≈ 0 but tr|H| = Σ|λ| ≈ d/2. One Gaussian probe's quadrature has a
     # relative standard deviation of about √2·‖H‖_F/tr|H| ≈ 4% here; allow 5 of those.

@@ -63,10 +63,23 @@ def tridiagonal(alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
 
 
 class _Basis:
-    """Orthonormal rows in a buffer that doubles as it fills, up to `capacity` rows."""
+    """Orthonormal rows in a buffer of `capacity` rows.
+
+    On the CPU the whole buffer is reserved at once: its pages become resident only when a
+    row is written, so memory grows with the rows used and the buffer never moves. (Growing by
+    copying held the old and the new buffer at once: on the 1M-parameter transformer the copy
+    at row 65 was the probe's peak.) Where the reservation is refused (strict overcommit), and
+    on CUDA, which allocates at once, the buffer starts at 64 rows and doubles as it fills."""
 
     def __init__(self, dim: int, capacity: int, dtype: torch.dtype, device: torch.device) -> None:
-        self._rows = torch.empty(min(64, capacity), dim, dtype=dtype, device=device)
+        self._rows = None
+        if device.type == "cpu":
+            try:
+                self._rows = torch.empty(capacity, dim, dtype=dtype, device=device)
+            except RuntimeError:  # refused: grow instead
+                pass
+        if self._rows is None:
+            self._rows = torch.empty(min(64, capacity), dim, dtype=dtype, device=device)
         self.capacity = capacity
         self.size = 0
 

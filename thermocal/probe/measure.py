@@ -279,9 +279,10 @@ def _lanczos_method(name: str, run: LanczosResult) -> str:
     return name if not run.restarts else f"{name}, {run.restarts} thick restart(s) within --lanczos-memory"
 
 
-def _probe_rows(dim: int) -> int:
-    """Probe vectors alive at once: float64 probes and products within PROBE_MEMORY."""
-    return max(1, PROBE_MEMORY // (2 * 8 * dim))
+def _probe_rows(op: HessianOperator) -> int:
+    """Probe vectors alive at once: one when products are taken one at a time (no vmap: a
+    chunk of probes would only hold memory), else float64 probes and products within PROBE_MEMORY."""
+    return max(1, PROBE_MEMORY // (2 * 8 * op.dim)) if op.vmap else 1
 
 
 def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Tensor, float] | None, scale: float,
@@ -300,7 +301,7 @@ def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Ten
             method = "Hutch++ (sketch Q = orth(H S)): tr(QHQ^T) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
     else:
         sketch, method = None, "Hutchinson, Rademacher probes"
-    estimate = hutchinson(deflated_probes(op.matmat, sketch, op.dim, generator, op.device, _probe_rows(op.dim)), rtol=s.trace_rtol,
+    estimate = hutchinson(deflated_probes(op.matmat, sketch, op.dim, generator, op.device, _probe_rows(op)), rtol=s.trace_rtol,
                           max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=offset, scale=scale)
     return estimate, _trace_record(method, op.hvps - start, estimate, s.trace_rtol)
 
@@ -384,7 +385,7 @@ def _block_curvature(op: HessianOperator, block, s: ProbeSettings, generator: to
                       s.eig_rtol, big.converged)
     start = op.hvps
     # the block's probes are short, but their products pass through the whole d-length operator
-    trace = hutchinson(deflated_probes(matmat, run.basis, size, generator, op.device, _probe_rows(op.dim)), rtol=s.trace_rtol,
+    trace = hutchinson(deflated_probes(matmat, run.basis, size, generator, op.device, _probe_rows(op)), rtol=s.trace_rtol,
                        max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=float(run.alphas.sum()),
                        scale=max(abs(big.value), run.abs_trace))
     trace_rec = _trace_record("Hutch++ with the block's Lanczos basis as sketch", op.hvps - start, trace, s.trace_rtol)
