@@ -69,3 +69,18 @@ def test_gpu_benchmark_refuses_to_run_without_a_gpu() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--quick"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
+
+
+def test_trace_coverage_script_runs_and_its_intervals_cover(tmp_path: Path) -> None:
+    """bench/trace_coverage.py cannot rot, and the trace's ±2 se interval covers the exact trace
+    (Σ e_iᵀHe_i) about as often as a 10-probe interval should: a t-distribution with 9 degrees
+    of freedom puts 92% within 2, so 40 seeded draws below 30 hits would be a 4-sigma miss."""
+    out = tmp_path / "coverage.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "trace_coverage.py"), "--quick", "--models", "digits",
+                           "--seeds", "40", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| digits | 2,410 | 40 |" in proc.stdout
+    cell = json.loads(out.read_text())["models"]["digits"]
+    assert cell["within_2"] >= 30 and cell["within_1"] < cell["within_2"]
+    assert abs(cell["mean_z"]) < 0.5  # no bias: the mean of 40 z's has a standard error of about 0.17
+    assert len(cell["draws"]) == 40 and all(d["probes"] >= 10 for d in cell["draws"])
