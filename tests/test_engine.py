@@ -257,6 +257,26 @@ def test_power_method_and_plain_hutchinson_on_the_native_engine() -> None:
     assert spec.details["trace"].method.startswith("Hutchinson")
 
 
+def test_without_room_for_a_sketch_the_power_method_traces_by_plain_hutchinson(monkeypatch) -> None:
+    """[H11]: Meyer et al.'s sketch H·S of `--method power` holds its columns at once; where
+    fewer than two fit the probe memory bound the trace is plain Hutchinson, and says so."""
+    import thermocal.probe.measure as measure
+
+    x, y = classification_sample(90, seed=3)
+    eager = mlp([5, 6, 3], seed=5)
+    settings = ProbeSettings(batch_size=30, method="power", eig_rtol=1e-4, trace_rtol=0.05)
+    keep = used_examples(90, settings)
+    exact = float(torch.trace(dense_hessian(eager, F.cross_entropy, x[keep], y[keep])))
+    roomy = probe(eager, x, y, settings, CPU).measurements.hessian
+    assert roomy.details["trace"].method.startswith("Hutch++ (sketch")
+    dim = sum(p.numel() for p in eager.parameters())
+    monkeypatch.setattr(measure, "PROBE_MEMORY", 3 * 8 * dim)  # room for one column
+    tight = probe(eager, x, y, settings, CPU).measurements.hessian
+    assert tight.details["trace"].method.startswith("Hutchinson") and "memory bound" in tight.details["trace"].method
+    for spec in (roomy, tight):
+        assert abs(spec.trace - exact) <= 3 * spec.trace_stderr
+
+
 def test_blocks_by_regex_and_their_errors() -> None:
     names, sizes = ["enc.weight", "enc.bias", "head.weight", "head.bias"], [6, 2, 4, 2]
     blocks = partition(names, sizes, per_layer=False, patterns=[r"weight$"])

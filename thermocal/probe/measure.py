@@ -285,6 +285,12 @@ def _probe_rows(op: HessianOperator) -> int:
     return max(1, PROBE_MEMORY // (2 * 8 * op.dim)) if op.vmap else 1
 
 
+def _sketch_rows(op: HessianOperator) -> int:
+    """Columns of Meyer et al.'s sketch H·S: HUTCHPP_SKETCH, or fewer where the float64 probes,
+    their products and the products' QR factor, all alive at once, would pass PROBE_MEMORY."""
+    return min(HUTCHPP_SKETCH, op.dim, PROBE_MEMORY // (3 * 8 * op.dim))
+
+
 def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Tensor, float] | None, scale: float,
                   generator: torch.Generator) -> tuple[TraceEstimate, EstimateRecord]:
     """Trace by Hutch++ (sketch: the Lanczos basis when given, whose tr(QHQ^T) = Σ alpha is
@@ -295,10 +301,13 @@ def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Ten
         if krylov is not None:
             sketch, offset = krylov
             method = "Hutch++ with the Lanczos basis as sketch: tr(QHQ^T) = sum(alpha) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
-        else:
-            sketch = hutchpp_sketch(op.matmat, op.dim, min(HUTCHPP_SKETCH, op.dim), generator, op.device)
+        elif _sketch_rows(op) >= 2:
+            sketch = hutchpp_sketch(op.matmat, op.dim, _sketch_rows(op), generator, op.device)
             offset = sketch_trace(op.matmat, sketch)
             method = "Hutch++ (sketch Q = orth(H S)): tr(QHQ^T) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
+        else:
+            sketch = None
+            method = "Hutchinson, Rademacher probes (a Hutch++ sketch of H S would pass the probe memory bound)"
     else:
         sketch, method = None, "Hutchinson, Rademacher probes"
     estimate = hutchinson(deflated_probes(op.matmat, sketch, op.dim, generator, op.device, _probe_rows(op)), rtol=s.trace_rtol,
