@@ -301,8 +301,8 @@ def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Ten
         if krylov is not None:
             sketch, offset = krylov
             method = "Hutch++ with the Lanczos basis as sketch: tr(QHQ^T) = sum(alpha) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
-        elif _sketch_rows(op) >= 2:
-            sketch = hutchpp_sketch(op.matmat, op.dim, _sketch_rows(op), generator, op.device)
+        elif (columns := _sketch_rows(op)) >= 2:
+            sketch = hutchpp_sketch(op.matmat, op.dim, columns, generator, op.device)
             offset = sketch_trace(op.matmat, sketch)
             method = "Hutch++ (sketch Q = orth(H S)): tr(QHQ^T) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
         else:
