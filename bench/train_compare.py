@@ -16,7 +16,10 @@ Cost is counted in example-gradients (one forward and backward of one example): 
 S·B; the probe is its K·B minibatch gradients plus 2·N per Hessian-vector product (an HVP
 measured 1.5–2.6 gradients in bench/RESULTS.md); the sweep is 100·B.
 Sensitivity: thermocal with other stability_fraction, tf_floor, Tf rule and probe sample size
-(defaults: stability_fraction 0.25, tf_floor 1e-3, the abs Tf rule; method.md [C2], [C4]).
+(defaults: stability_fraction 0.25, tf_floor 1e-3, the abs Tf rule; method.md [C2], [C4]), and
+thermocal re-probed in training: its schedule from initialisation for S/10 steps, then a probe
+of that checkpoint with --steps 9S/10 and its schedule for the rest ("lr at t=0" is the
+re-probed eta0, "lr at the last step" the schedule's at step S − 1; cost counts both probes).
 """
 
 from __future__ import annotations
@@ -121,12 +124,17 @@ def evaluate(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], lo
     return value if math.isfinite(value) else math.inf
 
 
-def train(task: Task, init: torch.nn.Module, lr: Callable[[int], float], seed: int) -> tuple[float, float]:
+def train(task: Task, init: torch.nn.Module, lr: Callable[[int], float], seed: int,
+          reschedule: tuple[int, Callable[[torch.nn.Module], Callable[[int], float]]] | None = None) -> tuple[float, float]:
+    """Train a copy of `init` for S steps; `reschedule` = (W, fn): at step W, fn(the model as it is
+    then) gives the learning rate of the remaining steps, counted from 0 at W."""
     model = copy.deepcopy(init).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr(0))
     generator = torch.Generator().manual_seed(1000 + seed)
     x, y = task.train
     for step in range(task.steps):
+        if reschedule is not None and step == reschedule[0]:
+            lr = (lambda later, w: (lambda t: later(t - w)))(reschedule[1](model), step)
         for group in optimizer.param_groups:
             group["lr"] = lr(step)
         batch = torch.randint(0, len(x), (task.batch,), generator=generator)
@@ -141,8 +149,9 @@ def train(task: Task, init: torch.nn.Module, lr: Callable[[int], float], seed: i
 
 
 def thermocal_schedule(task: Task, init: torch.nn.Module, seed: int, *, probe_fraction: float = 1.0,
-                       **calibration: object) -> tuple[Callable[[int], float], float, int]:
-    """(lr(t), eta0, probe cost in example-gradients) from a probe at initialisation."""
+                       steps: int | None = None, **calibration: object) -> tuple[Callable[[int], float], float, int]:
+    """(lr(t), eta0, probe cost in example-gradients) from a probe of `init` (a copy of it) with
+    --steps `steps` (default S)."""
     x, y = task.train
     n = max(2 * task.batch, int(len(x) * probe_fraction))
     model = copy.deepcopy(init)
@@ -150,9 +159,10 @@ def thermocal_schedule(task: Task, init: torch.nn.Module, seed: int, *, probe_fr
                    loss_fn=task.loss_fn)
     noise, spectrum = result.measurements.gradient_noise, result.measurements.hessian
     try:
-        cal = calibrate(noise, spectrum, result.num_params, CalibrationSettings(steps=task.steps, **calibration))
+        cal = calibrate(noise, spectrum, result.num_params, CalibrationSettings(steps=steps or task.steps, **calibration))
     except DegenerateError:
-        cal = calibrate(noise, spectrum, result.num_params, CalibrationSettings(steps=task.steps, flat_if_cold=True, **calibration))
+        cal = calibrate(noise, spectrum, result.num_params,
+                        CalibrationSettings(steps=steps or task.steps, flat_if_cold=True, **calibration))
     cost = noise.samples_used + 2 * noise.samples_used * spectrum.hvps
     return learning_rate(cal.schedule), cal.schedule.eta0, cost
 
@@ -209,11 +219,12 @@ def run_task(task: Task, seeds: list[int]) -> dict:
             tr, ho = train(task, init, fn, seed)
             extra_cost = probe_cost if method == "thermocal" else 0
             record(method, tr, ho, run_cost + extra_cost, time.perf_counter() - start + (probe_wall if method == "thermocal" else 0),
-                   lr0=fn(0))
+                   lr0=fn(0), lr_end=fn(task.steps - 1))
         start = time.perf_counter()
         found = range_test(task, init, seed)
         tr, ho = train(task, init, cosine(found, task.steps), seed)
-        record("range_test+cosine", tr, ho, run_cost + SWEEP_STEPS * task.batch, time.perf_counter() - start, lr0=found)
+        record("range_test+cosine", tr, ho, run_cost + SWEEP_STEPS * task.batch, time.perf_counter() - start, lr0=found,
+               lr_end=cosine(found, task.steps)(task.steps - 1))
         start = time.perf_counter()
         grid = []
         for peak in GRID:
@@ -231,7 +242,21 @@ def run_task(task: Task, seeds: list[int]) -> dict:
             fraction = options.pop("probe_fraction", 1.0)
             lr_v, eta_v, cost_v = thermocal_schedule(task, init, seed, probe_fraction=fraction, **options)
             tr, ho = train(task, init, lr_v, seed)
-            record(f"thermocal {name}", tr, ho, run_cost + cost_v, 0.0, lr0=eta_v)
+            record(f"thermocal {name}", tr, ho, run_cost + cost_v, 0.0, lr0=eta_v, lr_end=lr_v(task.steps - 1))
+        # The README's main use: probe a checkpoint in training. Train on thermocal's schedule from
+        # initialisation for W = S/10 steps, re-probe the model there with --steps S − W, and
+        # follow the new schedule for the rest; both probes are counted.
+        warm = task.steps // 10
+        reprobed: list[tuple[Callable[[int], float], float, int]] = []
+
+        def reprobe(model: torch.nn.Module) -> Callable[[int], float]:
+            reprobed.append(thermocal_schedule(task, model, seed, steps=task.steps - warm))
+            return reprobed[0][0]
+
+        tr, ho = train(task, init, lr, seed, reschedule=(warm, reprobe))
+        (lr_r, eta_r, cost_r), = reprobed
+        record("thermocal re-probed at S/10", tr, ho, run_cost + probe_cost + cost_r, 0.0, lr0=eta_r,
+               lr_end=lr_r(task.steps - 1 - warm))
     return {"steps": task.steps, "batch": task.batch, "methods": rows}
 
 
@@ -247,7 +272,8 @@ def tables(results: dict) -> str:
     verdicts = []
     for name, task in results["tasks"].items():
         lines += [f"### {name} (S = {task['steps']}, B = {task['batch']})", "",
-                  "| method | train loss | held-out loss | cost (runs) | wall s | lr at t=0 |", "| --- | --- | --- | --- | --- | --- |"]
+                  "| method | train loss | held-out loss | cost (runs) | wall s | lr at t=0 | lr at the last step |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         stats = {}
         for method, runs in task["methods"].items():
             tr, tr_sd = summarise([r["train"] for r in runs])
@@ -255,8 +281,9 @@ def tables(results: dict) -> str:
             stats[method] = (ho, ho_sd)
             cost = statistics.fmean(r["cost_runs"] for r in runs)
             lr0 = ", ".join(f"{r['lr0']:.3g}" for r in runs if "lr0" in r) or ", ".join(r.get("choice", "") for r in runs)
+            lr_end = ", ".join(f"{r['lr_end']:.3g}" for r in runs if "lr_end" in r) or "—"
             lines.append(f"| {method} | {tr:.4f} ± {tr_sd:.4f} | {ho:.4f} ± {ho_sd:.4f} | {cost:.2f} | "
-                         f"{statistics.fmean(r['wall'] for r in runs):.1f} | {lr0} |")
+                         f"{statistics.fmean(r['wall'] for r in runs):.1f} | {lr0} | {lr_end} |")
         ours, spread = stats["thermocal"]
         grid, grid_sd = stats["grid_best"]
         rng, _ = stats["range_test+cosine"]

@@ -44,6 +44,8 @@ def test_training_comparison_runs_on_a_tiny_budget(tmp_path: Path) -> None:
     for runs in methods.values():
         assert len(runs) == 1 and runs[0]["held_out"] > 0
     assert methods["thermocal"][0]["cost_runs"] > 1.0  # the probe is counted
+    # re-probed in training: both probes are counted
+    assert methods["thermocal re-probed at S/10"][0]["cost_runs"] > methods["thermocal"][0]["cost_runs"]
 
 
 def test_scaling_benchmark_runs_and_tables_memory_against_d(tmp_path: Path) -> None:
