@@ -14,7 +14,7 @@ for S steps, and is scored by the final loss on the whole training set and on he
   per seed (the expensive upper reference).
 Cost is counted in example-gradients (one forward and backward of one example): training is
 S·B; the probe is its K·B minibatch gradients plus 2·N per Hessian-vector product (an HVP
-measured 1.5–2.6 gradients in bench/RESULTS.md); the sweep is 100·B.
+measured 1.65–2.15 gradients in bench/RESULTS.md); the sweep is 100·B.
 Sensitivity: thermocal with other stability_fraction, tf_floor, Tf rule and probe sample size
 (defaults: stability_fraction 0.25, tf_floor 1e-3, the abs Tf rule; method.md [C2], [C4]), and
 thermocal re-probed in training: its schedule from initialisation for S/10 steps, then a probe
@@ -134,7 +134,8 @@ def train(task: Task, init: torch.nn.Module, lr: Callable[[int], float], seed: i
     x, y = task.train
     for step in range(task.steps):
         if reschedule is not None and step == reschedule[0]:
-            lr = (lambda later, w: (lambda t: later(t - w)))(reschedule[1](model), step)
+            later, start = reschedule[1](model), step
+            lr = lambda t: later(t - start)  # noqa: E731 (assigned once, at step W)
         for group in optimizer.param_groups:
             group["lr"] = lr(step)
         batch = torch.randint(0, len(x), (task.batch,), generator=generator)
