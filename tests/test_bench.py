@@ -86,3 +86,29 @@ def test_trace_coverage_script_runs_and_its_intervals_cover(tmp_path: Path) -> N
     assert cell["within_2"] >= 30 and cell["within_1"] < cell["within_2"]
     assert abs(cell["mean_z"]) < 0.5  # no bias: the mean of 40 z's has a standard error of about 0.17
     assert len(cell["draws"]) == 40 and all(d["probes"] >= 10 for d in cell["draws"])
+
+
+def test_targets_script_runs_and_its_rows_solve_the_same_problem(tmp_path: Path) -> None:
+    """bench/targets.py cannot rot (the transformer, tiny, has every kind of row), and its rows
+    are the same estimate at other costs: every row's lambda_max, and lambda_min where it has
+    one, is within the two runs' residual tolerances of the default's; a smaller basis
+    restarts and so takes more Lanczos products, and pyhessian's task alone takes fewer."""
+    out = tmp_path / "targets.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "targets.py"), "--quick", "--models", "transformer",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| transformer | basis 12 rows |" in proc.stdout
+    rows = json.loads(out.read_text())["models"]["transformer"]
+    assert all("error" not in cell for cell in rows.values()), rows
+    default = rows["default"]
+    for name, cell in rows.items():
+        if name in ("pyhessian", "step"):
+            continue
+        assert cell["converged"], name
+        rtol = float(name.split()[1]) if name.startswith("eig-rtol") else 1e-3
+        assert abs(cell["lambda_max"] / default["lambda_max"] - 1) <= 2 * rtol, name
+        if cell["lambda_min"] is not None:
+            assert abs(cell["lambda_min"] / default["lambda_min"] - 1) <= 2 * rtol, name
+    assert rows["basis 12 rows"]["hvps_extremes"] > rows["basis 24 rows"]["hvps_extremes"] > default["hvps_extremes"]
+    assert rows["lambda_max + trace"]["hvps"] < default["hvps"] and rows["pyhessian"]["lambda_min"] is None
+    assert rows["step"]["peak_extra_mb"] > 0

@@ -1,0 +1,176 @@
+"""What issue 3's two unmet targets would cost: probe time ≤ 1/3 of pyhessian's defaults, and
+probe peak memory ≤ 3× one training step.
+
+    python bench/targets.py            # full sizes; references from bench/results.json; writes bench/targets.json
+    python bench/targets.py --quick    # tiny sizes, seconds, no references: keeps the script from rotting
+
+Same models and data as bench/curvature.py. Every row is its own child process (so its peak
+resident memory is its own), and each model's rows run one after another in the same run as
+the two yardsticks, so the ratios compare like with like:
+  - `pyhessian`: pyhessian 0.1's defaults, lambda_max and trace (the time target's yardstick);
+  - `step`: one SGD step on the whole sample (the memory target's yardstick);
+  - `default`: thermocal's default probe, as in bench/curvature.py (gradient noise, Lanczos
+    for both ends to --eig-rtol 1e-3, Hutch++ trace to 5%);
+  - `eig-rtol 3e-3`, `eig-rtol 1e-2`: the same with a looser residual test: fewer products, and
+    what that does to the error;
+  - `lambda_max + trace`: thermocal's engine on pyhessian's own task: Lanczos for the top end
+    alone (rtol 1e-3) and the same Hutch++ trace, no lambda_min, no gradient noise;
+  - `basis N rows` (transformer): --lanczos-memory set to N rows of the basis, so Lanczos
+    restarts thickly: less memory, more products;
+  - `fwd-rev` (transformer): --hvp fwd-rev, the other product.
+Errors are relative to the reference cells of bench/results.json (none with --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import curvature  # noqa: E402  (the benchmark's models, sizes, cells and memory readings)
+import models as zoo  # noqa: E402
+
+from thermocal.probe import measure  # noqa: E402
+from thermocal.probe.lanczos import lanczos  # noqa: E402
+
+TRACE_RTOL = 0.05  # the benchmark's default probe (bench/curvature.py cell_thermocal)
+COMMON = ["pyhessian", "step", "default", "eig-rtol 3e-3", "eig-rtol 1e-2", "lambda_max + trace"]
+MEMORY_ROWS = ["basis 24 rows", "basis 12 rows", "fwd-rev"]
+ROWS = {name: COMMON + (MEMORY_ROWS if name == "transformer" else []) for name in curvature.MODELS}
+
+
+def _settings(row: str, dim: int, examples: int) -> measure.ProbeSettings:
+    extra: dict = {}
+    if row.startswith("eig-rtol"):
+        extra["eig_rtol"] = float(row.split()[1])
+    elif row.startswith("basis"):
+        extra["lanczos_memory"] = int(row.split()[1]) * dim * 4 / measure.GIB  # float32 rows
+    elif row == "fwd-rev":
+        extra["hvp"] = "fwd-rev"
+    return measure.ProbeSettings(batch_size=min(32, examples // 4), loss="bench", trace_rtol=TRACE_RTOL, **extra)
+
+
+def _top_and_trace(model, x, y, loss_fn) -> dict:
+    """Lanczos for lambda_max alone, then the default Hutch++ trace with its basis (method.md
+    [H7], [H8]): the default probe's machinery on pyhessian's task."""
+    settings = measure.ProbeSettings(loss="bench", trace_rtol=TRACE_RTOL).resolved()
+    params = [p for p in model.parameters() if p.requires_grad]
+    op = measure._operator(model, loss_fn, measure._split(x, y, settings.micro_batch), params, settings, lambda n: None)
+    generator = torch.Generator().manual_seed(settings.seed)
+    start = time.perf_counter()
+    v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64)
+    run = lanczos(op.matvec, v0, rtol=settings.eig_rtol, floor_fraction=measure.EIG_FLOOR_FRACTION,
+                  max_iter=settings.max_iter, top_k=1, bottom_k=0, **measure._basis_bounds(op, settings))
+    lanczos_time, lanczos_hvps = time.perf_counter() - start, op.hvps
+    top = run.largest[0]
+    trace, _ = measure._native_trace(op, settings, (run.basis, float(run.alphas.sum())), max(abs(top.value), run.abs_trace),
+                                     generator)
+    return {"time": time.perf_counter() - start, "hvps": op.hvps, "lambda_max": top.value, "lambda_min": None,
+            "trace": trace.value, "converged": top.converged and trace.converged,
+            "timings": {"extremes": lanczos_time, "trace": time.perf_counter() - start - lanczos_time},
+            "hvps_extremes": lanczos_hvps}
+
+
+def run_row(model_name: str, row: str, folder: Path, quick: bool) -> dict:
+    model, _, _, loss_fn = curvature.build(model_name, quick, train=False)
+    saved = torch.load(folder / f"{model_name}.pt", weights_only=True)
+    model.load_state_dict(saved["state"])
+    model.eval()
+    x, y = saved["x"], saved["y"]
+    baseline = curvature._rss_mb()
+    if row in ("pyhessian", "step"):
+        out = getattr(curvature, f"cell_{row}")(model, x, y, loss_fn)
+    elif row == "lambda_max + trace":
+        out = _top_and_trace(model, x, y, loss_fn)
+    else:
+        start = time.perf_counter()
+        settings = _settings(row, zoo.num_params(model), len(x))
+        result = measure.probe(model, x, y, settings, torch.device("cpu"), loss_fn=loss_fn)
+        h = result.measurements.hessian
+        out = {"time": time.perf_counter() - start, "hvps": h.hvps, "lambda_max": h.lambda_max, "lambda_min": h.lambda_min,
+               "trace": h.trace, "converged": h.converged, "timings": result.timings,
+               "hvps_extremes": h.details["lambda_max"].hvps}
+    out["peak_extra_mb"] = curvature._peak_mb() - baseline
+    return out
+
+
+def table(results: dict) -> str:
+    lines = ["| model | row | wall s | / pyhessian | HVPs | Lanczos HVPs | trace s | extra peak MB | / step | "
+             "lambda_max err | lambda_min err | converged |", "| --- |" * 1 + " --- |" * 11]
+    fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
+    for model_name, rows in results["models"].items():
+        ref = results["references"].get(model_name, {})
+        yard_time = rows.get("pyhessian", {}).get("time")
+        yard_peak = rows.get("step", {}).get("peak_extra_mb")
+        for row, c in rows.items():
+            if "error" in c:
+                lines.append(f"| {model_name} | {row} | failed: {c['error']} |||||||||||")
+                continue
+            if row == "step":
+                lines.append(f"| {model_name} | step | {c['time']:.2f} | | | | | {c['peak_extra_mb']:.0f} | 1 | | | |")
+                continue
+            lines.append(
+                f"| {model_name} | {row} | {c['time']:.2f} | {fmt(c['time'] / yard_time if yard_time else None, '.2f')} "
+                f"| {c['hvps']} | {fmt(c.get('hvps_extremes'), 'd')} | {fmt(c.get('timings', {}).get('trace'), '.2f')} "
+                f"| {c['peak_extra_mb']:.0f} | {fmt(c['peak_extra_mb'] / yard_peak if yard_peak else None, '.2f')} "
+                f"| {fmt(curvature.relative_error(c['lambda_max'], ref.get('lambda_max')), '.1e')} "
+                f"| {fmt(curvature.relative_error(c['lambda_min'], ref.get('lambda_min')), '.1e')} "
+                f"| {fmt(c.get('converged'), '')} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(curvature.MODELS))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=HERE / "targets.json")
+    parser.add_argument("--references", type=Path, default=HERE / "results.json")
+    parser.add_argument("--row", nargs=2, metavar=("MODEL", "ROW"), help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if args.row:
+        try:
+            print("RESULT " + json.dumps(run_row(args.row[0], args.row[1], args.folder, args.quick)))
+        except Exception as exc:  # reported in the table, not fatal to the run
+            print("RESULT " + json.dumps({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}))
+        return
+    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}",
+               "quick": args.quick, "models": {}, "sizes": {}, "references": {}}
+    earlier = None if args.quick else json.loads(args.references.read_text())
+    with tempfile.TemporaryDirectory() as folder:
+        for model_name in args.models.split(","):
+            model, x, y, _ = curvature.build(model_name, args.quick)
+            torch.save({"state": model.state_dict(), "x": x, "y": y}, Path(folder) / f"{model_name}.pt")
+            results["sizes"][model_name] = {"params": zoo.num_params(model), "examples": len(x)}
+            if earlier is not None:
+                if earlier["sizes"].get(model_name) != results["sizes"][model_name]:
+                    raise SystemExit(f"{args.references}: {model_name} has other sizes there")
+                results["references"][model_name] = earlier["models"][model_name]["reference"]
+            results["models"][model_name] = {}
+            for row in ROWS[model_name]:
+                command = [sys.executable, __file__, "--row", model_name, row, "--folder", folder]
+                proc = subprocess.run(command + (["--quick"] if args.quick else []), capture_output=True, text=True)
+                line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+                cell = json.loads(line[7:]) if line else {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]}
+                results["models"][model_name][row] = cell
+                print(f"{model_name:12s} {row:20s} {json.dumps(cell)[:150]}", flush=True)
+    text = table(results)
+    print(f"\nMachine: {results['machine']}\n\n{text}")
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
