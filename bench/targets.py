@@ -43,7 +43,6 @@ import curvature  # noqa: E402  (the benchmark's models, sizes, cells and memory
 import models as zoo  # noqa: E402
 
 from thermocal.probe import measure  # noqa: E402
-from thermocal.probe.lanczos import lanczos  # noqa: E402
 
 TRACE_RTOL = 0.05  # the benchmark's default probe (bench/curvature.py cell_thermocal)
 COMMON = ["pyhessian", "step", "default", "eig-rtol 3e-3", "eig-rtol 1e-2", "lambda_max + trace"]
@@ -70,9 +69,7 @@ def _top_and_trace(model, x, y, loss_fn) -> dict:
     op = measure._operator(model, loss_fn, measure._split(x, y, settings.micro_batch), params, settings, lambda n: None)
     generator = torch.Generator().manual_seed(settings.seed)
     start = time.perf_counter()
-    v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64)
-    run = lanczos(op.matvec, v0, rtol=settings.eig_rtol, floor_fraction=measure.EIG_FLOOR_FRACTION,
-                  max_iter=settings.max_iter, top_k=1, bottom_k=0, **measure._basis_bounds(op, settings))
+    run = measure._krylov(op, settings, generator, top_k=1, bottom_k=0)
     lanczos_time, lanczos_hvps = time.perf_counter() - start, op.hvps
     top = run.largest[0]
     trace, _ = measure._native_trace(op, settings, (run.basis, float(run.alphas.sum())), max(abs(top.value), run.abs_trace),

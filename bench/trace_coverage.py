@@ -42,7 +42,6 @@ import curvature  # noqa: E402  (the benchmark's models, sizes and criteria)
 import models as zoo  # noqa: E402
 
 from thermocal.probe import measure  # noqa: E402
-from thermocal.probe.lanczos import lanczos  # noqa: E402
 
 TRACE_RTOL = 0.05  # the benchmark's default probe (bench/curvature.py cell_thermocal)
 
@@ -76,10 +75,8 @@ def coverage(name: str, quick: bool, seeds: int, reference: dict | None) -> dict
         if reference is None:
             reference = {"trace": exact_trace(op), "trace_stderr": 0.0, "method": "exact, d unit-vector products"}
         generator = torch.Generator().manual_seed(0)
-        v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64)
         start = time.perf_counter()
-        run = lanczos(op.matvec, v0, rtol=settings.eig_rtol, floor_fraction=measure.EIG_FLOOR_FRACTION,
-                      max_iter=settings.max_iter, bottom_k=1, **measure._basis_bounds(op, settings))
+        run = measure._krylov(op, settings, generator, top_k=1, bottom_k=1)
         scale = max(abs(run.largest[0].value), run.abs_trace)
         krylov = (run.basis, float(run.alphas.sum()))
         draws = []

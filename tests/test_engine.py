@@ -17,7 +17,7 @@ from thermocal.probe.gradient_noise import gram_matrix
 from thermocal.probe.hvp import HessianOperator
 from thermocal.probe.lanczos import lanczos
 from thermocal.probe.measure import ProbeSettings, probe
-from thermocal.probe.trace import deflated_probes, hutchinson, hutchpp_sketch, sketch_trace
+from thermocal.probe.trace import deflated_probes, hutchinson, hutchpp_sketch, rademacher, sketch_trace
 
 CPU = torch.device("cpu")
 
@@ -189,7 +189,11 @@ def test_operator_modes_batching_and_micro_batches_agree() -> None:
             op = HessianOperator(model, F.cross_entropy, list(zip(x.split(size), y.split(size))), params, mode=mode)
             torch.testing.assert_close(op.matmat(vectors), reference, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(op.matvec(vectors[0]), reference[0], rtol=1e-5, atol=1e-6)
-            assert op.hvps == 5
+            # in the basis's dtype (accumulated over the micro-batches in it): no float64 copy
+            single = op.matvec(vectors[0].float(), dtype=torch.float32)
+            assert single.dtype == torch.float32 and op.matmat(vectors.float(), dtype=torch.float32).dtype == torch.float32
+            torch.testing.assert_close(single.double(), reference[0], rtol=1e-5, atol=1e-6)
+            assert op.hvps == 10
     with pytest.raises(ValueError, match="forward-over-reverse needs an eager module"):
         HessianOperator(torch.jit.script(model), F.cross_entropy, [(x, y)], params, mode="fwd-rev")
 
@@ -243,6 +247,15 @@ def test_gram_and_probe_pieces_bound_memory_without_changing_the_numbers() -> No
 
     draw = deflated_probes(scaled_identity, None, 50, torch.Generator().manual_seed(0), max_rows=3)
     assert draw(10) == [150.0] * 10 and seen == [3, 3, 3, 1]  # zᵀ(3I)z = 3·d for every ±1 probe
+    # The probes are the same draws in any dtype, so a float32 sketch (the Lanczos basis of a
+    # float32 model) projects the probes a float64 one does, to float32 rounding.
+    ones = [rademacher(4, 300, torch.Generator().manual_seed(5), torch.device("cpu"), dtype) for dtype in (torch.float32, torch.float64)]
+    assert torch.equal(ones[0].double(), ones[1]) and set(ones[1].unique().tolist()) == {-1.0, 1.0}
+    h = symmetric_with_spectrum(torch.linspace(-1.0, 4.0, 300).double())
+    sketch = torch.linalg.qr(torch.randn(300, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64))[0].T
+    values = [deflated_probes(lambda z: z @ h.to(z.dtype), q, 300, torch.Generator().manual_seed(7))(6)
+              for q in (sketch, sketch.float())]
+    assert values[1] == pytest.approx(values[0], rel=1e-4, abs=1e-4)
 
 
 def test_power_method_and_plain_hutchinson_on_the_native_engine() -> None:

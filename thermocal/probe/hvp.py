@@ -1,7 +1,9 @@
 """The Hessian of the mean loss over the sample as a matrix-free operator (method.md §2, [H6]).
 
-Vectors are flat float64 tensors of length d on the model's device; products are computed in
-the model's dtype and returned in float64. Two ways to get H·v:
+Vectors are flat tensors of length d on the model's device; products are computed in the
+model's dtype and returned in float64, or in the dtype the caller asks for (Lanczos asks for
+its basis's: float32 for a float32 model, which saves two float64 copies of d numbers per
+product; method.md [H6]). Two ways to get H·v:
 
 - reverse-over-reverse (`rev-rev`): differentiate the gradient's dot product with v. When the
   sample is one micro-batch, the gradient graph is built once and reused for every product.
@@ -75,8 +77,9 @@ class HessianOperator:
         pieces = torch.split(v.to(self.dtype), self.sizes, dim=-1)
         return [piece.reshape(*lead, *p.shape) for piece, p in zip(pieces, self.params)]
 
-    def _flatten(self, pieces: Sequence[torch.Tensor], lead: torch.Size) -> torch.Tensor:
-        return torch.cat([h.reshape(*lead, -1) for h in pieces], dim=-1).to(torch.float64)
+    def _flatten(self, pieces: Sequence[torch.Tensor], lead: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        """A new (lead, d) tensor in `dtype` (torch.cat always copies, so the caller owns it)."""
+        return torch.cat([h.reshape(*lead, -1) for h in pieces], dim=-1).to(dtype)
 
     def _gradient_graph(self, inputs: torch.Tensor, targets: torch.Tensor) -> list[torch.Tensor]:
         loss = self.loss_fn(self.model(inputs), targets)
@@ -116,33 +119,35 @@ class HessianOperator:
         tangents = tuple(pieces)
         return list(vmap(product)(tangents) if batched else product(tangents))
 
-    def _apply(self, v: torch.Tensor, batched: bool) -> torch.Tensor:
+    def _apply(self, v: torch.Tensor, batched: bool, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         lead = v.shape[:-1]
         pieces = self._unflatten(v)
         total: torch.Tensor | None = None
         with sdpa_kernel([SDPBackend.MATH]):
             for weight, batch in zip(self.weights, self.batches):
                 part = self._rev_rev(batch, pieces, batched) if self.mode == "rev-rev" else self._fwd_rev(batch, pieces, batched)
-                flat = self._flatten([h.detach() for h in part], lead)
-                total = weight * flat if total is None else total + weight * flat
+                flat = self._flatten([h.detach() for h in part], lead, dtype)
+                total = flat.mul_(weight) if total is None else total.add_(flat, alpha=weight)
         if total is None:  # a process whose share of the sample is empty
-            total = torch.zeros((*lead, self.dim), dtype=torch.float64, device=self.device)
+            total = torch.zeros((*lead, self.dim), dtype=dtype, device=self.device)
         total = self._reduce(total)
         count = int(v.shape[0]) if batched else 1
         self.hvps += count
         self._on_hvp(count)
         return total
 
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """H v for one flat vector v (length d)."""
-        return self._apply(v, batched=False)
+    def matvec(self, v: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """H v for one flat vector v (length d), accumulated over micro-batches and returned in `dtype`."""
+        return self._apply(v, batched=False, dtype=dtype)
 
-    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
-        """H vᵢ for each row of `vectors` (m × d): batched through vmap, or one by one when the
-        operator was made with vmap=False; counts m products either way."""
+    def matmat(self, vectors: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """H vᵢ for each row of `vectors` (m × d), in `dtype`: batched through vmap, or one by one
+        when the operator was made with vmap=False; counts m products either way."""
         if self.vmap:
-            return self._apply(vectors, batched=True)
-        return torch.stack([self._apply(v, batched=False) for v in vectors])
+            return self._apply(vectors, batched=True, dtype=dtype)
+        if len(vectors) == 1:
+            return self._apply(vectors[0], batched=False, dtype=dtype).unsqueeze(0)
+        return torch.stack([self._apply(v, batched=False, dtype=dtype) for v in vectors])
 
     def release(self) -> None:
         """Drop the retained gradient graph."""

@@ -6,6 +6,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterator, Literal, Protocol, Sequence
 
 import torch
@@ -275,6 +276,22 @@ def _basis_bounds(op: HessianOperator, s: ProbeSettings, size: int | None = None
     return {"dtype": dtype, "max_basis": rows if rows < min(s.max_iter, size) else None}
 
 
+def _krylov(op: HessianOperator, s: ProbeSettings, generator: torch.Generator, *, top_k: int, bottom_k: int,
+            index: torch.Tensor | None = None) -> LanczosResult:
+    """Lanczos from a seeded Gaussian start on H, or on its diagonal block on `index` ([H10]),
+    within the basis bounds of [H11]. The start is drawn in float64 and kept in the basis's
+    dtype, and the products come back in it: a float32 model's are never copied to float64
+    ([H6])."""
+    size = len(index) if index is not None else op.dim
+    bounds = _basis_bounds(op, s, size)
+    v0 = torch.randn(size, generator=generator, dtype=torch.float64).to(bounds["dtype"]).to(op.device)
+    matvec = partial(op.matvec, dtype=bounds["dtype"])
+    if index is not None:
+        matvec = restricted(matvec, index, op.dim)
+    return lanczos(matvec, v0, rtol=s.eig_rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=s.max_iter,
+                   top_k=top_k, bottom_k=bottom_k, **bounds)
+
+
 def _lanczos_method(name: str, run: LanczosResult) -> str:
     return name if not run.restarts else f"{name}, {run.restarts} thick restart(s) within --lanczos-memory"
 
@@ -310,7 +327,8 @@ def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Ten
             method = "Hutchinson, Rademacher probes (a Hutch++ sketch of H S would pass the probe memory bound)"
     else:
         sketch, method = None, "Hutchinson, Rademacher probes"
-    estimate = hutchinson(deflated_probes(op.matmat, sketch, op.dim, generator, op.device, _probe_rows(op)), rtol=s.trace_rtol,
+    matmat = partial(op.matmat, dtype=sketch.dtype if sketch is not None else torch.float64)  # the probes' dtype
+    estimate = hutchinson(deflated_probes(matmat, sketch, op.dim, generator, op.device, _probe_rows(op)), rtol=s.trace_rtol,
                           max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=offset, scale=scale)
     return estimate, _trace_record(method, op.hvps - start, estimate, s.trace_rtol)
 
@@ -323,9 +341,7 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
         with timer("extremes"):
             progress.phase("Hessian: Lanczos (both ends)", min(s.max_iter, op.dim))
             start = op.hvps
-            v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(op.device)
-            run = lanczos(op.matvec, v0, rtol=rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=s.max_iter,
-                          top_k=s.top_k, bottom_k=1, **_basis_bounds(op, s))
+            run = _krylov(op, s, generator, top_k=s.top_k, bottom_k=1)
             hvps = op.hvps - start
             big, small = run.largest[0], run.smallest[0]
             method = _lanczos_method("Lanczos, full reorthogonalization, Ritz residual test", run)
@@ -334,10 +350,12 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
             lam_max, lam_min = big.value, small.value
             if s.top_k > 1:
                 top_values = [p.value for p in run.largest]
+            krylov, scale = (run.basis, float(run.alphas.sum())), max(abs(lam_max), run.abs_trace)
+            del run, big, small  # the Ritz vectors: d numbers each that the trace need not hold beside its own
         with timer("trace"):
             progress.phase("Hessian: trace", s.max_probes)
-            trace, trace_rec = _native_trace(op, s, (run.basis, float(run.alphas.sum())),
-                                             max(abs(lam_max), run.abs_trace), generator)
+            trace, trace_rec = _native_trace(op, s, krylov, scale, generator)
+            del krylov
     else:
         with timer("extremes"):
             progress.phase("Hessian: power iteration", s.max_iter)
@@ -382,18 +400,15 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
 
 def _block_curvature(op: HessianOperator, block, s: ProbeSettings, generator: torch.Generator) -> BlockCurvature:
     """lambda_max by Lanczos on H_bb, trace by Hutch++ on H_bb with that Lanczos basis ([H10])."""
-    matvec = restricted(op.matvec, block.index, op.dim)
-    matmat = restricted(op.matmat, block.index, op.dim)
     size = len(block.index)
     start = op.hvps
-    v0 = torch.randn(size, generator=generator, dtype=torch.float64).to(op.device)
-    run = lanczos(matvec, v0, rtol=s.eig_rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=s.max_iter,
-                  top_k=1, bottom_k=0, **_basis_bounds(op, s, size))
+    run = _krylov(op, s, generator, top_k=1, bottom_k=0, index=block.index)
     big = run.largest[0]
     eig_rec = _record(_lanczos_method("Lanczos on the diagonal block", run), op.hvps - start, run.iterations, big.residual,
                       s.eig_rtol, big.converged)
     start = op.hvps
     # the block's probes are short, but their products pass through the whole d-length operator
+    matmat = restricted(partial(op.matmat, dtype=run.basis.dtype), block.index, op.dim)
     trace = hutchinson(deflated_probes(matmat, run.basis, size, generator, op.device, _probe_rows(op)), rtol=s.trace_rtol,
                        max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=float(run.alphas.sum()),
                        scale=max(abs(big.value), run.abs_trace))

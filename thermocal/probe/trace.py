@@ -67,25 +67,29 @@ def hutchinson(
     return summarize(samples, rtol, offset, scale)
 
 
-def rademacher(count: int, dim: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """count × dim matrix of ±1 in float64, drawn on the CPU from `generator` (device-independent)."""
-    return (torch.randint(0, 2, (count, dim), generator=generator).to(torch.float64) * 2 - 1).to(device)
+def rademacher(count: int, dim: int, generator: torch.Generator, device: torch.device,
+               dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """count × dim matrix of ±1 in `dtype`, drawn on the CPU from `generator` (device-independent;
+    the same draws whatever the dtype)."""
+    return torch.randint(0, 2, (count, dim), generator=generator, dtype=dtype).mul_(2).sub_(1).to(device)
 
 
 def deflated_probes(matmat: Matmat, sketch: torch.Tensor | None, dim: int, generator: torch.Generator,
                     device: torch.device | None = None, max_rows: int | None = None) -> Callable[[int], list[float]]:
     """A `draw_probes` for Hutchinson on P H P, P = I − QᵀQ (plain Hutchinson when sketch is None).
-    Probes live on `device` (default: the sketch's, else the CPU); the projection is done in the
-    sketch's dtype. `max_rows` bounds how many probe vectors exist at once (memory): a request
-    for more is served in pieces, drawn in turn from the same generator."""
+    Probes live on `device` (default: the sketch's, else the CPU) in the sketch's dtype (else
+    float64), and `matmat` should return that dtype: then no float64 copy of a probe or a product
+    is made. The probe values zᵀHz are summed in float64. `max_rows` bounds how many probe
+    vectors exist at once (memory): a request for more is served in pieces, drawn in turn from
+    the same generator."""
     device = device or (sketch.device if sketch is not None else torch.device("cpu"))
+    dtype = sketch.dtype if sketch is not None else torch.float64
 
     def draw_some(count: int) -> list[float]:
-        z = rademacher(count, dim, generator, device)
+        z = rademacher(count, dim, generator, device, dtype)
         if sketch is not None:
-            q = z.to(sketch.dtype)
-            z = (q - (q @ sketch.T) @ sketch).to(torch.float64)
-        return (z * matmat(z)).sum(dim=1).tolist()
+            z.sub_((z @ sketch.T) @ sketch)
+        return matmat(z).mul_(z).sum(dim=1, dtype=torch.float64).tolist()
 
     def draw(count: int) -> list[float]:
         if max_rows is None or count <= max_rows:
