@@ -17,7 +17,11 @@ the two yardsticks, so the ratios compare like with like:
     alone (rtol 1e-3) and the same Hutch++ trace, no lambda_min, no gradient noise;
   - `basis N rows` (transformer): --lanczos-memory set to N rows of the basis, so Lanczos
     restarts thickly: less memory, more products;
-  - `fwd-rev` (transformer): --hvp fwd-rev, the other product.
+  - `fwd-rev` (transformer): --hvp fwd-rev, the other product;
+  - `live tensors`: the peak of live tensor bytes (torch.profiler's memory timeline, which
+    sees no allocator) of one training step, and of the default operator building its
+    gradient graph and taking two products: resident-memory peaks include what the C
+    allocator keeps, this does not.
 Errors are relative to the reference cells of bench/results.json (none with --quick).
 """
 
@@ -45,7 +49,7 @@ import models as zoo  # noqa: E402
 from thermocal.probe import measure  # noqa: E402
 
 TRACE_RTOL = 0.05  # the benchmark's default probe (bench/curvature.py cell_thermocal)
-COMMON = ["pyhessian", "step", "default", "eig-rtol 3e-3", "eig-rtol 1e-2", "lambda_max + trace"]
+COMMON = ["pyhessian", "step", "default", "eig-rtol 3e-3", "eig-rtol 1e-2", "lambda_max + trace", "live tensors"]
 MEMORY_ROWS = ["basis 24 rows", "basis 12 rows", "fwd-rev"]
 ROWS = {name: COMMON + (MEMORY_ROWS if name == "transformer" else []) for name in curvature.MODELS}
 
@@ -80,6 +84,31 @@ def _top_and_trace(model, x, y, loss_fn) -> dict:
             "hvps_extremes": lanczos_hvps}
 
 
+def _live_peak_mb(fn) -> float:
+    """The most tensor bytes alive at once on the CPU while `fn` runs, from torch.profiler's memory timeline."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "timeline.json"
+        prof.export_memory_timeline(str(path), device="cpu")
+        _, sizes = json.loads(path.read_text())
+    return max(sum(row) for row in sizes) / 2**20
+
+
+def _live_tensors(model, x, y, loss_fn) -> dict:
+    """Live tensor peaks of one training step and of the operator's graph and two products."""
+    step = _live_peak_mb(lambda: loss_fn(model(x), y).backward())
+    model.zero_grad(set_to_none=True)
+    settings = measure.ProbeSettings(loss="bench").resolved()
+    params = [p for p in model.parameters() if p.requires_grad]
+    op = measure._operator(model, loss_fn, measure._split(x, y, settings.micro_batch), params, settings, lambda n: None)
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(0))
+    product = _live_peak_mb(lambda: [op.matvec(v, dtype=torch.float32) for _ in range(2)])
+    return {"time": 0.0, "live_step_mb": step, "live_product_mb": product}
+
+
 def run_row(model_name: str, row: str, folder: Path, quick: bool) -> dict:
     model, _, _, loss_fn = curvature.build(model_name, quick, train=False)
     saved = torch.load(folder / f"{model_name}.pt", weights_only=True)
@@ -91,6 +120,8 @@ def run_row(model_name: str, row: str, folder: Path, quick: bool) -> dict:
         out = getattr(curvature, f"cell_{row}")(model, x, y, loss_fn)
     elif row == "lambda_max + trace":
         out = _top_and_trace(model, x, y, loss_fn)
+    elif row == "live tensors":
+        out = _live_tensors(model, x, y, loss_fn)
     else:
         start = time.perf_counter()
         settings = _settings(row, zoo.num_params(model), len(x))
@@ -118,6 +149,8 @@ def table(results: dict) -> str:
             if row == "step":
                 lines.append(f"| {model_name} | step | {c['time']:.2f} | | | | | {c['peak_extra_mb']:.0f} | 1 | | | |")
                 continue
+            if row == "live tensors":
+                continue  # the second table
             lines.append(
                 f"| {model_name} | {row} | {c['time']:.2f} | {fmt(c['time'] / yard_time if yard_time else None, '.2f')} "
                 f"| {c['hvps']} | {fmt(c.get('hvps_extremes'), 'd')} | {fmt(c.get('timings', {}).get('trace'), '.2f')} "
@@ -125,6 +158,13 @@ def table(results: dict) -> str:
                 f"| {fmt(curvature.relative_error(c['lambda_max'], ref.get('lambda_max')), '.1e')} "
                 f"| {fmt(curvature.relative_error(c['lambda_min'], ref.get('lambda_min')), '.1e')} "
                 f"| {fmt(c.get('converged'), '')} |")
+    lines += ["", "| model | live tensors, one step MB | live tensors, gradient graph + two products MB | ratio |",
+              "| --- | --- | --- | --- |"]
+    for model_name, rows in results["models"].items():
+        c = rows.get("live tensors", {})
+        if "live_step_mb" in c:
+            lines.append(f"| {model_name} | {c['live_step_mb']:.1f} | {c['live_product_mb']:.1f} | "
+                         f"{c['live_product_mb'] / c['live_step_mb']:.2f} |")
     return "\n".join(lines)
 
 
@@ -134,6 +174,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "targets.json")
     parser.add_argument("--references", type=Path, default=HERE / "results.json")
+    parser.add_argument("--rows", help="Run only these rows (comma-separated) and update them in --out, keeping the rest.")
     parser.add_argument("--row", nargs=2, metavar=("MODEL", "ROW"), help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -144,8 +185,12 @@ def main() -> None:
         except Exception as exc:  # reported in the table, not fatal to the run
             print("RESULT " + json.dumps({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}))
         return
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}",
-               "quick": args.quick, "models": {}, "sizes": {}, "references": {}}
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}"
+    results = {"machine": machine, "quick": args.quick, "models": {}, "sizes": {}, "references": {}}
+    if args.rows:
+        results = json.loads(args.out.read_text())
+        if results["machine"] != machine or results["quick"] != args.quick:
+            raise SystemExit(f"{args.out}: ran on another machine or size; rerun every row")
     earlier = None if args.quick else json.loads(args.references.read_text())
     with tempfile.TemporaryDirectory() as folder:
         for model_name in args.models.split(","):
@@ -156,8 +201,8 @@ def main() -> None:
                 if earlier["sizes"].get(model_name) != results["sizes"][model_name]:
                     raise SystemExit(f"{args.references}: {model_name} has other sizes there")
                 results["references"][model_name] = earlier["models"][model_name]["reference"]
-            results["models"][model_name] = {}
-            for row in ROWS[model_name]:
+            results["models"].setdefault(model_name, {})
+            for row in (args.rows.split(",") if args.rows else ROWS[model_name]):
                 command = [sys.executable, __file__, "--row", model_name, row, "--folder", folder]
                 proc = subprocess.run(command + (["--quick"] if args.quick else []), capture_output=True, text=True)
                 line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
