@@ -263,12 +263,16 @@ def cell_curvlinops(model, x, y, loss_fn, name):
             "lambda_min": lam_min, "trace": trace, "trace_stderr": None, "converged": max_ok and min_ok}
 
 
-def run_cell(model_name: str, contender: str, folder: Path, quick: bool) -> dict:
+def load_saved(model_name: str, folder: Path, quick: bool):
+    """In a child: the model, inputs, targets and loss the parent saved to `folder`."""
     model, _, _, loss_fn = build(model_name, quick, train=False)  # the architecture; weights and data come next
     saved = torch.load(folder / f"{model_name}.pt", weights_only=True)
     model.load_state_dict(saved["state"])
-    model.eval()
-    x, y = saved["x"], saved["y"]
+    return model.eval(), saved["x"], saved["y"], loss_fn
+
+
+def run_cell(model_name: str, contender: str, folder: Path, quick: bool) -> dict:
+    model, x, y, loss_fn = load_saved(model_name, folder, quick)
     baseline = _rss_mb()
     if contender in ("reference", "curvlinops"):
         out = globals()[f"cell_{contender}"](model, x, y, loss_fn, model_name)
@@ -278,7 +282,26 @@ def run_cell(model_name: str, contender: str, folder: Path, quick: bool) -> dict
     return out
 
 
+def report(cell) -> None:
+    """In a child: print the cell's result (or its error) as the RESULT line `child_result` reads."""
+    try:
+        print("RESULT " + json.dumps(cell()))
+    except Exception as exc:  # reported in the table, not fatal to the benchmark
+        print("RESULT " + json.dumps({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}))
+
+
 # ----------------------------------------------------------------------------- parent
+
+
+def child_result(script: str, flag: str, model_name: str, name: str, folder: str, quick: bool) -> dict:
+    """Run `script flag model_name name` (one cell) in a child process, print its line and return
+    what its RESULT line says (an error cell when there is none)."""
+    command = [sys.executable, script, flag, model_name, name, "--folder", folder] + (["--quick"] if quick else [])
+    proc = subprocess.run(command, capture_output=True, text=True)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    cell = json.loads(line[7:]) if line else {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]}
+    print(f"{model_name:12s} {name:20s} {json.dumps(cell)[:150]}", flush=True)
+    return cell
 
 
 def relative_error(value, reference):
@@ -338,10 +361,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.cell:
-        try:
-            print("RESULT " + json.dumps(run_cell(args.cell[0], args.cell[1], args.folder, args.quick)))
-        except Exception as exc:  # reported in the table, not fatal to the benchmark
-            print("RESULT " + json.dumps({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}))
+        report(lambda: run_cell(args.cell[0], args.cell[1], args.folder, args.quick))
         return
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}",
                "quick": args.quick, "models": {}, "sizes": {}}
@@ -359,12 +379,8 @@ def main() -> None:
                     results["models"][model_name][contender] = {**earlier["models"][model_name]["reference"],
                                                                 "reused_from": str(args.reference_from)}
                     continue
-                command = [sys.executable, __file__, "--cell", model_name, contender, "--folder", folder]
-                proc = subprocess.run(command + (["--quick"] if args.quick else []), capture_output=True, text=True)
-                line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-                cell = json.loads(line[7:]) if line else {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]}
-                results["models"][model_name][contender] = cell
-                print(f"{model_name:12s} {contender:11s} {json.dumps(cell)[:160]}", flush=True)
+                results["models"][model_name][contender] = child_result(__file__, "--cell", model_name, contender, folder,
+                                                                        args.quick)
     text = table(results)
     print(f"\nMachine: {results['machine']}\n\n{text}")
     args.out.write_text(json.dumps(results, indent=2) + "\n")

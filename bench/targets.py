@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -110,11 +109,7 @@ def _live_tensors(model, x, y, loss_fn) -> dict:
 
 
 def run_row(model_name: str, row: str, folder: Path, quick: bool) -> dict:
-    model, _, _, loss_fn = curvature.build(model_name, quick, train=False)
-    saved = torch.load(folder / f"{model_name}.pt", weights_only=True)
-    model.load_state_dict(saved["state"])
-    model.eval()
-    x, y = saved["x"], saved["y"]
+    model, x, y, loss_fn = curvature.load_saved(model_name, folder, quick)
     baseline = curvature._rss_mb()
     if row in ("pyhessian", "step"):
         out = getattr(curvature, f"cell_{row}")(model, x, y, loss_fn)
@@ -180,10 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.row:
-        try:
-            print("RESULT " + json.dumps(run_row(args.row[0], args.row[1], args.folder, args.quick)))
-        except Exception as exc:  # reported in the table, not fatal to the run
-            print("RESULT " + json.dumps({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}))
+        curvature.report(lambda: run_row(args.row[0], args.row[1], args.folder, args.quick))
         return
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}"
     results = {"machine": machine, "quick": args.quick, "models": {}, "sizes": {}, "references": {}}
@@ -203,12 +195,8 @@ def main() -> None:
                 results["references"][model_name] = earlier["models"][model_name]["reference"]
             results["models"].setdefault(model_name, {})
             for row in (args.rows.split(",") if args.rows else ROWS[model_name]):
-                command = [sys.executable, __file__, "--row", model_name, row, "--folder", folder]
-                proc = subprocess.run(command + (["--quick"] if args.quick else []), capture_output=True, text=True)
-                line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-                cell = json.loads(line[7:]) if line else {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:160]}
-                results["models"][model_name][row] = cell
-                print(f"{model_name:12s} {row:20s} {json.dumps(cell)[:150]}", flush=True)
+                results["models"][model_name][row] = curvature.child_result(__file__, "--row", model_name, row, folder,
+                                                                            args.quick)
     text = table(results)
     print(f"\nMachine: {results['machine']}\n\n{text}")
     args.out.write_text(json.dumps(results, indent=2) + "\n")
