@@ -64,12 +64,18 @@ def _settings(row: str, dim: int, examples: int) -> measure.ProbeSettings:
     return measure.ProbeSettings(batch_size=min(32, examples // 4), loss="bench", trace_rtol=TRACE_RTOL, **extra)
 
 
+def _default_operator(model, x, y, loss_fn):
+    """The default probe's settings and Hessian operator (micro-batches, product mode) on the sample."""
+    settings = measure.ProbeSettings(loss="bench", trace_rtol=TRACE_RTOL).resolved()
+    params = [p for p in model.parameters() if p.requires_grad]
+    return settings, measure._operator(model, loss_fn, measure._split(x, y, settings.micro_batch), params, settings,
+                                       lambda n: None)
+
+
 def _top_and_trace(model, x, y, loss_fn) -> dict:
     """Lanczos for lambda_max alone, then the default Hutch++ trace with its basis (method.md
     [H7], [H8]): the default probe's machinery on pyhessian's task."""
-    settings = measure.ProbeSettings(loss="bench", trace_rtol=TRACE_RTOL).resolved()
-    params = [p for p in model.parameters() if p.requires_grad]
-    op = measure._operator(model, loss_fn, measure._split(x, y, settings.micro_batch), params, settings, lambda n: None)
+    settings, op = _default_operator(model, x, y, loss_fn)
     generator = torch.Generator().manual_seed(settings.seed)
     start = time.perf_counter()
     run = measure._krylov(op, settings, generator, top_k=1, bottom_k=0)
@@ -100,9 +106,7 @@ def _live_tensors(model, x, y, loss_fn) -> dict:
     """Live tensor peaks of one training step and of the operator's graph and two products."""
     step = _live_peak_mb(lambda: loss_fn(model(x), y).backward())
     model.zero_grad(set_to_none=True)
-    settings = measure.ProbeSettings(loss="bench").resolved()
-    params = [p for p in model.parameters() if p.requires_grad]
-    op = measure._operator(model, loss_fn, measure._split(x, y, settings.micro_batch), params, settings, lambda n: None)
+    _, op = _default_operator(model, x, y, loss_fn)
     v = torch.randn(op.dim, generator=torch.Generator().manual_seed(0))
     product = _live_peak_mb(lambda: [op.matvec(v, dtype=torch.float32) for _ in range(2)])
     return {"time": 0.0, "live_step_mb": step, "live_product_mb": product}

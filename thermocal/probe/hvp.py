@@ -145,7 +145,7 @@ class HessianOperator:
         when the operator was made with vmap=False; counts m products either way."""
         if self.vmap:
             return self._apply(vectors, batched=True, dtype=dtype)
-        if len(vectors) == 1:
+        if len(vectors) == 1:  # the trace's default, one probe at a time: no stacked copy
             return self._apply(vectors[0], batched=False, dtype=dtype).unsqueeze(0)
         return torch.stack([self._apply(v, batched=False, dtype=dtype) for v in vectors])
 
