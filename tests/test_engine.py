@@ -235,6 +235,37 @@ def test_a_probe_within_a_tiny_lanczos_memory_matches_the_dense_hessian() -> Non
     assert abs(spec.trace - float(h.trace())) <= 3 * spec.trace_stderr + 1e-9
 
 
+def test_micro_batch_graphs_are_kept_within_the_graph_budget_and_give_the_same_products() -> None:
+    """Each micro-batch's gradient graph is kept while the kept graphs' saved tensors fit in
+    graph_memory, else rebuilt for every product; the products are the same either way."""
+    x, y = classification_sample(120)
+    model = mlp([5, 7, 3], seed=3)
+    params = list(model.parameters())
+    vectors = torch.randn(4, sum(p.numel() for p in params), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    batches = list(zip(x.split(40), y.split(40)))
+    reference = HessianOperator(model, F.cross_entropy, [(x, y)], params).matmat(vectors)
+
+    def run(budget: int) -> HessianOperator:
+        op = HessianOperator(model, F.cross_entropy, batches, params, vmap=False, graph_memory=budget)
+        torch.testing.assert_close(op.matmat(vectors), reference, rtol=1e-5, atol=1e-6)
+        return op
+
+    kept = run(1 << 30)
+    assert kept.graphs_built == 3 and kept.graph_bytes > 0  # built once each, on the first product
+    one = kept.graph_bytes // 3  # the three graphs are alike: 40 examples each
+    assert run(0).graphs_built == 3 * 4  # nothing fits: every product rebuilds every graph
+    partial = run(one + one // 2)  # room for one graph: the first is kept, the other two rebuilt
+    assert partial.graphs_built == 3 + 2 * 3 and partial.graph_bytes == one
+    # saved activations grow with the micro-batch: a graph of 80 examples saves about twice 40's
+    double = HessianOperator(model, F.cross_entropy, list(zip(x.split(80), y.split(80))), params, graph_memory=1 << 30)
+    double.matvec(vectors[0])
+    assert 1.6 * one <= double.graph_bytes - one <= 2.4 * one
+    kept.release()  # dropped: the next product builds the three again
+    assert kept.graph_bytes == 0
+    kept.matvec(vectors[0])
+    assert kept.graphs_built == 6
+
+
 def test_gram_and_probe_pieces_bound_memory_without_changing_the_numbers() -> None:
     rows = torch.randn(5, 1000, generator=torch.Generator().manual_seed(0))
     exact = rows.double() @ rows.double().T

@@ -187,6 +187,7 @@ def probe(
     max_probes: int = typer.Option(1000, min=10, help="Probe budget of the trace."),
     micro_batch: int = typer.Option(1024, min=1, help="Examples per forward/backward in Hessian-vector products (bounds memory)."),
     lanczos_memory: float = typer.Option(4.0, min=0.0, help="GiB the Lanczos basis may hold; past it Lanczos restarts, keeping the Ritz vectors at both ends."),
+    graph_memory: float = typer.Option(1.0, min=0.0, help="GiB the gradient graphs of several micro-batches may keep between products; the rest are rebuilt each product."),
     top_k: int = typer.Option(1, min=1, help="Also report the top-k eigenvalues (lanczos)."),
     density: bool = typer.Option(False, "--density", help="Spectral density by stochastic Lanczos quadrature."),
     per_layer: bool = typer.Option(False, "--per-layer", help="lambda_max and trace of each layer's diagonal Hessian block."),
@@ -209,7 +210,8 @@ def probe(
             method=method.value if method else None, trace_method=trace_method.value if trace_method else None,
             hvp=hvp.value, vmap_probes=vmap_probes, dtype=None if dtype is DtypeChoice.model else dtype.value, eig_rtol=eig_rtol,
             max_iter=max_iter, trace_rtol=trace_rtol, max_probes=max_probes, micro_batch=micro_batch, top_k=top_k,
-            density=density, lanczos_memory=lanczos_memory, per_layer=per_layer, blocks=tuple(blocks or ()),
+            density=density, lanczos_memory=lanczos_memory, graph_memory=graph_memory, per_layer=per_layer,
+            blocks=tuple(blocks or ()),
         ).resolved()
         console = _stderr()
         try:

@@ -6,7 +6,10 @@ its basis's: float32 for a float32 model, which saves two float64 copies of d nu
 product; method.md [H6]). Two ways to get H·v:
 
 - reverse-over-reverse (`rev-rev`): differentiate the gradient's dot product with v. When the
-  sample is one micro-batch, the gradient graph is built once and reused for every product.
+  sample is one micro-batch, the gradient graph is built once and reused for every product;
+  with several, each micro-batch's graph is kept for reuse while the tensors the kept graphs
+  save add up to at most `graph_memory` bytes (measured as each is first built), and the rest
+  are rebuilt for every product.
 - forward-over-reverse (`fwd-rev`): `torch.func.jvp` of `torch.func.grad`; needs an eager
   module (not TorchScript), rebuilds the graph on every product.
 
@@ -48,10 +51,12 @@ class HessianOperator:
         on_hvp: Callable[[int], None] = lambda n: None,
         total_examples: int | None = None,
         reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+        graph_memory: int = 0,
     ) -> None:
         """`batches` may be this process's share of the sample: then `total_examples` is the whole
         sample's size (the mean's denominator) and `reduce` sums the partial products over
-        processes (thermocal.distributed)."""
+        processes (thermocal.distributed). `graph_memory`: bytes of saved tensors that the kept
+        gradient graphs of several micro-batches may hold (a lone micro-batch's is always kept)."""
         if mode == "fwd-rev" and not supports_forward_mode(model):
             raise ValueError("forward-over-reverse needs an eager module, not TorchScript")
         self.model, self.loss_fn, self.mode, self.vmap = model, loss_fn, mode, vmap
@@ -66,7 +71,11 @@ class HessianOperator:
         self._reduce = reduce
         self.hvps = 0
         self._on_hvp = on_hvp
-        self._graph: list[torch.Tensor] | None = None
+        self.graph_memory = graph_memory
+        self._graphs: dict[int, list[torch.Tensor]] = {}  # micro-batch index → its kept gradient graph
+        self._rebuilt: set[int] = set()  # micro-batches whose graph did not fit
+        self.graph_bytes = 0  # saved-tensor bytes of the kept graphs
+        self.graphs_built = 0
         if mode == "fwd-rev":
             ids = {id(p) for p in self.params}
             self._names = [name for name, p in model.named_parameters() if id(p) in ids]
@@ -82,15 +91,45 @@ class HessianOperator:
         return torch.cat([h.reshape(*lead, -1) for h in pieces], dim=-1).to(dtype)
 
     def _gradient_graph(self, inputs: torch.Tensor, targets: torch.Tensor) -> list[torch.Tensor]:
+        self.graphs_built += 1
         loss = self.loss_fn(self.model(inputs), targets)
         grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True, materialize_grads=True)
         return list(grads)
 
-    def _rev_rev(self, batch: Batch, pieces: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
-        reuse = len(self.batches) == 1
-        if reuse and self._graph is None:
-            self._graph = self._gradient_graph(*batch)
-        grads = self._graph if reuse else self._gradient_graph(*batch)
+    def _measured_graph(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[list[torch.Tensor], int]:
+        """The gradient graph and the bytes of the tensors it saves that are not the parameters',
+        the inputs' or the targets' own (those exist anyway), counted once per tensor."""
+        own = {t.untyped_storage().data_ptr() for t in (*self.params, inputs, targets)}
+        saved: dict[tuple[int, int], int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            if t.untyped_storage().data_ptr() not in own:
+                saved[(t.data_ptr(), t.nbytes)] = t.nbytes
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            grads = self._gradient_graph(inputs, targets)
+        return grads, sum(saved.values())
+
+    def _graph_for(self, index: int, batch: Batch) -> tuple[list[torch.Tensor], bool]:
+        """Micro-batch `index`'s gradient graph and whether it is kept (so products must retain it)."""
+        if index in self._graphs:
+            return self._graphs[index], True
+        if index in self._rebuilt:
+            return self._gradient_graph(*batch), False
+        if len(self.batches) == 1:
+            self._graphs[index] = self._gradient_graph(*batch)
+            return self._graphs[index], True
+        grads, size = self._measured_graph(*batch)
+        if self.graph_bytes + size > self.graph_memory:
+            self._rebuilt.add(index)
+            return grads, False
+        self._graphs[index] = grads
+        self.graph_bytes += size
+        return grads, True
+
+    def _rev_rev(self, index: int, batch: Batch, pieces: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
+        grads, reuse = self._graph_for(index, batch)
         live = [i for i, g in enumerate(grads) if g.requires_grad]  # a constant gradient has zero Hessian rows
         if not live:
             return [torch.zeros_like(piece) for piece in pieces]
@@ -124,8 +163,11 @@ class HessianOperator:
         pieces = self._unflatten(v)
         total: torch.Tensor | None = None
         with sdpa_kernel([SDPBackend.MATH]):
-            for weight, batch in zip(self.weights, self.batches):
-                part = self._rev_rev(batch, pieces, batched) if self.mode == "rev-rev" else self._fwd_rev(batch, pieces, batched)
+            for index, (weight, batch) in enumerate(zip(self.weights, self.batches)):
+                if self.mode == "rev-rev":
+                    part = self._rev_rev(index, batch, pieces, batched)
+                else:
+                    part = self._fwd_rev(batch, pieces, batched)
                 flat = self._flatten([h.detach() for h in part], lead, dtype)
                 total = flat.mul_(weight) if total is None else total.add_(flat, alpha=weight)
         if total is None:  # a process whose share of the sample is empty
@@ -150,5 +192,7 @@ class HessianOperator:
         return torch.stack([self._apply(v, batched=False, dtype=dtype) for v in vectors])
 
     def release(self) -> None:
-        """Drop the retained gradient graph."""
-        self._graph = None
+        """Drop the kept gradient graphs."""
+        self._graphs.clear()
+        self._rebuilt.clear()
+        self.graph_bytes = 0

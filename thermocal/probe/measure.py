@@ -88,6 +88,7 @@ class ProbeSettings:
     per_layer: bool = False
     blocks: tuple[str, ...] = ()
     lanczos_memory: float = 4.0  # GiB of Lanczos basis; past it the run restarts ([H11])
+    graph_memory: float = 1.0  # GiB of kept micro-batch gradient graphs; the others are rebuilt per product ([H6])
 
     def resolved(self) -> "ProbeSettings":
         """Fill the engine-dependent defaults and reject combinations the engine cannot do."""
@@ -264,7 +265,7 @@ def _operator(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: 
         raise InputError("--hvp fwd-rev needs an eager module; TorchScript models use rev-rev")
     total = sum(int(x.shape[0]) for x, _ in batches)
     return HessianOperator(model, loss_fn, group.shard(batches), params, mode=mode, vmap=s.vmap_probes, on_hvp=on_hvp,
-                           total_examples=total, reduce=group.sum)
+                           total_examples=total, reduce=group.sum, graph_memory=int(s.graph_memory * GIB))
 
 
 def _basis_bounds(op: HessianOperator, s: ProbeSettings, size: int | None = None) -> dict:
