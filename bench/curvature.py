@@ -293,6 +293,12 @@ def report(cell) -> None:
 # ----------------------------------------------------------------------------- parent
 
 
+def finish(results: dict, text: str, out: Path) -> None:
+    """Print the machine and the table, and write every cell to `out`."""
+    print(f"\nMachine: {results['machine']}\n\n{text}")
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def child_result(script: str, flag: str, model_name: str, name: str, folder: str, quick: bool) -> dict:
     """Run `script flag model_name name` (one cell) in a child process, print its line and return
     what its RESULT line says (an error cell when there is none)."""
@@ -381,9 +387,7 @@ def main() -> None:
                     continue
                 results["models"][model_name][contender] = child_result(__file__, "--cell", model_name, contender, folder,
                                                                         args.quick)
-    text = table(results)
-    print(f"\nMachine: {results['machine']}\n\n{text}")
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    finish(results, table(results), args.out)
 
 
 if __name__ == "__main__":

@@ -201,9 +201,7 @@ def main() -> None:
             for row in (args.rows.split(",") if args.rows else ROWS[model_name]):
                 results["models"][model_name][row] = curvature.child_result(__file__, "--row", model_name, row, folder,
                                                                             args.quick)
-    text = table(results)
-    print(f"\nMachine: {results['machine']}\n\n{text}")
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    curvature.finish(results, table(results), args.out)
 
 
 if __name__ == "__main__":

@@ -153,8 +153,7 @@ def main() -> None:
         r = results["models"][name]
         print(f"{name:12s} |z|<=2 {r['within_2']}/{r['seeds']}  mean z {r['mean_z']:+.2f}  "
               f"probes {r['probes_median']:g}  {r['seconds']:.0f} s", flush=True)
-    print(f"\nMachine: {results['machine']}\n\n{table(results)}")
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    curvature.finish(results, table(results), args.out)
 
 
 if __name__ == "__main__":
