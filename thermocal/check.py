@@ -18,6 +18,7 @@ from thermocal.calibrate import CalibrationSettings, calibrate
 from thermocal.diagnostics import diagnose
 from thermocal.errors import DegenerateError
 from thermocal.schedule.file import ScheduleFile
+from thermocal.text import first_line, printable
 
 REL_TOL = 1e-9
 DRIFT_FIELDS = ("eta0", "tau", "T0", "Tf")
@@ -62,8 +63,9 @@ def rederive(doc: ScheduleFile) -> list[Finding]:
     m = doc.measurements
     try:
         again = calibrate(m.gradient_noise, m.hessian, doc.inputs.model.num_params, settings_of(doc))
-    except DegenerateError as exc:
-        return [Finding("rederive", "fail", f"the file's measurements give no schedule: {exc}")]
+        diagnostics = diagnose(again.schedule, again.details, m.gradient_noise, m.hessian, epsilon=doc.schedule.rules.epsilon)
+    except (DegenerateError, ArithmeticError, ValueError) as exc:  # ValueError: pydantic's, on values out of range
+        return [Finding("rederive", "fail", f"the file's measurements give no schedule: {first_line(exc)}")]
     mismatches = []
     for section, ours, theirs in (("schedule", doc.schedule, again.schedule), ("calibration", doc.calibration, again.details)):
         for name, value in ours.model_dump().items():
@@ -73,30 +75,37 @@ def rederive(doc: ScheduleFile) -> list[Finding]:
                     mismatches.append(f"{section}.{name} = {value!r} in the file, {other!r} from its measurements")
             elif value != (other.model_dump() if hasattr(other, "model_dump") else other):
                 mismatches.append(f"{section}.{name} differs from what its measurements give")
-    diagnostics = diagnose(again.schedule, again.details, m.gradient_noise, m.hessian, epsilon=doc.schedule.rules.epsilon)
     theirs = {d.name: d for d in diagnostics}
     for d in doc.diagnostics:
         fresh = theirs.pop(d.name, None)
-        if fresh is None or not _close(d.value, fresh.value) or d.status != fresh.status or d.threshold != fresh.threshold:
-            mismatches.append(f"diagnostic {d.name} differs from its recomputation")
+        if fresh is None or not _close(d.value, fresh.value) or d.threshold != fresh.threshold \
+                or (d.status, d.section, d.rule) != (fresh.status, fresh.section, fresh.rule):
+            mismatches.append(f"diagnostic {printable(d.name)} differs from its recomputation")
     mismatches += [f"diagnostic {name} is missing" for name in theirs]
     if mismatches:
         return [Finding("rederive", "fail", "; ".join(mismatches))]
     return [Finding("rederive", "pass", "schedule, calibration and diagnostics follow from the measurements")]
 
 
-# What to do about an estimate that missed its tolerance (said by probe's warning and by check).
-REMEDY = ("re-probe with a larger --max-iter/--max-probes or a looser --eig-rtol/--trace-rtol; "
-          "float32 models of ~100M parameters may need --eig-rtol 1e-2")
+def remedy(dtype: str) -> str:
+    """What to do about an estimate that missed its tolerance (said by probe's warning and by check).
+    A half-precision model's products cannot resolve the residual test at all: more iterations
+    do not help, probing in float32 does."""
+    if dtype in ("bfloat16", "float16"):
+        return (f"re-probe with --dtype float32: Hessian-vector products in {dtype} are too coarse for the "
+                "residual test, and more iterations do not help")
+    return ("re-probe with a larger --max-iter/--max-probes or a looser --eig-rtol/--trace-rtol; "
+            "float32 models of ~100M parameters may need --eig-rtol 1e-2")
 
 
 def convergence(doc: ScheduleFile) -> list[Finding]:
-    """[K3], first half: a schedule resting on an estimate that missed its tolerance is not sound."""
+    """[K3], first half: a schedule resting on an estimate that missed its tolerance is not sound.
+    Convergence is re-derived from each record's residual or standard error, not read off its flag."""
     hessian = doc.measurements.hessian
-    missed = [f"hessian.{name}" for name in hessian.unconverged()]
+    missed = [f"hessian.{name}" for name in hessian.unconverged(doc.inputs.model.num_params)]
     if missed or not hessian.converged:
         return [Finding("convergence", "fail", "estimates missed their tolerance: " + (", ".join(missed) or "hessian")
-                        + f" ({REMEDY})")]
+                        + f" ({remedy(doc.inputs.dtype)})")]
     return [Finding("convergence", "pass", "every curvature estimate met its tolerance")]
 
 
@@ -104,10 +113,11 @@ def diagnostics_status(doc: ScheduleFile, strict: bool) -> list[Finding]:
     """[K3], second half."""
     out = []
     for d in doc.diagnostics:
+        value = "none" if d.value is None else f"{d.value:.4g}"
         if d.status == "fail" or (d.status == "warn" and strict):
-            out.append(Finding(f"diagnostic:{d.name}", "fail", f"{d.name} ({d.section}) = {d.value:.4g}: {d.rule}"))
+            out.append(Finding(f"diagnostic:{d.name}", "fail", f"{d.name} ({d.section}) = {value}: {d.rule}"))
         elif d.status == "warn":
-            out.append(Finding(f"diagnostic:{d.name}", "warn", f"{d.name} ({d.section}) = {d.value:.4g}: {d.rule}"))
+            out.append(Finding(f"diagnostic:{d.name}", "warn", f"{d.name} ({d.section}) = {value}: {d.rule}"))
     return out or [Finding("diagnostics", "pass", "no diagnostic failed")]
 
 

@@ -5,15 +5,35 @@ Field meanings and formulas: docs/method.md (the section is named in each docstr
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from thermocal.text import printable, strings, unprintable
+
+
+# No training run takes 10^12 optimizer steps; a larger count is a mistake, and could not be tabulated.
+MAX_STEPS = 10**12
+# Integers beyond this are refused in any record: they could not be converted to a float.
+MAX_INT = 2**63
 
 
 class Record(BaseModel):
-    """Immutable, closed to unknown keys, and never holding NaN or Inf."""
+    """Immutable, closed to unknown keys, never holding NaN or Inf nor an integer of 2^63 or more,
+    and no string in it holds a control character (a terminal escape or a newline: every string
+    may be echoed or written into a snippet)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_INT:
+            raise ValueError(f"an integer of {len(str(abs(value)))} digits is out of range (at most 2^63)")
+        for text in strings(value):
+            if unprintable(text):
+                raise ValueError(f"holds a control character: {printable(text)[:80]!r}")
+        return value
 
 
 class GradientNoise(Record):
@@ -42,6 +62,13 @@ class GradientNoise(Record):
     bootstrap_resamples: int = Field(ge=0)
 
 
+# The acceptance tests of method.md [H1] and [H3], shared by the estimators and by `check`:
+# an eigenvalue is resolved to rtol of max(|λ|, EIG_FLOOR_FRACTION·|λ_dom|) ...
+EIG_FLOOR_FRACTION = 1e-3
+# ... and a trace after at least MIN_TRACE_PROBES probes, to rtol of max(|trace|, scale).
+MIN_TRACE_PROBES = 10
+
+
 class EstimateRecord(Record):
     """How one curvature estimate was obtained (method.md §2)."""
 
@@ -51,17 +78,36 @@ class EstimateRecord(Record):
     residual: float | None = Field(default=None, ge=0)
     tolerance: float = Field(ge=0)
     converged: bool
+    scale: float | None = Field(default=None, ge=0, description="trace: the spectral scale its error is judged against ([H3])")
+
+    def eigenvalue_met(self, value: float, dominant: float) -> bool:
+        """[H1] from the record's own numbers: residual ≤ tolerance·max(|value|, 10⁻³·|λ_dom|)."""
+        return self.converged and self.residual is not None and \
+            self.residual <= self.tolerance * max(abs(value), EIG_FLOOR_FRACTION * dominant)
+
+    def trace_met(self, value: float, stderr: float, scale_bound: float) -> bool:
+        """[H3] from the record's own numbers: at least MIN_TRACE_PROBES probes and
+        stderr ≤ tolerance·max(|value|, scale). A file that does not record the scale is judged
+        against `scale_bound`, which no scale exceeds (d·|λ_dom| ≥ tr|H| ≥ the quadrature estimate)."""
+        scale = self.scale if self.scale is not None else scale_bound
+        return self.converged and self.iterations >= MIN_TRACE_PROBES and stderr <= self.tolerance * max(abs(value), scale)
 
 
 class SpectralDensity(Record):
     """Eigenvalue density by stochastic Lanczos quadrature, on a grid (method.md [H9])."""
 
-    grid: list[float]
-    density: list[float]
+    grid: list[float] = Field(min_length=2)
+    density: list[float] = Field(min_length=2)
     sigma: float = Field(gt=0)
     probes: int = Field(ge=1)
     steps: int = Field(ge=1)
     hvps: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> "SpectralDensity":
+        if len(self.grid) != len(self.density):
+            raise ValueError(f"grid has {len(self.grid)} points but density {len(self.density)}")
+        return self
 
 
 class BlockCurvature(Record):
@@ -74,6 +120,17 @@ class BlockCurvature(Record):
     trace: float
     trace_stderr: float = Field(ge=0)
     details: dict[str, EstimateRecord]
+
+    @model_validator(mode="after")
+    def _estimates(self) -> "BlockCurvature":
+        return _require(self, ("lambda_max", "trace"))
+
+
+def _require(record: "BlockCurvature | HessianSpectrum", names: tuple[str, ...]) -> Any:
+    missing = [name for name in names if name not in record.details]
+    if missing:
+        raise ValueError(f"details lacks the record of {', '.join(missing)}")
+    return record
 
 
 class HessianSpectrum(Record):
@@ -92,11 +149,25 @@ class HessianSpectrum(Record):
     density: SpectralDensity | None = None
     blocks: list[BlockCurvature] | None = None
 
-    def unconverged(self) -> list[str]:
-        """Names of the estimates that missed their tolerance, blocks' as `block.estimate`."""
-        names = [name for name, rec in self.details.items() if not rec.converged]
+    @model_validator(mode="after")
+    def _estimates(self) -> "HessianSpectrum":
+        return _require(self, ("lambda_max", "lambda_min", "trace"))
+
+    def unconverged(self, num_params: int) -> list[str]:
+        """Names of the estimates that missed their tolerance, blocks' as `block.estimate`: judged
+        on each record's own residual or standard error ([H1], [H3]), so a `converged` flag set
+        by hand does not pass. `num_params` is d (it bounds the trace's scale, see trace_met)."""
+        dominant = max(abs(self.lambda_max), abs(self.lambda_min))
+        met = {"lambda_max": self.details["lambda_max"].eigenvalue_met(self.lambda_max, dominant),
+               "lambda_min": self.details["lambda_min"].eigenvalue_met(self.lambda_min, dominant),
+               "trace": self.details["trace"].trace_met(self.trace, self.trace_stderr, num_params * dominant)}
+        names = [name for name, rec in self.details.items() if not (rec.converged and met.get(name, True))]
         for block in self.blocks or []:
-            names += [f"{block.name}.{name}" for name, rec in block.details.items() if not rec.converged]
+            block_met = {"lambda_max": block.details["lambda_max"].eigenvalue_met(block.lambda_max, dominant),
+                         "trace": block.details["trace"].trace_met(block.trace, block.trace_stderr,
+                                                                   block.num_params * dominant)}
+            names += [f"{block.name}.{name}" for name, rec in block.details.items()
+                      if not (rec.converged and block_met.get(name, True))]
         return names
 
 
@@ -131,8 +202,8 @@ class Schedule(Record):
     Tf: float = Field(gt=0)
     tau: float | None = Field(default=None, gt=0)
     gamma: float = Field(gt=0, le=1)
-    steps: int | None = Field(default=None, ge=1)
-    warmup_steps: int = Field(default=0, ge=0)
+    steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
+    warmup_steps: int = Field(default=0, ge=0, le=MAX_STEPS)
     min_lr: float = Field(default=0.0, ge=0)
     lr_expression: str
     temperature_expression: str

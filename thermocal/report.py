@@ -13,6 +13,11 @@ from thermocal.schedule.file import ScheduleFile
 _STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "info": "dim"}
 
 
+def _row(table: Table, *cells: str | Text) -> None:
+    """A table row whose strings are shown as they are: never parsed as rich markup."""
+    table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
+
+
 def _num(value: float | None) -> str:
     return "—" if value is None else f"{value:.4g}"
 
@@ -30,47 +35,58 @@ def summary(doc: ScheduleFile) -> Group:
     measured.add_column("value", justify="right")
     measured.add_column("how", overflow="fold")
     how_noise = f"K={noise.num_batches} minibatches of B={noise.batch_size}, bootstrap ±"
-    measured.add_row("loss L(θ)", _num(noise.loss), f"mean over {noise.samples_used} examples")
-    measured.add_row("grad_norm_mean", _pm(noise.grad_norm_mean, noise.grad_norm_mean_stderr), how_noise)
-    measured.add_row("grad_var", _pm(noise.grad_var, noise.grad_var_stderr), how_noise)
-    measured.add_row("grad_sq_mean", _pm(noise.grad_sq_mean, noise.grad_sq_mean_stderr), how_noise)
-    measured.add_row("noise_scale", _pm(noise.noise_scale, noise.noise_scale_stderr) if noise.noise_scale is not None else "—", "B·grad_var/full_grad_sq")
+    used = f"mean over the {noise.samples_used} examples of K·B = {noise.num_batches}·{noise.batch_size}"
+    if noise.samples_dropped:
+        used += f" ({noise.samples_dropped} of {noise.samples_used + noise.samples_dropped} left over, dropped)"
+    _row(measured, "loss L(θ)", _num(noise.loss), used)
+    _row(measured, "grad_norm_mean", _pm(noise.grad_norm_mean, noise.grad_norm_mean_stderr), how_noise)
+    _row(measured, "grad_var", _pm(noise.grad_var, noise.grad_var_stderr), how_noise)
+    _row(measured, "grad_sq_mean", _pm(noise.grad_sq_mean, noise.grad_sq_mean_stderr), how_noise)
+    if noise.noise_scale is not None:
+        _row(measured, "noise_scale", _pm(noise.noise_scale, noise.noise_scale_stderr), "B·grad_var/full_grad_sq")
+    else:
+        _row(measured, "noise_scale", "—", "none: the mean gradient cannot be told from the noise (full_grad_sq = 0)")
     for name, value in (("lambda_max", hess.lambda_max), ("lambda_min", hess.lambda_min)):
         rec = hess.details[name]
         state = "converged" if rec.converged else "NOT converged"
-        measured.add_row(name, _num(value), f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}")
+        _row(measured, name, _num(value), f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}")
     rec = hess.details["trace"]
-    measured.add_row("trace", _pm(hess.trace, hess.trace_stderr), f"{rec.iterations} probes, {'converged' if rec.converged else 'NOT converged'}")
+    if rec.converged:
+        scale = "" if rec.scale is None else f" of max(|trace|, curvature scale {rec.scale:.3g})"
+        state = f"converged: ± ≤ {rec.tolerance:g}{scale}"
+    else:
+        state = "NOT converged"
+    _row(measured, "trace", _pm(hess.trace, hess.trace_stderr), f"{rec.iterations} probes, {state}")
 
     if hess.top_eigenvalues:
-        measured.add_row(f"top {len(hess.top_eigenvalues)}", ", ".join(f"{v:.4g}" for v in hess.top_eigenvalues), "Lanczos Ritz values")
+        _row(measured, f"top {len(hess.top_eigenvalues)}", ", ".join(f"{v:.4g}" for v in hess.top_eigenvalues), "Lanczos Ritz values")
     timing = ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in doc.timings.items())
-    measured.add_row("engine", f"{hess.engine}", f"{hess.hvp_mode or ''} {hess.hvps} HVPs in all; {timing}".strip())
+    _row(measured, "engine", f"{hess.engine}", f"{hess.hvp_mode or ''} {hess.hvps} HVPs in all; {timing}".strip())
 
     sched = Table(title=f"Schedule ({s.kind})", title_justify="left", show_header=True, header_style="bold")
     sched.add_column("constant")
     sched.add_column("value", justify="right")
     sched.add_column("rule", overflow="fold")
-    sched.add_row("T0", _pm(s.T0, cal.T0_stderr), "grad_var / grad_norm_mean")
-    sched.add_row("Tf", _num(s.Tf), f"{s.rules.tf_rule} rule (raw lambda_min {_num(cal.lambda_min_raw)})")
-    sched.add_row("tau", _num(s.tau), f"{s.rules.tau_rule}; budget {_num(cal.tau_budget)}, §6.1 relaxation {_num(cal.tau_relaxation)}")
-    sched.add_row("steps", "—" if s.steps is None else str(s.steps), s.rules.steps_source)
-    sched.add_row("eta0", _num(s.eta0), f"{s.rules.eta0_bound} bound active (balance {_num(cal.eta_balance)}, stable {_num(cal.eta_stable)})")
-    sched.add_row("gamma", f"{s.gamma:.10g}", "per-step lr factor exp(-1/(2 tau))")
-    sched.add_row("lr(t)", s.lr_expression, "")
+    _row(sched, "T0", _pm(s.T0, cal.T0_stderr), "grad_var / grad_norm_mean")
+    _row(sched, "Tf", _num(s.Tf), f"{s.rules.tf_rule} rule (raw lambda_min {_num(cal.lambda_min_raw)})")
+    _row(sched, "tau", _num(s.tau), f"{s.rules.tau_rule}; budget {_num(cal.tau_budget)}, §6.1 relaxation {_num(cal.tau_relaxation)}")
+    _row(sched, "steps", "—" if s.steps is None else str(s.steps), s.rules.steps_source)
+    _row(sched, "eta0", _num(s.eta0), f"{s.rules.eta0_bound} bound active (balance {_num(cal.eta_balance)}, stable {_num(cal.eta_stable)})")
+    _row(sched, "gamma", f"{s.gamma:.10g}", "per-step lr factor exp(-1/(2 tau))")
+    _row(sched, "lr(t)", s.lr_expression, "")
 
     diag = Table(title="Diagnostics", title_justify="left", show_header=True, header_style="bold")
     for column in ("check", "§", "value", "threshold", "status"):
         diag.add_column(column, justify="right" if column in ("value", "threshold") else "left")
     for d in doc.diagnostics:
-        diag.add_row(d.name, d.section, _num(d.value), _num(d.threshold), f"[{_STATUS_STYLE[d.status]}]{d.status}[/]")
+        _row(diag, d.name, d.section, _num(d.value), _num(d.threshold), Text(d.status, style=_STATUS_STYLE[d.status]))
     parts = [measured]
     if hess.blocks:
         blocks = Table(title="Per-block curvature", title_justify="left", show_header=True, header_style="bold")
         for column in ("block", "params", "lambda_max", "trace"):
             blocks.add_column(column, justify="left" if column == "block" else "right")
         for b in hess.blocks:
-            blocks.add_row(b.name, str(b.num_params), _num(b.lambda_max), _pm(b.trace, b.trace_stderr))
+            _row(blocks, b.name, str(b.num_params), _num(b.lambda_max), _pm(b.trace, b.trace_stderr))
         parts.append(blocks)
     if hess.density is not None:
         parts.append(density_plot(hess.density.grid, hess.density.density))
@@ -104,7 +120,7 @@ def curve_plot(title: str, fn, total: int, width: int = 60, height: int = 6) -> 
     steps = [round(i * total / (width - 1)) for i in range(width)]
     values = [fn(t) for t in steps]
     top = max(values) or 1.0
-    levels = [height * v / top for v in values]
+    levels = [height * (v / top) if math.isfinite(v / top) else 0.0 for v in values]  # v/top first: v·height can overflow
     label = f"{top:.3g}"
     pad = " " * len(label)
     rows = _bars(levels, height)
@@ -143,17 +159,24 @@ def render(doc: ScheduleFile, console: Console) -> None:
 class RichProgress:
     """The probe's progress sink (probe.measure.Progress) drawn as a rich progress bar.
 
-    Each phase's total is its budget of products (iterative solvers stop when converged), so
-    the time left shown is an upper bound: "left ≤"."""
+    A phase of known length (the minibatch gradients, the density's Lanczos steps) shows done/total
+    and the time left; an iterative solver, which stops when converged, shows its products so
+    far and the time spent, and no estimate (its budget is a bound, far from what it takes)."""
 
     def __init__(self, console: Console) -> None:
-        from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        class Count(ProgressColumn):
+            def render(self, task) -> Text:  # type: ignore[no-untyped-def]
+                done = int(task.completed)
+                return Text(f"{done}/{int(task.total)}" if task.total is not None else f"{done} products")
+
+        class Left(TimeRemainingColumn):
+            def render(self, task) -> Text:  # type: ignore[no-untyped-def]
+                return Text("left ") + super().render(task) if task.total is not None else Text("")
 
         self._bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("left ≤"), TimeRemainingColumn(),
+            TextColumn("{task.description}"), BarColumn(), Count(), TimeElapsedColumn(), Left(),
             console=console, transient=True,
         )
         self._task: int | None = None

@@ -9,9 +9,8 @@ warmup and a floor use a function of the step built from the same expression.
 
 from __future__ import annotations
 
-import csv
-import io
-from typing import Callable
+from datetime import datetime
+from typing import Callable, Iterable, Iterator
 
 from thermocal.records import Schedule
 from thermocal.schedule.file import ScheduleFile, dumps
@@ -26,9 +25,12 @@ def _plain_exponential(s: Schedule) -> bool:
 
 
 def _constants(doc: ScheduleFile) -> str:
+    """The header comment and the constants. Every value is rendered from a validated number or
+    from a string re-made from its parsed value (the date), never copied raw into code."""
     s = doc.schedule
+    created = datetime.fromisoformat(doc.created_at).isoformat()
     lines = [
-        f"# thermocal schedule ({doc.format}); model sha256 {doc.inputs.model.sha256[:12]}, created {doc.created_at}",
+        f"# thermocal schedule ({doc.format}); model sha256 {doc.inputs.model.sha256[:12]}, created {created}",
         f"ETA0 = {s.eta0!r}  # initial learning rate",
         f"GAMMA = {s.gamma!r}  # per-step factor exp(-1/(2*tau))",
         f"TAU = {s.tau!r}  # cooling time in optimizer steps",
@@ -144,27 +146,28 @@ def keras_snippet(doc: ScheduleFile) -> str:
 
 
 def env_lines(doc: ScheduleFile) -> str:
+    """`THERMOCAL_<NAME>=value` lines; a value the schedule does not have (TAU of a flat
+    schedule, STEPS and TOTAL_STEPS without a budget) is left out rather than set empty."""
     s = doc.schedule
     values = {"ETA0": s.eta0, "GAMMA": s.gamma, "TAU": s.tau, "T0": s.T0, "TF": s.Tf, "STEPS": s.steps,
               "WARMUP_STEPS": s.warmup_steps, "MIN_LR": s.min_lr, "TOTAL_STEPS": total_steps(s), "KIND": s.kind}
-    return "".join(f"THERMOCAL_{key}={'' if value is None else repr(value) if isinstance(value, float) else value}\n"
-                   for key, value in values.items())
+    return "".join(f"THERMOCAL_{key}={repr(value) if isinstance(value, float) else value}\n"
+                   for key, value in values.items() if value is not None)
 
 
-def csv_table(doc: ScheduleFile, every: int = 1) -> str:
+def csv_rows(doc: ScheduleFile, every: int = 1) -> Iterator[str]:
+    """`step,lr,temperature` lines for every `every`-th step of warmup + budget and the last one,
+    one at a time (a budget of 10^7 steps is never held in memory)."""
     s = doc.schedule
     end = total_steps(s)
     if end is None:
         raise ValueError("a flat schedule without --steps has no budget to tabulate")
     lr, temp = learning_rate(s), temperature(s)
-    steps = list(range(0, end + 1, every))
-    if steps[-1] != end:
-        steps.append(end)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["step", "lr", "temperature"])
-    writer.writerows((t, repr(lr(t)), repr(temp(t))) for t in steps)
-    return out.getvalue()
+    yield "step,lr,temperature\n"
+    for t in range(0, end + 1, every):
+        yield f"{t},{lr(t)!r},{temp(t)!r}\n"
+    if end % every:
+        yield f"{end},{lr(end)!r},{temp(end)!r}\n"
 
 
 RENDERERS: dict[str, Callable[[ScheduleFile], str]] = {
@@ -174,7 +177,8 @@ RENDERERS: dict[str, Callable[[ScheduleFile], str]] = {
 }
 
 
-def render(doc: ScheduleFile, fmt: str, every: int = 1) -> str:
+def render(doc: ScheduleFile, fmt: str, every: int = 1) -> Iterable[str]:
+    """The export as pieces of text to write in turn (csv: a line at a time)."""
     if fmt == "csv":
-        return csv_table(doc, every)
-    return RENDERERS[fmt](doc)
+        return csv_rows(doc, every)
+    return [RENDERERS[fmt](doc)]

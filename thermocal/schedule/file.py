@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from datetime import datetime
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from thermocal.errors import InputError
+from thermocal.text import printable
 from thermocal.records import CalibrationDetails, Diagnostic, Measurements, Record, Schedule
 from thermocal.schedule.functions import learning_rate, lr_expression, temperature, temperature_expression, total_steps
 
 FORMAT = "thermocal.schedule/v1"
 FORMATS = ("json", "yaml")
+MAX_FILE_BYTES = 8 << 20
+MAX_DEPTH = 32
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
 
 
 class ModelInput(Record):
@@ -67,7 +73,7 @@ class TablePoint(Record):
 
 class ScheduleFile(Record):
     format: Literal["thermocal.schedule/v1"] = FORMAT
-    created_at: str
+    created_at: str = Field(description="ISO 8601 date and time with its UTC offset")
     inputs: Inputs
     measurements: Measurements
     calibration: CalibrationDetails
@@ -76,6 +82,17 @@ class ScheduleFile(Record):
     table: list[TablePoint]
     environment: Environment
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per probe phase")
+
+    @field_validator("created_at")
+    @classmethod
+    def _iso_datetime(cls, value: str) -> str:
+        try:
+            stamp = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"{value[:40]!r} is not an ISO 8601 date and time") from exc
+        if stamp.tzinfo is None:
+            raise ValueError(f"{value!r} has no UTC offset")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "ScheduleFile":
@@ -123,18 +140,42 @@ def dumps(document: ScheduleFile, fmt: str) -> str:
 
 
 def loads(text: str, source: str) -> ScheduleFile:
-    """Parse and validate a schedule file (JSON or YAML); errors name `source`."""
+    """Parse and validate a schedule file (JSON, or YAML when it is not JSON); errors name `source`.
+
+    A file is a few kilobytes (with a density and blocks, tens): one over MAX_FILE_BYTES, or
+    nested deeper than MAX_DEPTH, is refused before it is parsed in full."""
+    if len(text) > MAX_FILE_BYTES:
+        raise InputError(f"is {len(text) / 2**20:.0f} MB; a schedule file is a few KB (at most "
+                         f"{MAX_FILE_BYTES // 2**20} MB is read)", source)
+    if _depth(text) > MAX_DEPTH:
+        raise InputError(f"is nested more than {MAX_DEPTH} levels deep; a schedule file is not", source)
     try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"is neither JSON nor YAML ({str(exc).splitlines()[0]})", source) from exc
+        data: Any = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:
+        raise InputError(f"is neither JSON nor YAML ({printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})",
+                         source) from exc
     if not isinstance(data, dict):
         raise InputError("does not hold a thermocal schedule (expected a mapping at the top)", source)
     if data.get("format") != FORMAT:
-        raise InputError(f"has format {data.get('format')!r}; expected {FORMAT!r}", source)
+        shown = data.get("format")
+        raise InputError(f"has format {printable(str(shown))[:60]!r}; expected {FORMAT!r}"
+                         if shown is not None else f"has no format field; expected {FORMAT!r}", source)
     try:
         return ScheduleFile.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top)"
-        raise InputError(f"is not a valid {FORMAT} file: {where}: {first['msg']}", source) from exc
+        raise InputError(f"is not a valid {FORMAT} file: {printable(where)}: {printable(first['msg'])}", source) from exc
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of brackets and braces (a bound for JSON and flow-style YAML; block
+    YAML nests by indentation, which a 1000-level file cannot hide in MAX_FILE_BYTES cheaply)."""
+    depth = deepest = 0
+    for char in _NOT_BRACKETS.sub("", text):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
