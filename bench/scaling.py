@@ -66,7 +66,7 @@ def cell(n: int, width: int, memory: bool = False) -> dict:
             "time_per_hvp": curvature / max(h.hvps, 1), "peak_mb": _peak_mb(), "extra_peak_mb": _peak_mb() - base,
             "base_mb": base, "model_mb": 4 * d / 2**20, "converged": h.converged,
             "lanczos": h.details["lambda_max"].method, "lanczos_iterations": h.details["lambda_max"].iterations,
-            "unconverged": h.unconverged()}
+            "unconverged": h.unconverged(result.num_params)}
 
 
 def run_child(n: int, width: int, memory: bool = False) -> dict:

@@ -12,6 +12,7 @@ r_t > epsilon on `window` consecutive updates. No CLI dependencies (no typer, no
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -56,9 +57,9 @@ class CoolingMonitor:
         if not 0.0 <= self.beta < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.beta}")
         self._ema: float | None = None
-        self._points: deque[tuple[float, float]] = deque(maxlen=window)
+        self._slope = _SlidingSlope(window)
         self._above = 0
-        self._ratios: deque[float] = deque(maxlen=window)
+        self._ratios = _SlidingMedian(window)
 
     def update(self, step: int, loss: float, grad_sq_norm: float, lr: float | None = None) -> Reading:
         """Feed one optimizer step: its loss, |g_t|² of the minibatch gradient, and (optionally) eta_t."""
@@ -69,31 +70,68 @@ class CoolingMonitor:
         if not (math.isfinite(loss) and math.isfinite(grad_sq_norm)):
             raise ValueError(f"step {step}: loss and grad_sq_norm must be finite, got {loss}, {grad_sq_norm}")
         self._ema = loss if self._ema is None else self.beta * self._ema + (1.0 - self.beta) * loss
-        self._points.append((float(step), self._ema))
-        if len(self._points) < self.window:
+        self._slope.append(float(step), self._ema)
+        if self._slope.count < self.window:
             return Reading(step, None, False, 1.0, 0)
-        ratio = abs(_slope(self._points)) / max(lr * grad_sq_norm, 1e-300)
+        ratio = abs(self._slope.value()) / max(lr * grad_sq_norm, 1e-300)
         self._ratios.append(ratio)
         self._above = self._above + 1 if ratio > self.epsilon else 0
         fired = self._above >= self.window
-        stretch = min(MAX_STRETCH, max(1.0, _median(self._ratios) / self.epsilon)) if fired else 1.0
+        stretch = min(MAX_STRETCH, max(1.0, self._ratios.median() / self.epsilon)) if fired else 1.0
         return Reading(step, ratio, fired, stretch, self._above)
 
 
-def _slope(points: Iterable[tuple[float, float]]) -> float:
-    """Least-squares slope dy/dx."""
-    pts = list(points)
-    n = len(pts)
-    mx = sum(x for x, _ in pts) / n
-    my = sum(y for _, y in pts) / n
-    sxx = sum((x - mx) ** 2 for x, _ in pts)
-    return sum((x - mx) * (y - my) for x, y in pts) / sxx if sxx > 0 else 0.0
+class _SlidingSlope:
+    """Least-squares slope dy/dx of the last `size` points, O(1) per point from running sums
+    (x counted from the first point seen, so that the sums stay small)."""
+
+    def __init__(self, size: int) -> None:
+        self.points: deque[tuple[float, float]] = deque()
+        self.size = size
+        self.origin: float | None = None
+        self.sx = self.sy = self.sxx = self.sxy = 0.0
+
+    @property
+    def count(self) -> int:
+        return len(self.points)
+
+    def append(self, x: float, y: float) -> None:
+        self.origin = x if self.origin is None else self.origin
+        x -= self.origin
+        self.points.append((x, y))
+        self._add(x, y, 1.0)
+        if len(self.points) > self.size:
+            self._add(*self.points.popleft(), -1.0)
+
+    def _add(self, x: float, y: float, sign: float) -> None:
+        self.sx += sign * x
+        self.sy += sign * y
+        self.sxx += sign * x * x
+        self.sxy += sign * x * y
+
+    def value(self) -> float:
+        n = len(self.points)
+        sxx = self.sxx - self.sx * self.sx / n
+        return (self.sxy - self.sx * self.sy / n) / sxx if sxx > 0 else 0.0
 
 
-def _median(values: Iterable[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+class _SlidingMedian:
+    """Median of the last `size` values: a sorted copy kept beside them (insort/remove)."""
+
+    def __init__(self, size: int) -> None:
+        self.values: deque[float] = deque()
+        self.ordered: list[float] = []
+        self.size = size
+
+    def append(self, value: float) -> None:
+        self.values.append(value)
+        bisect.insort(self.ordered, value)
+        if len(self.values) > self.size:
+            del self.ordered[bisect.bisect_left(self.ordered, self.values.popleft())]
+
+    def median(self) -> float:
+        ordered, mid = self.ordered, len(self.ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
 
 
 @dataclass(frozen=True)

@@ -10,28 +10,30 @@ Formats:
 - A whole pickled `nn.Module`: only with `--trust-checkpoint`, since unpickling runs code.
 
 `weights_only=True` is always passed explicitly (an environment variable cannot turn it off),
-and a refused pickle is never retried without it.
+and a refused pickle is never retried without it. Zip archives are inspected before torch reads
+them (thermocal.io.archives): compressed tensor entries and, in a `.pt2`, anything but plain
+tensor storage and the program's JSON are refused.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 import re
 import struct
 import warnings
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from thermocal.errors import CheckpointError, InputError
+from thermocal.errors import CheckpointError, DataError, InputError
+from thermocal.io.archives import check_export_archive, check_torch_zip
 from thermocal.io.files import sha256_file, sha256_listing
-from thermocal.io.user_code import call_user, first_line as _first_line, import_callable
+from thermocal.io.user_code import call_user, import_callable
+from thermocal.text import first_line as _first_line
 
 TORCHSCRIPT = "torchscript"
 TORCH_EXPORT = "torch.export"
@@ -65,6 +67,7 @@ class LoadedModel:
     format: str
     note: str | None = None
     default_loss: str | None = None  # the loss the model's own library uses (Hugging Face)
+    fixed_batch: int | None = None  # a torch.export program's fixed batch size: batches must be multiples of it
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -114,24 +117,8 @@ def detect_format(path: Path) -> str:
                           "safetensors)", path)
 
 
-@contextlib.contextmanager
-def _weights_only_everywhere() -> Iterator[None]:
-    """Force every torch.load inside (torch.export.load falls back to weights_only=False on
-    its own) to the restricted unpickler."""
-    saved = {k: os.environ.get(k) for k in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
-    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def _load_torchscript(path: Path) -> torch.nn.Module:
+    check_torch_zip(path, code=True)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=DeprecationWarning)
@@ -140,18 +127,52 @@ def _load_torchscript(path: Path) -> torch.nn.Module:
         raise CheckpointError(f"cannot be loaded as TorchScript ({_first_line(exc)})", path) from exc
 
 
-def _load_export(path: Path) -> torch.nn.Module:
+class FixedBatch(torch.nn.Module):
+    """A torch.export program exported for batches of exactly `size` examples, called on chunks of
+    that size and its outputs concatenated (exact in eval mode, where examples do not interact).
+
+    It is a view of the program: the same submodule, parameter and buffer dictionaries, so
+    names, devices, dtypes and `functional_call` reach the program's own tensors."""
+
+    def __init__(self, program: torch.nn.Module, size: int) -> None:
+        super().__init__()
+        self._modules, self._parameters, self._buffers = program._modules, program._parameters, program._buffers
+        object.__setattr__(self, "program", program)  # not a child: its tensors are already ours
+        self.size = size
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if inputs.shape[0] % self.size:
+            raise DataError(f"a batch of {inputs.shape[0]} examples for a program exported for batches of {self.size}")
+        return torch.cat([self.program(chunk) for chunk in inputs.split(self.size)])
+
+
+def fixed_batch(program: torch.export.ExportedProgram) -> int | None:
+    """The batch size a program was exported for, when its first input's batch dimension is a
+    constant rather than a symbol (exported without `dynamic_shapes`)."""
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user_inputs:
+            value = node.meta.get("val")
+            shape = getattr(value, "shape", None)
+            return shape[0] if shape and isinstance(shape[0], int) else None
+    return None
+
+
+def _load_export(path: Path) -> tuple[torch.nn.Module, str, int | None]:
+    """The program as a module (fed in chunks when exported with a fixed batch size), a note, and that size."""
+    check_export_archive(path)
     try:
-        with _weights_only_everywhere(), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.export.load(str(path))
-        return program.module()
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError("holds pickled Python objects beside the program, which thermocal does not unpickle "
-                              "(unpickling can run any code); re-save it with torch.export.save from tensors only",
-                              path) from exc
+        module = program.module()
     except Exception as exc:
         raise CheckpointError(f"cannot be loaded as a torch.export program ({_first_line(exc)})", path) from exc
+    note = "a torch.export program runs in the mode it was exported in"
+    size = fixed_batch(program)
+    if size is None:
+        return module, note, None
+    return FixedBatch(module, size), f"{note}; exported for batches of {size}, so fed {size} examples at a time", size
 
 
 def build_arch(spec: str) -> torch.nn.Module:
@@ -200,10 +221,10 @@ def _load_into_arch(state: dict[str, torch.Tensor], note: str | None, options: M
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        def listed(keys: list[str]) -> str:
-            return "[" + ", ".join(keys[:6]) + (f", … {len(keys) - 6} more" if len(keys) > 6 else "") + "]"
-        raise CheckpointError(f"does not match --arch {options.arch}: missing keys {listed(missing)}, "
-                              f"unexpected keys {listed(unexpected)}", path)
+        def listed(what: str, keys: list[str]) -> str:
+            return f"{what} keys [" + ", ".join(keys[:6]) + (f", … {len(keys) - 6} more" if len(keys) > 6 else "") + "]"
+        found = [listed(what, keys) for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise CheckpointError(f"does not match --arch {options.arch}: {', '.join(found)}", path)
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
     if wrong:
         raise CheckpointError(f"does not match --arch {options.arch}: shapes differ (file vs arch) for "
@@ -213,9 +234,11 @@ def _load_into_arch(state: dict[str, torch.Tensor], note: str | None, options: M
 
 
 def _load_torch_save(path: Path, options: ModelOptions) -> tuple[torch.nn.Module, str | None, str]:
+    if zipfile.is_zipfile(path):
+        check_torch_zip(path)
     try:
-        with warnings.catch_warnings():  # its note on pickle protocols is for torch, not for users
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        with warnings.catch_warnings():  # torch's notes (pickle protocols, weights_only) are for torch, not for users
+            warnings.simplefilter("ignore")
             content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not options.trust_checkpoint:
@@ -289,7 +312,7 @@ def _load_huggingface(path: Path) -> tuple[torch.nn.Module, str, str | None]:
         import transformers
     except ImportError as exc:
         raise CheckpointError("is a Hugging Face model directory; loading it needs transformers: "
-                              "pip install 'thermocal[hf]'", path) from exc
+                              "pip install transformers (or, from a clone of thermocal, pip install '.[hf]')", path) from exc
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     try:
@@ -302,7 +325,8 @@ def _load_huggingface(path: Path) -> tuple[torch.nn.Module, str, str | None]:
         raise CheckpointError(f"config.json names architecture {architecture!r}, which this transformers "
                               f"({transformers.__version__}) does not have (remote code is never run)", path)
     try:
-        with _weights_only_everywhere():
+        with warnings.catch_warnings():  # use_safetensors=True: nothing is unpickled
+            warnings.simplefilter("ignore")
             model = model_class.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
                                                 trust_remote_code=False, attn_implementation="eager")
     except Exception as exc:
@@ -350,11 +374,11 @@ def load_model(path: Path, options: ModelOptions | None = None) -> LoadedModel:
     fmt = detect_format(path)
     if options.arch is not None and fmt in (TORCHSCRIPT, TORCH_EXPORT, HUGGINGFACE):
         raise InputError(f"--arch is for state dicts; {path} is a {fmt} checkpoint that builds itself")
-    note, default_loss = None, None
+    note, default_loss, batch = None, None, None
     if fmt == TORCHSCRIPT:
         module = _load_torchscript(path)
     elif fmt == TORCH_EXPORT:
-        module, note = _load_export(path), "a torch.export program runs in the mode it was exported in"
+        module, note, batch = _load_export(path)
     elif fmt == TORCH_SAVE:
         module, note, fmt = _load_torch_save(path, options)
     elif fmt == SAFETENSORS:
@@ -371,7 +395,8 @@ def load_model(path: Path, options: ModelOptions | None = None) -> LoadedModel:
             raise CheckpointError(f"parameter {name!r} holds NaN or Inf values", path)
     digest = sha256_file(path) if path.is_file() else sha256_listing(
         (f, str(f.relative_to(path))) for f in sorted(path.rglob("*")) if f.is_file())
-    return LoadedModel(module=module, path=path, sha256=digest, format=fmt, note=note, default_loss=default_loss)
+    return LoadedModel(module=module, path=path, sha256=digest, format=fmt, note=note, default_loss=default_loss,
+                       fixed_batch=batch)
 
 
 def count_parameters(module: torch.nn.Module) -> int:

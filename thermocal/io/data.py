@@ -22,17 +22,22 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import pickle
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
 from thermocal.errors import DataError, InputError
-from thermocal.io.files import sha256_file, sha256_listing
-from thermocal.io.user_code import call_user, first_line, import_callable
+from thermocal.io.archives import check_torch_zip
+from thermocal.io.files import memory_budget, sha256_file, sha256_listing
+from thermocal.io.user_code import call_user, import_callable
+from thermocal.text import first_line
 
 SUFFIXES = (".pt", ".pth", ".npz", ".npy", ".safetensors", ".csv")
 _KEY_PAIRS = (("inputs", "targets"), ("x", "y"))
@@ -109,7 +114,12 @@ def _tensor(value: Any, key: str, file: Path) -> torch.Tensor:
         raise DataError(f"{key!r} is a {type(value).__name__}, expected a tensor", file)
     if value.dim() == 0:
         raise DataError(f"{key!r} is a scalar, expected a batch of examples", file)
-    if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+    stored = value.untyped_storage().nbytes() // max(value.element_size(), 1)
+    if value.numel() > stored:  # a view repeating its storage (stride 0): check what is stored, not its copies
+        values = value.new_empty(0).set_(value.untyped_storage())
+    else:
+        values = value
+    if value.is_floating_point() and not bool(torch.isfinite(values).all()):
         raise DataError(f"{key!r} holds NaN or Inf values", file)
     return value
 
@@ -152,10 +162,15 @@ def _lm_pair(tokens: torch.Tensor, file: Path | str) -> tuple[torch.Tensor, torc
 
 
 def _read_pt(file: Path, options: DataOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    if zipfile.is_zipfile(file):
+        check_torch_zip(file, DataError)
     try:
-        with warnings.catch_warnings():  # its note on pickle protocols is for torch, not for users
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        with warnings.catch_warnings():  # torch's notes (pickle protocols, weights_only) are for torch, not for users
+            warnings.simplefilter("ignore")
             content = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError("holds pickled Python objects, which thermocal does not unpickle (unpickling can run any "
+                        "code); save tensors only: torch.save({'inputs': x, 'targets': y}, path)", file) from exc
     except Exception as exc:  # torch raises several types, with multi-line texts
         raise DataError(f"cannot be read as a tensor file ({first_line(exc)[:200]})", file) from exc
     if isinstance(content, (tuple, list)):
@@ -175,13 +190,42 @@ def _read_pt(file: Path, options: DataOptions) -> tuple[torch.Tensor, torch.Tens
     return _pick(content, options, file)
 
 
+class _NpzArrays(Mapping):
+    """The arrays of an open .npz, read only when asked for (a key nobody uses is never
+    decompressed), each after checking that its declared size fits the memory budget."""
+
+    def __init__(self, archive: Any, file: Path) -> None:
+        self.archive, self.file = archive, file
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        info = self.archive.zip.getinfo(f"{key}.npy")
+        if info.file_size > memory_budget():
+            raise DataError(f"{key!r} would take {info.file_size / 2**30:.1f} GB once decompressed, more than this "
+                            f"machine can spare ({memory_budget() / 2**30:.1f} GB)", self.file)
+        try:
+            return self.archive[key]
+        except Exception as exc:  # ValueError (a pickled array), zlib and zipfile errors
+            raise DataError(f"{key!r} cannot be read ({first_line(exc)[:200]})", self.file) from exc
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.archive.files
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.archive.files)
+
+    def __len__(self) -> int:
+        return len(self.archive.files)
+
+
 def _read_npz(file: Path, options: DataOptions) -> tuple[torch.Tensor, torch.Tensor]:
     try:
-        with np.load(file, allow_pickle=False) as archive:
-            content = {key: archive[key] for key in archive.files}
-    except Exception as exc:  # zipfile, ValueError (pickled arrays), OSError
+        archive = np.load(file, allow_pickle=False)
+    except Exception as exc:  # zipfile, EOFError, ValueError, OSError: not an npz at all
         raise DataError(f"cannot be read as .npz ({first_line(exc)[:200]})", file) from exc
-    return _pick(content, options, file)
+    if not hasattr(archive, "zip"):
+        raise DataError("holds a single array, not named arrays (an .npy file?); save with np.savez", file)
+    with archive:
+        return _pick(_NpzArrays(archive, file), options, file)
 
 
 def _read_npy(file: Path) -> np.ndarray:
@@ -295,7 +339,7 @@ def _from_dataset(spec: str, options: DataOptions) -> tuple[torch.Tensor, torch.
 # ----------------------------------------------------------------------------- the sample
 
 
-def _concatenate(parts: list[tuple[Path, torch.Tensor]], what: str) -> torch.Tensor:
+def _check_alike(parts: list[tuple[Path, torch.Tensor]], what: str) -> None:
     first_file, first = parts[0]
     for file, tensor in parts[1:]:
         if tensor.shape[1:] != first.shape[1:] or tensor.dtype != first.dtype:
@@ -304,7 +348,31 @@ def _concatenate(parts: list[tuple[Path, torch.Tensor]], what: str) -> torch.Ten
                 f"{first_file.name}'s {tuple(first.shape[1:])} ({first.dtype})",
                 file,
             )
-    return torch.cat([tensor for _, tensor in parts])
+
+
+def _gather(parts: list[torch.Tensor], keep: torch.Tensor | None) -> torch.Tensor:
+    """The files' examples concatenated, or only those at the sorted indices `keep`: only the
+    kept rows are copied (a view repeating a small storage is never materialised whole)."""
+    if keep is None:
+        return torch.cat(parts)
+    pieces, start = [], 0
+    for part in parts:
+        stop = start + int(part.shape[0])
+        local = keep[(keep >= start) & (keep < stop)] - start
+        pieces.append(part.index_select(0, local))
+        start = stop
+    return torch.cat(pieces)
+
+
+def _fits(inputs: list[torch.Tensor], targets: list[torch.Tensor], kept: int, where: Path | str, total: int) -> None:
+    """Refuse, before any copy, a sample whose kept examples would not fit the memory budget."""
+    per_example = sum(t[0].numel() * t.element_size() for t in (inputs[0], targets[0]))
+    need = per_example * kept
+    if need > memory_budget():
+        fewer = max(1, memory_budget() // max(per_example, 1))
+        raise DataError(f"{kept} examples of {per_example} bytes take {need / 2**30:.1f} GB, more than this machine "
+                        f"can spare for the sample ({memory_budget() / 2**30:.1f} GB); probe a subset with "
+                        f"--max-samples {min(fewer, total)}", where)
 
 
 def _combined_sha256(files: list[Path]) -> str:
@@ -323,25 +391,30 @@ def load_sample(path: Path | None, *, max_samples: int | None = None, seed: int 
     if (path is None) == (options.dataset is None):
         raise InputError("give DATA or --dataset module:callable (exactly one)")
     if options.dataset is not None:
-        inputs, targets = _from_dataset(options.dataset, options)
+        pairs = [(Path(options.dataset), _from_dataset(options.dataset, options))]
         files: list[Path] = []
         fmt, digest, where = "dataset", hashlib.sha256(options.dataset.encode()).hexdigest(), Path(options.dataset)
     else:
         files = _data_files(path)
         fmt, where = _kind(files[0]), path
         if fmt == "npy":
-            inputs, targets = _read_npy_set(files, options)
+            pairs = [(files[0], _read_npy_set(files, options))]
         else:
             pairs = [(file, _read(file, options)) for file in files]
-            inputs = _concatenate([(f, pair[0]) for f, pair in pairs], "inputs")
-            targets = _concatenate([(f, pair[1]) for f, pair in pairs], "targets")
         digest = _combined_sha256(files)
-    total = int(inputs.shape[0])
+    _check_alike([(f, pair[0]) for f, pair in pairs], "inputs")
+    _check_alike([(f, pair[1]) for f, pair in pairs], "targets")
+    total = sum(int(pair[0].shape[0]) for _, pair in pairs)
     if total == 0:
         raise DataError("holds no examples", where)
+    keep = None
     if max_samples is not None and max_samples < total:
         generator = torch.Generator().manual_seed(seed)
         keep = torch.randperm(total, generator=generator)[:max_samples].sort().values
-        inputs, targets = inputs[keep], targets[keep]
+    _fits([pair[0] for _, pair in pairs], [pair[1] for _, pair in pairs], total if keep is None else len(keep), where, total)
+    inputs = _gather([pair[0] for _, pair in pairs], keep)
+    targets = _gather([pair[1] for _, pair in pairs], keep)
+    if not targets.is_floating_point() and targets.dtype not in (torch.int64, torch.bool):
+        targets = targets.long()  # integer labels of any width (int32 from numpy, uint8) are class indices
     return Sample(inputs=inputs, targets=targets, path=where, files=tuple(files), sha256=digest,
                   total_samples=total, format=fmt)

@@ -34,6 +34,23 @@ def sha256_listing(entries: Iterable[tuple[Path, str]]) -> str:
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
+def memory_budget() -> int:
+    """Bytes a loaded sample may take: a quarter of the memory available now (the probe holds a
+    few copies of it: shuffled, cast, on the device), from /proc/meminfo where there is one,
+    else a quarter of the physical memory."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 4
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (OSError, ValueError, AttributeError):
+        return 1 << 32
+
+
 def read_text(path: Path) -> str:
     """A UTF-8 text file's content, or an InputError naming the file."""
     if not path.exists():
@@ -50,6 +67,9 @@ def ensure_writable(path: Path, *, force: bool) -> None:
     """Fail early, before any long work, if writing `path` would replace a file or cannot work."""
     if path.is_dir():
         raise OutputError("is a directory; give a file path", path)
+    if path.is_symlink() and not path.exists():
+        raise OutputError(f"is a symlink to {os.readlink(path)}, which does not exist; remove the link or "
+                          "choose another --out", path)
     if path.exists() and not force:
         raise OutputError("already exists; pass --force to replace it", path)
     parent = path.parent if str(path.parent) else Path(".")
@@ -59,16 +79,22 @@ def ensure_writable(path: Path, *, force: bool) -> None:
         raise OutputError(f"its folder {parent} is not writable", path)
 
 
-def write_text_atomic(path: Path, text: str, *, force: bool) -> None:
-    """`write_bytes_atomic` of the UTF-8 encoded text."""
-    write_bytes_atomic(path, text.encode("utf-8"), force=force)
+def write_text_atomic(path: Path, text: str | Iterable[str], *, force: bool) -> None:
+    """`write_atomic` of the UTF-8 encoded text (one string, or pieces written in turn)."""
+    pieces = [text] if isinstance(text, str) else text
+    write_atomic(path, (piece.encode("utf-8") for piece in pieces), force=force)
 
 
 def write_bytes_atomic(path: Path, data: bytes, *, force: bool) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
+    write_atomic(path, [data], force=force)
 
-    The text goes to a temporary file in the same folder, is flushed to disk, and is then
-    renamed over `path`. An existing file is only replaced when `force` is true.
+
+def write_atomic(path: Path, chunks: Iterable[bytes], *, force: bool) -> None:
+    """Write the chunks to `path` so that readers see the old file or the whole new one, never a part.
+
+    They go to a temporary file in the same folder, which is flushed to disk and then renamed
+    over `path`; on any failure (a full disk, an interrupt) the temporary file is removed. An
+    existing file is only replaced when `force` is true.
     """
     ensure_writable(path, force=force)
     parent = path.parent if str(path.parent) else Path(".")
@@ -80,7 +106,8 @@ def write_bytes_atomic(path: Path, data: bytes, *, force: bool) -> None:
         # mkstemp creates the file 0600; give it the mode a plain open() would have.
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for chunk in chunks:
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         if force:
@@ -96,3 +123,7 @@ def write_bytes_atomic(path: Path, data: bytes, *, force: bool) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise OutputError(f"cannot be written ({exc.strerror})", path) from exc
+    except BaseException:  # an interrupt, or an error from whatever produced the chunks
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

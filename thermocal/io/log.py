@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from thermocal.errors import InputError
+from thermocal.text import printable
 
 COLUMNS = ("step", "loss", "grad_norm", "lr")
 
@@ -16,20 +17,29 @@ def read_log(path: Path) -> list[tuple[int, float, float, float]]:
     if not path.is_file():
         raise InputError("no such file", path)
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not part of a name
+            reader = csv.reader(handle)
+            header = [name.strip() for name in next(reader, [])]
+            missing = [c for c in COLUMNS if c not in header]
             if missing:
-                raise InputError(f"lacks column(s) {', '.join(missing)} (needs {', '.join(COLUMNS)})", path)
+                raise InputError(f"lacks column(s) {', '.join(missing)} (needs {', '.join(COLUMNS)}; "
+                                 f"has {', '.join(printable(h) for h in header[:8]) or 'none'})", path)
+            where = [header.index(c) for c in COLUMNS]
             rows = []
-            for line, row in enumerate(reader, start=2):
+            for line, fields in enumerate(reader, start=2):
+                if not fields:
+                    continue
+                if len(fields) != len(header):
+                    raise InputError(f"line {line} has {len(fields)} fields, the header {len(header)}", path)
                 try:
-                    step, loss, grad, lr = int(float(row["step"])), float(row["loss"]), float(row["grad_norm"]), float(row["lr"])
-                except (TypeError, ValueError) as exc:
-                    raise InputError(f"line {line}: {exc}", path) from exc
-                if not all(math.isfinite(v) for v in (loss, grad, lr)):
-                    raise InputError(f"line {line}: loss, grad_norm and lr must be finite", path)
-                rows.append((step, loss, grad, lr))
+                    step_value, loss, grad, lr = (float(fields[i]) for i in where)
+                except ValueError as exc:
+                    raise InputError(f"line {line}: {printable(str(exc))[:120]}", path) from exc
+                if not all(math.isfinite(v) for v in (step_value, loss, grad, lr)):
+                    raise InputError(f"line {line}: step, loss, grad_norm and lr must be finite", path)
+                if step_value != int(step_value):
+                    raise InputError(f"line {line}: step {step_value:g} is not a whole number", path)
+                rows.append((int(step_value), loss, grad, lr))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot be read as CSV ({exc})", path) from exc
     if not rows:

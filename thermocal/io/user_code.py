@@ -1,8 +1,10 @@
 """Import the user's own code named on the command line (`--arch`, `--loss`, `--dataset`).
 
-`module:callable` imports a module (the current directory is importable, as under
-`python -m`); `path/to/file.py:callable` runs that file. Either runs the user's code, which
-naming it on the command line asks for.
+`module:callable` imports that module, with the current directory importable for that import
+alone (as under `python -m`; `sys.path` is restored after it, so that a stray `statistics.py`
+there cannot stand in for a module imported later); `path/to/file.py:callable` runs that file.
+Either runs the user's code, which naming it on the command line asks for. An exception or a
+`sys.exit()` in that code is an error of that code: one line naming the flag, exit 2.
 """
 
 from __future__ import annotations
@@ -11,18 +13,12 @@ import hashlib
 import importlib
 import importlib.util
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from thermocal.errors import InputError
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's text, without terminal escape codes, at most 300 characters."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+from thermocal.text import first_line
 
 
 def _module_from_file(file: Path) -> Any:
@@ -42,6 +38,23 @@ def _module_from_file(file: Path) -> Any:
     return module
 
 
+def _import_from_cwd(name: str) -> Any:
+    """Import module `name` with the working directory first on sys.path for this import only."""
+    saved = list(sys.path)
+    sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path[:] = saved
+
+
+def _raised(exc: BaseException) -> str:
+    """`Type: first line`, and for sys.exit() what it was called with."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
 def import_callable(spec: str, flag: str) -> Callable[..., Any]:
     """The callable `spec` names; an InputError naming `flag` when it cannot be had."""
     where, _, attribute = spec.rpartition(":")
@@ -54,15 +67,13 @@ def import_callable(spec: str, flag: str) -> Callable[..., Any]:
                 raise InputError(f"{flag} {spec!r}: no such file {where}")
             target: Any = _module_from_file(file)
         else:
-            if os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            target = importlib.import_module(where)
+            target = _import_from_cwd(where)
         for part in attribute.split("."):
             target = getattr(target, part)
     except InputError:
         raise
-    except Exception as exc:
-        raise InputError(f"{flag} {spec!r}: cannot import it ({type(exc).__name__}: {first_line(exc)})") from exc
+    except (Exception, SystemExit) as exc:
+        raise InputError(f"{flag} {spec!r}: cannot import it ({_raised(exc)})") from exc
     if not callable(target):
         raise InputError(f"{flag} {spec!r}: {attribute} is a {type(target).__name__}, not a callable")
     return target
@@ -72,5 +83,5 @@ def call_user(fn: Callable[..., Any], spec: str, flag: str, *args: Any) -> Any:
     """Call user code; its exceptions become one line naming the flag."""
     try:
         return fn(*args)
-    except Exception as exc:
-        raise InputError(f"{flag} {spec!r}: calling it raised {type(exc).__name__}: {first_line(exc)}") from exc
+    except (Exception, SystemExit) as exc:
+        raise InputError(f"{flag} {spec!r}: calling it raised {_raised(exc)}") from exc

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from thermocal.errors import DataError, InputError
-from thermocal.io.user_code import import_callable
+from thermocal.io.user_code import call_user, import_callable
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 IGNORE_INDEX = -100
@@ -129,13 +129,12 @@ def resolve_loss(spec: str | LossSpec, outputs: torch.Tensor, targets: torch.Ten
         raise InputError(f"--label-smoothing must be in [0, 1), got {spec.label_smoothing}")
     if ":" in name:
         fn = import_callable(name, "--loss")
-        try:
-            value = fn(outputs, targets[: outputs.shape[0]])
-        except Exception as exc:
-            raise InputError(f"--loss {name}: calling it on the first outputs raised {type(exc).__name__}: {exc}") from exc
+        value = call_user(fn, name, "--loss", outputs, targets[: outputs.shape[0]])
         if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
-            raise InputError(f"--loss {name}: must return a scalar float tensor (the mean loss), returned {value!r:.80}")
-        return name, fn
+            shown = f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if isinstance(value, torch.Tensor) \
+                else f"a {type(value).__name__}"
+            raise InputError(f"--loss {name}: must return a scalar float tensor (the mean loss), returned {shown}")
+        return name, lambda o, t: call_user(fn, name, "--loss", o, t)
     if name == "auto":
         name = _auto(outputs, targets)
     if name not in LOSS_NAMES:

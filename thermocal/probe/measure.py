@@ -24,12 +24,9 @@ from thermocal.probe.power import power_iteration
 from thermocal.probe.pyhessian_engine import PyHessianEngine, seeded_global_rng
 from thermocal.probe.trace import TraceEstimate, deflated_probes, hutchinson, hutchpp_sketch, sketch_trace
 from thermocal.records import (
-    BlockCurvature, EstimateRecord, HessianSpectrum, Measurements, SpectralDensity,
+    EIG_FLOOR_FRACTION, BlockCurvature, EstimateRecord, HessianSpectrum, Measurements, SpectralDensity,
 )
 
-# Eigenvalues smaller in magnitude than this fraction of the largest are resolved only to
-# rtol times this floor: below it they cannot move Tf (method.md [H1]).
-EIG_FLOOR_FRACTION = 1e-3
 # pyhessian's own stopping rule (relative change between iterations) for its power iteration;
 # tight, because the residual test that follows is what decides "converged".
 PYHESSIAN_POWER_TOL = 1e-7
@@ -50,6 +47,9 @@ Method = Literal["lanczos", "power"]
 
 
 class Progress(Protocol):
+    """Where the probe reports its phases and products. `total` is the phase's exact length when
+    it is known (minibatches, density steps), None for iterative solvers that stop when converged."""
+
     def phase(self, name: str, total: int | None) -> None: ...
 
     def advance(self, amount: int = 1) -> None: ...
@@ -163,18 +163,33 @@ def _unused_parameters(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Te
     return [n for (n, _), g in zip(named, grads) if g is None]
 
 
+# Words in torch's messages for inputs of the wrong shape or type.
+_SHAPE_WORDS = ("shape", "size", "mat1", "mat2", "dimension", "dim ", "expected input", "Expected input", "channels")
+
+
 def _first_outputs(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The model's outputs on the first minibatch, which must be one floating-point tensor.
+    An error there is told as the inputs not fitting when torch's message is about shapes,
+    else as the model's own error."""
     try:
         with torch.no_grad():
             outputs = model(inputs)
+    except (DataError, MemoryError):
+        raise
     except Exception as exc:  # the model's own error, often several lines long
+        if "out of memory" in str(exc):
+            raise
         text = str(exc).strip().splitlines()
-        raise DataError(
-            f"inputs of shape {tuple(inputs.shape[1:])} per example do not fit the model "
-            f"({text[-1][:200] if text else type(exc).__name__})"
-        ) from exc
-    if not isinstance(outputs, torch.Tensor) or not outputs.is_floating_point():
-        raise DataError(f"the model must return one floating-point tensor, it returned {type(outputs).__name__}")
+        detail = text[-1][:200] if text else type(exc).__name__
+        if any(word in detail for word in _SHAPE_WORDS):
+            raise DataError(f"inputs of shape {tuple(inputs.shape[1:])} per example do not fit the model ({detail})") from exc
+        raise DataError(f"the model's forward raised {type(exc).__name__} on the first minibatch (inputs of shape "
+                        f"{tuple(inputs.shape[1:])} per example): {detail}") from exc
+    if not isinstance(outputs, torch.Tensor):
+        raise DataError(f"the model must return one floating-point tensor, it returned a {type(outputs).__name__}")
+    if not outputs.is_floating_point():
+        raise DataError(f"the model must return floating-point outputs (logits or values) to differentiate, it "
+                        f"returned {str(outputs.dtype).removeprefix('torch.')} values")
     return outputs
 
 
@@ -195,8 +210,9 @@ def _record(method: str, hvps: int, iterations: int, residual: float | None, tol
                           tolerance=tolerance, converged=converged)
 
 
-def _trace_record(method: str, hvps: int, estimate: TraceEstimate, rtol: float) -> EstimateRecord:
-    return _record(method, hvps, estimate.probes, None, rtol, estimate.converged)
+def _trace_record(method: str, hvps: int, estimate: TraceEstimate, rtol: float, scale: float) -> EstimateRecord:
+    return EstimateRecord(method=method, hvps=hvps, iterations=estimate.probes, residual=None, tolerance=rtol,
+                          converged=estimate.converged, scale=scale)
 
 
 def _other_end(matvec: Callable[[torch.Tensor], torch.Tensor], dominant: float, trace: TraceEstimate, dim: int,
@@ -228,7 +244,7 @@ def _pyhessian_spectrum(engine: PyHessianEngine, s: ProbeSettings, progress: Pro
                         timer: _Timer) -> HessianSpectrum:
     rtol = s.eig_rtol
     with timer("extremes"):
-        progress.phase("Hessian: power iteration (pyhessian)", 2 * s.max_iter)
+        progress.phase("Hessian: power iteration (pyhessian)", None)
         start = engine.hvps
         vector = engine.dominant_eigenvector(tol=PYHESSIAN_POWER_TOL, max_iter=s.max_iter)
         # pyhessian stops when the Rayleigh quotient stops changing, which can be well before the
@@ -237,12 +253,13 @@ def _pyhessian_spectrum(engine: PyHessianEngine, s: ProbeSettings, progress: Pro
         first = _record("power iteration (pyhessian), continued until the residual test passed",
                         engine.hvps - start, engine.hvps - start, top.residual, rtol, top.converged)
     with timer("trace"):
-        progress.phase("Hessian: Hutchinson trace (pyhessian)", s.max_probes)
+        progress.phase("Hessian: Hutchinson trace (pyhessian)", None)
         start = engine.hvps
         trace = hutchinson(engine.trace_probes, rtol=s.trace_rtol, max_probes=s.max_probes, scale=abs(top.value))
-        trace_record = _trace_record("Hutchinson, Rademacher probes (pyhessian)", engine.hvps - start, trace, s.trace_rtol)
+        trace_record = _trace_record("Hutchinson, Rademacher probes (pyhessian)", engine.hvps - start, trace, s.trace_rtol,
+                                     abs(top.value))
     with timer("extremes"):
-        progress.phase("Hessian: shifted power iteration", 2 * s.max_iter)
+        progress.phase("Hessian: shifted power iteration", None)
         start = engine.hvps
         other = _other_end(engine.matvec, top.value, trace, engine.dim, s, generator, vector.device, vector.dtype)
         second = _record("power iteration on H - sigma*I", engine.hvps - start, other.iterations, other.residual,
@@ -331,7 +348,7 @@ def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Ten
     matmat = partial(op.matmat, dtype=sketch.dtype if sketch is not None else torch.float64)  # the probes' dtype
     estimate = hutchinson(deflated_probes(matmat, sketch, op.dim, generator, op.device, _probe_rows(op)), rtol=s.trace_rtol,
                           max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=offset, scale=scale)
-    return estimate, _trace_record(method, op.hvps - start, estimate, s.trace_rtol)
+    return estimate, _trace_record(method, op.hvps - start, estimate, s.trace_rtol, scale)
 
 
 def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, generator: torch.Generator,
@@ -340,7 +357,7 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
     top_values: list[float] | None = None
     if s.method == "lanczos":
         with timer("extremes"):
-            progress.phase("Hessian: Lanczos (both ends)", min(s.max_iter, op.dim))
+            progress.phase("Hessian: Lanczos (both ends)", None)
             start = op.hvps
             run = _krylov(op, s, generator, top_k=s.top_k, bottom_k=1)
             hvps = op.hvps - start
@@ -354,21 +371,21 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
             krylov, scale = (run.basis, float(run.alphas.sum())), max(abs(lam_max), run.abs_trace)
             del run, big, small  # the Ritz vectors: d numbers each that the trace need not hold beside its own
         with timer("trace"):
-            progress.phase("Hessian: trace", s.max_probes)
+            progress.phase("Hessian: trace", None)
             trace, trace_rec = _native_trace(op, s, krylov, scale, generator)
             del krylov
     else:
         with timer("extremes"):
-            progress.phase("Hessian: power iteration", s.max_iter)
+            progress.phase("Hessian: power iteration", None)
             start = op.hvps
             v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(op.device)
             top = power_iteration(op.matvec, v0, rtol=rtol, max_iter=s.max_iter)
             first = _record("power iteration", op.hvps - start, top.iterations, top.residual, rtol, top.converged)
         with timer("trace"):
-            progress.phase("Hessian: trace", s.max_probes)
+            progress.phase("Hessian: trace", None)
             trace, trace_rec = _native_trace(op, s, None, abs(top.value), generator)
         with timer("extremes"):
-            progress.phase("Hessian: shifted power iteration", 2 * s.max_iter)
+            progress.phase("Hessian: shifted power iteration", None)
             start = op.hvps
             other = _other_end(op.matvec, top.value, trace, op.dim, s, generator, op.device, torch.float64)
             second = _record("power iteration on H - sigma*I", op.hvps - start, other.iterations, other.residual,
@@ -389,7 +406,7 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
     if s.per_layer or s.blocks:
         with timer("blocks"):
             parts = partition(names, op.sizes, per_layer=s.per_layer, patterns=s.blocks)
-            progress.phase("Hessian: per-block curvature", sum(min(s.max_iter, len(b.index)) + s.max_probes for b in parts))
+            progress.phase("Hessian: per-block curvature", None)
             blocks = [_block_curvature(op, b, s, generator) for b in parts]
     return HessianSpectrum(
         engine="native", hvp_mode=op.mode, lambda_max=lam_max, lambda_min=lam_min, trace=trace.value,
@@ -410,10 +427,11 @@ def _block_curvature(op: HessianOperator, block, s: ProbeSettings, generator: to
     start = op.hvps
     # the block's probes are short, but their products pass through the whole d-length operator
     matmat = restricted(partial(op.matmat, dtype=run.basis.dtype), block.index, op.dim)
+    scale = max(abs(big.value), run.abs_trace)
     trace = hutchinson(deflated_probes(matmat, run.basis, size, generator, op.device, _probe_rows(op)), rtol=s.trace_rtol,
-                       max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=float(run.alphas.sum()),
-                       scale=max(abs(big.value), run.abs_trace))
-    trace_rec = _trace_record("Hutch++ with the block's Lanczos basis as sketch", op.hvps - start, trace, s.trace_rtol)
+                       max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=float(run.alphas.sum()), scale=scale)
+    trace_rec = _trace_record("Hutch++ with the block's Lanczos basis as sketch", op.hvps - start, trace, s.trace_rtol,
+                              scale)
     return BlockCurvature(name=block.name, parameters=list(block.parameters), num_params=size, lambda_max=big.value,
                           trace=trace.value, trace_stderr=trace.stderr,
                           details={"lambda_max": eig_rec, "trace": trace_rec})
@@ -452,10 +470,8 @@ def probe(
     n, b = int(inputs.shape[0]), s.batch_size
     k = n // b
     if k < 2:
-        raise DataError(
-            f"N = {n} examples at --batch-size {b} give {k} minibatch(es); at least 2 are needed: "
-            f"lower --batch-size to {max(n // 2, 1)} or less, or add data"
-        )
+        remedy = f"lower --batch-size to {n // 2} or less, or add data" if n >= 2 else "add data"
+        raise DataError(f"N = {n} examples at --batch-size {b} give {k} minibatch(es); at least 2 are needed: {remedy}")
     generator = torch.Generator().manual_seed(s.seed)
     order = torch.randperm(n, generator=generator)[: k * b]
     if inputs.is_floating_point():

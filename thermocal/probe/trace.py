@@ -8,7 +8,7 @@ an orthonormal basis of H·S for random S.
 
 The estimate is offset + the mean of the probe values, its standard error their sample
 standard deviation over √n. Probing stops once the standard error is at most
-rtol·max(|estimate|, scale) (after MIN_PROBES probes) or the probe budget is spent. `scale`
+rtol·max(|estimate|, scale) (after MIN_TRACE_PROBES probes) or the probe budget is spent. `scale`
 is the spectral scale: |lambda_max|, or after Lanczos the larger of that and its quadrature
 estimate of tr|H| = Σ|λ_i| (method.md [H3]). A trace near zero (at initialisation positive and
 negative curvature cancel) cannot be had to a relative error; it is resolved to rtol of the
@@ -23,7 +23,8 @@ from typing import Callable, Sequence
 
 import torch
 
-MIN_PROBES = 10
+from thermocal.records import MIN_TRACE_PROBES
+
 Matmat = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -45,7 +46,7 @@ def summarize(samples: Sequence[float], rtol: float, offset: float = 0.0, scale:
         return TraceEstimate(value, math.inf, n, False, tuple(samples))
     variance = math.fsum((s - mean) ** 2 for s in samples) / (n - 1)
     stderr = math.sqrt(variance / n)
-    return TraceEstimate(value, stderr, n, n >= MIN_PROBES and stderr <= rtol * max(abs(value), scale), tuple(samples))
+    return TraceEstimate(value, stderr, n, n >= MIN_TRACE_PROBES and stderr <= rtol * max(abs(value), scale), tuple(samples))
 
 
 def hutchinson(
@@ -53,7 +54,7 @@ def hutchinson(
     *,
     rtol: float,
     max_probes: int,
-    chunk: int = MIN_PROBES,
+    chunk: int = MIN_TRACE_PROBES,
     offset: float = 0.0,
     scale: float = 0.0,
 ) -> TraceEstimate:
