@@ -1,15 +1,37 @@
-"""Shared helpers: tiny TorchScript models and data files written to a temporary folder."""
+"""Shared helpers: tiny TorchScript models and data files written to a temporary folder.
+
+Every test runs in a fresh temporary working directory (the folder pytest was started from is
+never read or written: the Quick start's `thermocal.json` there changes nothing), hypothesis
+keeps no example database, and torch uses THREADS threads, so that the suite's time does not
+depend on what else the machine runs.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 from pathlib import Path
 
-import pytest
-import torch
+THREADS = int(os.environ.setdefault("OMP_NUM_THREADS", "1"))  # before torch starts its pool; children inherit it
+# hypothesis caches Unicode tables in ./.hypothesis unless told where: not in the starting folder.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "thermocal-tests-hypothesis"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+torch.set_num_threads(THREADS)
+settings.register_profile("thermocal", database=None)
+settings.load_profile("thermocal")
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_working_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
 def save_script(model: torch.nn.Module, path: Path) -> Path:

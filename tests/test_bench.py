@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
 
 
+@pytest.mark.bench
 def test_quick_benchmark_runs_and_thermocal_matches_the_dense_reference(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = subprocess.run(
@@ -30,6 +33,7 @@ def test_quick_benchmark_runs_and_thermocal_matches_the_dense_reference(tmp_path
     assert cells["timing"]["hvp_rev_rev_reused"] > 0 and cells["step"]["peak_extra_mb"] > 0
 
 
+@pytest.mark.bench
 def test_training_comparison_runs_on_a_tiny_budget(tmp_path: Path) -> None:
     """bench/train_compare.py cannot rot: one task, one seed, a tenth of the budget; every
     method trains, the table is printed, and the grid's best is at least as good as its
@@ -48,6 +52,7 @@ def test_training_comparison_runs_on_a_tiny_budget(tmp_path: Path) -> None:
     assert methods["thermocal re-probed at S/10"][0]["cost_runs"] > methods["thermocal"][0]["cost_runs"]
 
 
+@pytest.mark.bench
 def test_scaling_benchmark_runs_and_tables_memory_against_d(tmp_path: Path) -> None:
     out = tmp_path / "scaling.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "scaling.py"), "--quick", "--out", str(out)],
@@ -73,6 +78,7 @@ def test_gpu_benchmark_refuses_to_run_without_a_gpu() -> None:
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
 
 
+@pytest.mark.bench
 def test_trace_coverage_script_runs_and_its_intervals_cover(tmp_path: Path) -> None:
     """bench/trace_coverage.py cannot rot, and the trace's ±2 se interval covers the exact trace
     (Σ e_iᵀHe_i) about as often as a 10-probe interval should: a t-distribution with 9 degrees
@@ -88,6 +94,7 @@ def test_trace_coverage_script_runs_and_its_intervals_cover(tmp_path: Path) -> N
     assert len(cell["draws"]) == 40 and all(d["probes"] >= 10 for d in cell["draws"])
 
 
+@pytest.mark.bench
 def test_targets_script_runs_and_its_rows_solve_the_same_problem(tmp_path: Path) -> None:
     """bench/targets.py cannot rot (the transformer, tiny, has every kind of row), and its rows
     are the same estimate at other costs: every row's lambda_max, and lambda_min where it has

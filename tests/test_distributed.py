@@ -27,6 +27,7 @@ def single(*args: object, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_single_process_numbers(tmp_path: Path) -> None:
     common = [DIGITS / "model.pt", DIGITS / "data", "--steps", 2000, "--micro-batch", 200, "--per-layer"]
     two = torchrun("probe", *common, "--out", tmp_path / "two.json", cwd=tmp_path)
@@ -35,8 +36,11 @@ def test_two_processes_give_the_single_process_numbers(tmp_path: Path) -> None:
     one = single("probe", *common, "--out", tmp_path / "one.json", "-q", cwd=tmp_path)
     assert one.returncode == 0, one.stderr
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("two", "one"))
-    for key in ("lambda_max", "lambda_min", "trace", "trace_stderr"):
+    for key in ("lambda_max", "lambda_min", "trace"):
         assert a["measurements"]["hessian"][key] == pytest.approx(b["measurements"]["hessian"][key], rel=1e-6), key
+    # The float32 products are summed in another order over two processes (~1e-7 relative); the
+    # probe values' standard deviation (0.14 against values near 16) magnifies that ~40-fold.
+    assert a["measurements"]["hessian"]["trace_stderr"] == pytest.approx(b["measurements"]["hessian"]["trace_stderr"], rel=1e-5)
     assert a["measurements"]["hessian"]["hvps"] == b["measurements"]["hessian"]["hvps"]
     for key in ("grad_norm_mean", "grad_var", "grad_sq_mean", "loss"):
         assert a["measurements"]["gradient_noise"][key] == pytest.approx(b["measurements"]["gradient_noise"][key], rel=1e-9)

@@ -169,7 +169,8 @@ def test_pickles_never_run_without_trust(world, tmp_path, monkeypatch) -> None:
         one_line_error(run("probe", tmp_path / evil, world["data"], "-q"), 2, f"{evil}: holds pickled Python objects",
                        "--trust-checkpoint", "state_dict()")
     torch.save({"inputs": Payload(), "targets": torch.zeros(2)}, tmp_path / "evil_data.pt")
-    one_line_error(run("probe", world["script"], tmp_path / "evil_data.pt", "-q"), 2, "evil_data.pt: cannot be read")
+    one_line_error(run("probe", world["script"], tmp_path / "evil_data.pt", "-q"), 2,
+                   "evil_data.pt: holds pickled Python objects, which thermocal does not unpickle")
     # A torch.export archive whose pickled sample inputs would run code: torch.export.load
     # falls back to weights_only=False by itself; thermocal forces the restricted unpickler.
     evil_pt2 = tmp_path / "evil.pt2"
@@ -182,7 +183,7 @@ def test_pickles_never_run_without_trust(world, tmp_path, monkeypatch) -> None:
                 data = buffer.read_bytes()
             dst.writestr(item, data)
     one_line_error(run("probe", evil_pt2, world["data"], "-q", "--out", tmp_path / "o.json"), 2,
-                   "evil.pt2: holds pickled Python objects beside the program")
+                   "evil.pt2: entry", "holds pickled Python objects, which thermocal does not unpickle")
     assert not Payload.marker.exists()
     assert os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD") is None  # restored after loading
 
@@ -233,6 +234,7 @@ def test_corrupted_and_foreign_files(world, tmp_path) -> None:
     one_line_error(run("probe", tmp_path / "hf", world["data"], "-q"), 2, needle)
 
 
+@pytest.mark.interop
 def test_hugging_face_directory_with_its_own_loss(tmp_path) -> None:
     transformers = pytest.importorskip("transformers")
     config = transformers.GPT2Config(vocab_size=23, n_positions=16, n_embd=16, n_layer=1, n_head=2,
@@ -322,7 +324,7 @@ def test_bad_data(world, tmp_path) -> None:
     (tmp_path / "nolabel.csv").write_text("a,b\n1,2\n")
     one_line_error(run("probe", model, tmp_path / "nolabel.csv", "-q"), 2, "--target-column", "columns: a, b")
     np.savez(tmp_path / "objects.npz", x=np.array([{"a": 1}], dtype=object), y=np.zeros(1))
-    one_line_error(run("probe", model, tmp_path / "objects.npz", "-q"), 2, "objects.npz: cannot be read as .npz")
+    one_line_error(run("probe", model, tmp_path / "objects.npz", "-q"), 2, "objects.npz: 'x' cannot be read")
     (tmp_path / "x.txt").write_text("1 2 3")
     one_line_error(run("probe", model, tmp_path / "x.txt", "-q"), 2, "unknown data suffix")
     one_line_error(run("probe", model, "-q"), 2, "give DATA or --dataset")

@@ -20,7 +20,7 @@ from thermocal.probe.hvp import HessianOperator
 from thermocal.probe.lanczos import lanczos
 from thermocal.probe.measure import ProbeSettings, probe
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 DIGITS = SAMPLES / "digits_mlp"
 

@@ -20,10 +20,11 @@ from thermocal.cli import app
 README = (ROOT / "README.md").read_text()
 
 
-def test_ci_runs_the_readme_test_command() -> None:
+def test_ci_runs_the_readme_test_command_and_the_full_tier() -> None:
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
-    assert ci[-1] in README
-    assert "pytest" in ci[-1]
+    readme_command = next(line for line in ci if line.startswith("pip install") and "pytest" in line)
+    assert readme_command in README
+    assert 'python -m pytest -m "slow or bench"' in ci and 'python -m pytest -m "slow or bench"' in README
 
 
 def test_every_documented_flag_exists() -> None:
@@ -56,6 +57,7 @@ def test_use_the_schedule_pytorch_block_runs(tmp_path: Path, monkeypatch: pytest
     assert seen == pytest.approx([schedule.lr(t) for t in range(40)], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_use_in_ci_shell_block_passes_and_then_catches_drift(tmp_path: Path) -> None:
     """The plain-shell CI recipe, run as written on the digits sample standing in for model.pt/data/."""
     shutil.copy(SAMPLES / "digits_mlp" / "model.pt", tmp_path / "model.pt")
@@ -89,6 +91,7 @@ def dataset():
 """
 
 
+@pytest.mark.slow
 def test_what_can_i_probe_commands_work(tmp_path: Path) -> None:
     """Every command of "What can I probe?", run as written on files made to its names."""
     import numpy as np

@@ -55,6 +55,7 @@ def lrs_of_torch_snippet(text: str, steps: int) -> list[float]:
     return out
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("name", ["plain", "warm", "flat"])
 def test_torch_hf_and_lightning_snippets_reproduce_the_schedule(files, name: str) -> None:
     schedule = thermocal.load_schedule(files[name])
@@ -121,6 +122,7 @@ def expected_lrs(path: Path) -> tuple[int, list[float]]:
     return schedule.total_steps, [schedule.lr(t) for t in range(schedule.total_steps + 1)]
 
 
+@pytest.mark.interop
 @pytest.mark.parametrize("name", ["plain", "warm", "flat"])
 def test_optax_snippet_runs_and_reproduces_the_schedule(files, name: str) -> None:
     jax = pytest.importorskip("jax")
@@ -135,6 +137,7 @@ def test_optax_snippet_runs_and_reproduces_the_schedule(files, name: str) -> Non
                                torch.tensor(expected, dtype=torch.float64), rtol=1e-9, atol=0)
 
 
+@pytest.mark.interop
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # keras' torch backend vs numpy 2's copy keyword
 @pytest.mark.parametrize("name", ["plain", "warm", "flat"])
 def test_keras_snippet_runs_and_reproduces_the_schedule(files, name: str, monkeypatch) -> None:

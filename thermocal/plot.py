@@ -23,7 +23,8 @@ def render_png(doc: ScheduleFile) -> bytes:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise InputError("thermocal plot needs matplotlib: pip install 'thermocal[plot]'") from exc
+        raise InputError("thermocal plot needs matplotlib: pip install matplotlib (or, from a clone of thermocal, "
+                         "pip install '.[plot]')") from exc
     s = doc.schedule
     total = total_steps(s)
     if not total:
