@@ -22,8 +22,8 @@ import torch
 from pyhessian import hessian as PyHessian
 
 from thermocal.errors import InputError
-from thermocal.probe.gradient_noise import Batch
-from thermocal.probe.losses import LossFn
+from thermocal.noise import Batch
+from thermocal.losses import LossFn
 
 NAME = "pyhessian"
 # `pyhessian.hessian` is shadowed by the class of that name in the package namespace.

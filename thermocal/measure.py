@@ -7,24 +7,23 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Iterator, Literal, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 
+from thermocal.config import Config
 from thermocal.distributed import SINGLE, Group
 from thermocal.errors import DataError, InputError, NumericalError
-from thermocal.io.checkpoint import set_eval
-from thermocal.probe.blocks import partition, restricted
-from thermocal.probe.density import slq_density
-from thermocal.probe.gradient_noise import Batch, minibatch_gradients, noise_statistics
-from thermocal.probe.hvp import HessianOperator, supports_forward_mode
-from thermocal.probe.lanczos import LanczosResult, lanczos
-from thermocal.probe.losses import LossFn, LossSpec, resolve_loss
-from thermocal.probe.power import power_iteration
-from thermocal.probe.pyhessian_engine import PyHessianEngine, seeded_global_rng
-from thermocal.probe.trace import TraceEstimate, deflated_probes, hutchinson, hutchpp_sketch, sketch_trace
+from thermocal.curvature.blocks import partition, restricted
+from thermocal.curvature.density import slq_density
+from thermocal.noise import Batch, minibatch_gradients, noise_statistics
+from thermocal.curvature.hvp import HessianOperator, supports_forward_mode
+from thermocal.curvature.lanczos import LanczosResult, lanczos
+from thermocal.losses import LossFn, LossSpec, check_callable, resolve_loss
+from thermocal.curvature.power import power_iteration
+from thermocal.curvature.trace import TraceEstimate, deflated_probes, hutchinson, hutchpp_sketch, sketch_trace
 from thermocal.records import (
-    EIG_FLOOR_FRACTION, BlockCurvature, EstimateRecord, HessianSpectrum, Measurements, SpectralDensity,
+    EIG_FLOOR_FRACTION, BlockCurvature, EstimateRecord, HessianSpectrum, Measurements, NoiseCurvature, SpectralDensity,
 )
 
 # pyhessian's own stopping rule (relative change between iterations) for its power iteration;
@@ -34,17 +33,18 @@ PYHESSIAN_POWER_TOL = 1e-7
 # spectrum towards (an upper confidence bound on) the mean eigenvalue tr(H)/d ([H4]).
 SHIFT_FRACTION = 0.45
 TRACE_BOUND_ERRORS = 3.0
-DEFAULT_EIG_RTOL = {"native": 1e-3, "pyhessian": 1e-2}
-DEFAULT_MAX_ITER = {"lanczos": 1000, "power": 20000}
 HUTCHPP_SKETCH = 20
+# Lanczos runs at least this many steps: its basis deflates the trace's probes ([H8]), and 20 rows
+# cost fewer products in all than stopping at lambda_max's 6-12 and probing longer ([H12]).
+LANCZOS_MIN_ITER = 20
+BOOTSTRAP = 1000  # resamples of the minibatches for the noise statistics' standard errors ([N6])
+DENSITY_PROBES, DENSITY_STEPS = 4, 80  # stochastic Lanczos quadrature ([H9])
+# Deviations g_k − ḡ whose curvature gives tr(H·Σ_B) ([N8]), fewer when d numbers each would pass PROBE_MEMORY.
+NOISE_CURVATURE_MINIBATCHES = 8
 TRACE_CHUNK = 10
 GIB = 1 << 30
 # At most this many bytes of trace probe vectors (and their products) exist at once ([H11]).
 PROBE_MEMORY = GIB
-
-Engine = Literal["native", "pyhessian"]
-Method = Literal["lanczos", "power"]
-
 
 class Progress(Protocol):
     """Where the probe reports its phases and products. `total` is the phase's exact length when
@@ -64,58 +64,12 @@ class NoProgress:
 
 
 @dataclass(frozen=True)
-class ProbeSettings:
-    batch_size: int = 32
-    loss: str = "auto"
-    label_smoothing: float = 0.0
-    seed: int = 0
-    engine: Engine = "native"
-    method: Method | None = None  # native: lanczos; pyhessian: power
-    trace_method: Literal["hutch++", "hutchinson"] | None = None  # native: hutch++; pyhessian: hutchinson
-    hvp: Literal["auto", "rev-rev", "fwd-rev"] = "auto"
-    vmap_probes: bool = False  # batch trace probes through vmap: slower on CPU in the benchmark
-    dtype: Literal["float32", "float64"] | None = None  # None: the model's own
-    eig_rtol: float | None = None  # None: DEFAULT_EIG_RTOL[engine]
-    max_iter: int | None = None  # None: DEFAULT_MAX_ITER[method]
-    trace_rtol: float = 2e-2
-    max_probes: int = 1000
-    micro_batch: int = 1024
-    bootstrap: int = 1000
-    top_k: int = 1
-    density: bool = False
-    density_probes: int = 4
-    density_steps: int = 80
-    per_layer: bool = False
-    blocks: tuple[str, ...] = ()
-    lanczos_memory: float = 4.0  # GiB of Lanczos basis; past it the run restarts ([H11])
-    graph_memory: float = 1.0  # GiB of kept micro-batch gradient graphs; the others are rebuilt per product ([H6])
-
-    def resolved(self) -> "ProbeSettings":
-        """Fill the engine-dependent defaults and reject combinations the engine cannot do."""
-        method = self.method or ("lanczos" if self.engine == "native" else "power")
-        if self.engine == "pyhessian":
-            asked = {"--method lanczos": method == "lanczos", "--density": self.density, "--top-k": self.top_k > 1,
-                     "--per-layer/--blocks": self.per_layer or bool(self.blocks), "--hvp fwd-rev": self.hvp == "fwd-rev",
-                     "--trace-method hutch++": self.trace_method == "hutch++"}
-            for flag, on in asked.items():
-                if on:
-                    raise InputError(f"{flag} needs --engine native (pyhessian offers power iteration and Hutchinson only)")
-        if method == "power" and self.top_k > 1:
-            raise InputError("--top-k needs --method lanczos")
-        return ProbeSettings(**{
-            **self.__dict__, "method": method,
-            "eig_rtol": self.eig_rtol if self.eig_rtol is not None else DEFAULT_EIG_RTOL[self.engine],
-            "max_iter": self.max_iter if self.max_iter is not None else DEFAULT_MAX_ITER[method],
-            "trace_method": self.trace_method or ("hutch++" if self.engine == "native" else "hutchinson"),
-        })
-
-
-@dataclass(frozen=True)
 class ProbeResult:
     loss: str
     num_params: int
     dtype: str
     measurements: Measurements
+    hessian_samples: int
     timings: dict[str, float] = field(default_factory=dict)
     unused_parameters: list[str] = field(default_factory=list)
 
@@ -216,14 +170,14 @@ def _trace_record(method: str, hvps: int, estimate: TraceEstimate, rtol: float, 
 
 
 def _other_end(matvec: Callable[[torch.Tensor], torch.Tensor], dominant: float, trace: TraceEstimate, dim: int,
-               settings: ProbeSettings, generator: torch.Generator, device: torch.device, dtype: torch.dtype):
+               config: Config, generator: torch.Generator, device: torch.device, dtype: torch.dtype):
     """Power iteration on H − σI for the end of the spectrum opposite `dominant` ([H4])."""
     side = 1.0 if dominant >= 0 else -1.0  # +1: lambda_max is known, look for lambda_min
     mean_bound = (trace.value + side * TRACE_BOUND_ERRORS * trace.stderr) / dim
     v0 = torch.randn(dim, generator=generator, dtype=torch.float64).to(device, dtype)
     floor = EIG_FLOOR_FRACTION * abs(dominant)
     for shift in (opposite_shift(dominant, mean_bound), dominant):
-        other = power_iteration(matvec, v0, shift=shift, rtol=settings.eig_rtol, floor=floor, max_iter=settings.max_iter)
+        other = power_iteration(matvec, v0, shift=shift, rtol=config.eigen_rtol, floor=floor, max_iter=config.iterations)
         if side * (shift - other.value) > 0:  # found the far end, as intended
             break
     return other
@@ -240,16 +194,16 @@ def _check_finite(**values: float) -> None:
             raise NumericalError(f"the Hessian's {name} came out as {value}")
 
 
-def _pyhessian_spectrum(engine: PyHessianEngine, s: ProbeSettings, progress: Progress, generator: torch.Generator,
+def _pyhessian_spectrum(engine, s: Config, progress: Progress, generator: torch.Generator,
                         timer: _Timer) -> HessianSpectrum:
-    rtol = s.eig_rtol
+    rtol = s.eigen_rtol
     with timer("extremes"):
         progress.phase("Hessian: power iteration (pyhessian)", None)
         start = engine.hvps
-        vector = engine.dominant_eigenvector(tol=PYHESSIAN_POWER_TOL, max_iter=s.max_iter)
+        vector = engine.dominant_eigenvector(tol=PYHESSIAN_POWER_TOL, max_iter=s.iterations)
         # pyhessian stops when the Rayleigh quotient stops changing, which can be well before the
         # eigenvector is resolved; continue the same iteration until the residual test passes.
-        top = power_iteration(engine.matvec, vector, rtol=rtol, max_iter=s.max_iter)
+        top = power_iteration(engine.matvec, vector, rtol=rtol, max_iter=s.iterations)
         first = _record("power iteration (pyhessian), continued until the residual test passed",
                         engine.hvps - start, engine.hvps - start, top.residual, rtol, top.converged)
     with timer("trace"):
@@ -273,28 +227,26 @@ def _pyhessian_spectrum(engine: PyHessianEngine, s: ProbeSettings, progress: Pro
     )
 
 
-def _operator(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: ProbeSettings, on_hvp,
+def _operator(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: Config, on_hvp,
               group: Group = SINGLE) -> HessianOperator:
     """The native operator in the asked mode. `auto` is reverse-over-reverse: it was the faster on
     every benchmark model, with and without graph reuse (bench/RESULTS.md)."""
     mode = "rev-rev" if s.hvp == "auto" else s.hvp
-    if mode == "fwd-rev" and not supports_forward_mode(model):
-        raise InputError("--hvp fwd-rev needs an eager module; TorchScript models use rev-rev")
     total = sum(int(x.shape[0]) for x, _ in batches)
     return HessianOperator(model, loss_fn, group.shard(batches), params, mode=mode, vmap=s.vmap_probes, on_hvp=on_hvp,
                            total_examples=total, reduce=group.sum, graph_memory=int(s.graph_memory * GIB))
 
 
-def _basis_bounds(op: HessianOperator, s: ProbeSettings, size: int | None = None) -> dict:
+def _basis_bounds(op: HessianOperator, s: Config, size: int | None = None) -> dict:
     """The Lanczos basis's dtype (float64 for a float64 model, else float32: the products are
     computed in the model's dtype anyway) and its row limit from --lanczos-memory ([H11])."""
     dtype = torch.float64 if op.dtype == torch.float64 else torch.float32
     size = size or op.dim
     rows = int(s.lanczos_memory * GIB) // (size * dtype.itemsize)
-    return {"dtype": dtype, "max_basis": rows if rows < min(s.max_iter, size) else None}
+    return {"dtype": dtype, "max_basis": rows if rows < min(s.iterations, size) else None}
 
 
-def _krylov(op: HessianOperator, s: ProbeSettings, generator: torch.Generator, *, top_k: int, bottom_k: int,
+def _krylov(op: HessianOperator, s: Config, generator: torch.Generator, *, top_k: int, bottom_k: int,
             index: torch.Tensor | None = None) -> LanczosResult:
     """Lanczos from a seeded Gaussian start on H, or on its diagonal block on `index` ([H10]),
     within the basis bounds of [H11]. The start is drawn in float64 and kept in the basis's
@@ -306,8 +258,8 @@ def _krylov(op: HessianOperator, s: ProbeSettings, generator: torch.Generator, *
     matvec = partial(op.matvec, dtype=bounds["dtype"])
     if index is not None:
         matvec = restricted(matvec, index, op.dim)
-    return lanczos(matvec, v0, rtol=s.eig_rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=s.max_iter,
-                   top_k=top_k, bottom_k=bottom_k, **bounds)
+    return lanczos(matvec, v0, rtol=s.eigen_rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=s.iterations,
+                   top_k=top_k, bottom_k=bottom_k, min_iter=min(LANCZOS_MIN_ITER, size), **bounds)
 
 
 def _lanczos_method(name: str, run: LanczosResult) -> str:
@@ -326,13 +278,13 @@ def _sketch_rows(op: HessianOperator) -> int:
     return min(HUTCHPP_SKETCH, op.dim, PROBE_MEMORY // (3 * 8 * op.dim))
 
 
-def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Tensor, float] | None, scale: float,
+def _native_trace(op: HessianOperator, s: Config, krylov: tuple[torch.Tensor, float] | None, scale: float,
                   generator: torch.Generator) -> tuple[TraceEstimate, EstimateRecord]:
     """Trace by Hutch++ (sketch: the Lanczos basis when given, whose tr(QHQ^T) = Σ alpha is
     already known, else Meyer et al.'s H·S sketch) or by plain Hutchinson ([H3], [H8])."""
     start = op.hvps
     offset = 0.0
-    if s.trace_method == "hutch++":
+    if s.trace_estimator == "hutch++":
         if krylov is not None:
             sketch, offset = krylov
             method = "Hutch++ with the Lanczos basis as sketch: tr(QHQ^T) = sum(alpha) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
@@ -351,21 +303,26 @@ def _native_trace(op: HessianOperator, s: ProbeSettings, krylov: tuple[torch.Ten
     return estimate, _trace_record(method, op.hvps - start, estimate, s.trace_rtol, scale)
 
 
-def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, generator: torch.Generator,
+def _native_spectrum(op: HessianOperator, s: Config, progress: Progress, generator: torch.Generator,
                      timer: _Timer, names: Sequence[str]) -> HessianSpectrum:
-    rtol = s.eig_rtol
+    rtol = s.eigen_rtol
     top_values: list[float] | None = None
-    if s.method == "lanczos":
+    if s.solver == "lanczos":
         with timer("extremes"):
-            progress.phase("Hessian: Lanczos (both ends)", None)
+            both = s.resolves_lambda_min
+            progress.phase("Hessian: Lanczos (both ends)" if both else "Hessian: Lanczos (lambda_max)", None)
             start = op.hvps
-            run = _krylov(op, s, generator, top_k=s.top_k, bottom_k=1)
+            run = _krylov(op, s, generator, top_k=s.top_k, bottom_k=1 if both else 0)
             hvps = op.hvps - start
-            big, small = run.largest[0], run.smallest[0]
+            big = run.largest[0]
             method = _lanczos_method("Lanczos, full reorthogonalization, Ritz residual test", run)
             max_rec = _record(method, hvps, run.iterations, big.residual, rtol, big.converged)
-            min_rec = _record(method, hvps, run.iterations, small.residual, rtol, small.converged)
-            lam_max, lam_min = big.value, small.value
+            lam_max = big.value
+            if both:
+                small = run.smallest[0]
+                min_rec, lam_min = _record(method, hvps, run.iterations, small.residual, rtol, small.converged), small.value
+            else:
+                small, min_rec, lam_min = None, None, None
             if s.top_k > 1:
                 top_values = [p.value for p in run.largest]
             krylov, scale = (run.basis, float(run.alphas.sum())), max(abs(lam_max), run.abs_trace)
@@ -379,7 +336,7 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
             progress.phase("Hessian: power iteration", None)
             start = op.hvps
             v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(op.device)
-            top = power_iteration(op.matvec, v0, rtol=rtol, max_iter=s.max_iter)
+            top = power_iteration(op.matvec, v0, rtol=rtol, max_iter=s.iterations)
             first = _record("power iteration", op.hvps - start, top.iterations, top.residual, rtol, top.converged)
         with timer("trace"):
             progress.phase("Hessian: trace", None)
@@ -391,14 +348,14 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
             second = _record("power iteration on H - sigma*I", op.hvps - start, other.iterations, other.residual,
                              rtol, other.converged)
         (lam_max, max_rec), (lam_min, min_rec) = _ordered((top.value, first), (other.value, second))
-    _check_finite(lambda_max=lam_max, lambda_min=lam_min, trace=trace.value)
+    _check_finite(lambda_max=lam_max, lambda_min=lam_min if lam_min is not None else 0.0, trace=trace.value)
 
     density = None
     if s.density:
         with timer("density"):
-            progress.phase("Hessian: spectral density (SLQ)", s.density_probes * s.density_steps)
+            progress.phase("Hessian: spectral density (SLQ)", DENSITY_PROBES * DENSITY_STEPS)
             start = op.hvps
-            d = slq_density(op.matvec, op.dim, probes=s.density_probes, steps=s.density_steps, generator=generator,
+            d = slq_density(op.matvec, op.dim, probes=DENSITY_PROBES, steps=DENSITY_STEPS, generator=generator,
                             device=op.device)
             density = SpectralDensity(grid=d.grid, density=d.density, sigma=d.sigma, probes=d.probes, steps=d.steps,
                                       hvps=op.hvps - start)
@@ -408,22 +365,22 @@ def _native_spectrum(op: HessianOperator, s: ProbeSettings, progress: Progress, 
             parts = partition(names, op.sizes, per_layer=s.per_layer, patterns=s.blocks)
             progress.phase("Hessian: per-block curvature", None)
             blocks = [_block_curvature(op, b, s, generator) for b in parts]
+    details = {"lambda_max": max_rec, "trace": trace_rec} | ({"lambda_min": min_rec} if min_rec is not None else {})
     return HessianSpectrum(
         engine="native", hvp_mode=op.mode, lambda_max=lam_max, lambda_min=lam_min, trace=trace.value,
-        trace_stderr=trace.stderr, hvps=op.hvps, converged=max_rec.converged and min_rec.converged and trace.converged,
-        details={"lambda_max": max_rec, "lambda_min": min_rec, "trace": trace_rec},
-        top_eigenvalues=top_values, density=density, blocks=blocks,
+        trace_stderr=trace.stderr, hvps=op.hvps, converged=all(rec.converged for rec in details.values()),
+        details=details, top_eigenvalues=top_values, density=density, blocks=blocks,
     )
 
 
-def _block_curvature(op: HessianOperator, block, s: ProbeSettings, generator: torch.Generator) -> BlockCurvature:
+def _block_curvature(op: HessianOperator, block, s: Config, generator: torch.Generator) -> BlockCurvature:
     """lambda_max by Lanczos on H_bb, trace by Hutch++ on H_bb with that Lanczos basis ([H10])."""
     size = len(block.index)
     start = op.hvps
     run = _krylov(op, s, generator, top_k=1, bottom_k=0, index=block.index)
     big = run.largest[0]
     eig_rec = _record(_lanczos_method("Lanczos on the diagonal block", run), op.hvps - start, run.iterations, big.residual,
-                      s.eig_rtol, big.converged)
+                      s.eigen_rtol, big.converged)
     start = op.hvps
     # the block's probes are short, but their products pass through the whole d-length operator
     matmat = restricted(partial(op.matmat, dtype=run.basis.dtype), block.index, op.dim)
@@ -437,11 +394,49 @@ def _block_curvature(op: HessianOperator, block, s: ProbeSettings, generator: to
                           details={"lambda_max": eig_rec, "trace": trace_rec})
 
 
+def set_eval(module: torch.nn.Module) -> None:
+    """Eval mode ([S1]). A torch.export program keeps the mode it was exported in and refuses eval()."""
+    try:
+        module.eval()
+    except NotImplementedError:
+        pass
+
+
+def _deviations(grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ḡ and the first m deviations g_k − ḡ (the minibatches are in shuffled order), in the
+    gradients' dtype, m bounded so that they hold at most PROBE_MEMORY bytes (at least 2)."""
+    k, d = grads.shape
+    fit = PROBE_MEMORY // max(d * grads.element_size(), 1)
+    m = max(2, min(k, NOISE_CURVATURE_MINIBATCHES, fit))
+    mean = (grads.sum(0, dtype=torch.float64) / k).to(grads.dtype)
+    return mean, grads[:m] - mean
+
+
+def _noise_curvature(matvec: Callable[[torch.Tensor], torch.Tensor], mean: torch.Tensor, deviations: torch.Tensor,
+                     k: int, progress: Progress, counter) -> NoiseCurvature:
+    """∇LᵀH∇L and tr(HΣ_B) ([N8]). With s_i = (g_i − ḡ)ᵀH(g_i − ḡ) over m minibatches,
+    E[s_i] = (1 − 1/K)·tr(HΣ_B) (ḡ holds g_i), and E[ḡᵀHḡ] = ∇LᵀH∇L + tr(HΣ_B)/K; both are
+    corrected for that. m + 1 Hessian-vector products."""
+    progress.phase("Hessian: along the gradient noise", len(deviations) + 1)
+    start = counter.hvps
+    values = [float(v.to(torch.float64) @ matvec(v).to(torch.float64)) for v in deviations]
+    m = len(values)
+    average = math.fsum(values) / m
+    spread = math.sqrt(math.fsum((x - average) ** 2 for x in values) / (m - 1))
+    trace_h_sigma = average * k / (k - 1)
+    grad_h_grad = float(mean.to(torch.float64) @ matvec(mean).to(torch.float64)) - trace_h_sigma / k
+    if not (math.isfinite(trace_h_sigma) and math.isfinite(grad_h_grad)):
+        raise NumericalError("the curvature along the gradient noise is not finite")
+    return NoiseCurvature(grad_h_grad=grad_h_grad, trace_h_sigma=trace_h_sigma,
+                          trace_h_sigma_stderr=spread * k / (k - 1) / math.sqrt(m), minibatches=m,
+                          hvps=counter.hvps - start)
+
+
 def probe(
     model: torch.nn.Module,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    settings: ProbeSettings,
+    settings: Config,
     device: torch.device,
     progress: Progress | None = None,
     loss_fn: LossFn | None = None,
@@ -453,16 +448,19 @@ def probe(
 
     The sample is shuffled with the seeded generator and cut into K = ⌊N/B⌋ minibatches of
     the training batch size B; a short last batch is dropped. The Hessian is that of the mean
-    loss over the same K·B examples.
+    loss over the first `hessian_samples` of the same shuffled K·B examples (all by default
+    when there are at most 512).
     """
-    s = settings.resolved()
+    s = settings
     if s.engine == "pyhessian" and group.distributed:  # before any work: it would fail after the gradients
         raise InputError("--engine pyhessian runs in one process; use the native engine under torchrun")
+    if s.hvp == "fwd-rev" and not supports_forward_mode(model):
+        raise InputError("--hvp fwd-rev needs an eager module; TorchScript models use rev-rev")
     progress = progress or NoProgress()
     timer = _Timer()
     set_eval(model)
     model.to(device)
-    if s.dtype is not None:
+    if s.dtype != "model":
         model.to(getattr(torch, s.dtype))
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.is_floating_point()]
     names, params = [n for n, _ in named], [p for _, p in named]
@@ -478,10 +476,12 @@ def probe(
         inputs = inputs.to(dtype)
     inputs, targets = inputs[order].to(device), targets[order].to(device)
 
+    outputs = _first_outputs(model, inputs[:b])
     if loss_fn is None:
-        loss_name, loss_fn = resolve_loss(LossSpec(s.loss, s.label_smoothing), _first_outputs(model, inputs[:b]), targets)
+        loss_name, loss_fn = resolve_loss(LossSpec(s.loss, s.label_smoothing), outputs, targets)
     else:
         loss_name = s.loss
+        check_callable(loss_name, loss_fn, outputs, targets)
     unused = _unused_parameters(model, loss_fn, inputs[:b], targets[:b], named)
     if unused:
         for name, param in named:
@@ -495,22 +495,30 @@ def probe(
     with timer("gradient_noise"):
         progress.phase("Gradient noise", k)
         grads, losses = _gradients(model, loss_fn, _split(inputs, targets, b), params, progress.advance, group)
-        noise = noise_statistics(grads, losses, batch_size=b, samples_dropped=n - k * b, resamples=s.bootstrap,
+        noise = noise_statistics(grads, losses, batch_size=b, samples_dropped=n - k * b, resamples=BOOTSTRAP,
                                  generator=generator)
+        mean, deviations = _deviations(grads)
         del grads
 
-    micro_batches = _split(inputs, targets, s.micro_batch)
+    hessian_samples = min(s.hessian_samples or k * b, k * b)
+    micro_batches = _split(inputs[:hessian_samples], targets[:hessian_samples], s.micro_batch)
     if s.engine == "pyhessian":
+        from thermocal.curvature.pyhessian_engine import PyHessianEngine, seeded_global_rng  # only where it is used
+
         with seeded_global_rng(s.seed, device):
             engine = PyHessianEngine(model, loss_fn, micro_batches, device, on_hvp=progress.advance)
             try:
                 spectrum = _pyhessian_spectrum(engine, s, progress, generator, timer)
+                with timer("noise_curvature"):
+                    curvature = _noise_curvature(engine.matvec, mean, deviations, k, progress, engine)
             finally:
                 engine.release()
     else:
         op = _operator(model, loss_fn, micro_batches, params, s, progress.advance, group)
         try:
             spectrum = _native_spectrum(op, s, progress, generator, timer, names)
+            with timer("noise_curvature"):
+                curvature = _noise_curvature(op.matvec, mean, deviations, k, progress, op)
         finally:
             op.release()
     return ProbeResult(
@@ -518,6 +526,7 @@ def probe(
         num_params=sum(p.numel() for p in params),
         unused_parameters=unused,
         dtype=str(dtype).removeprefix("torch."),
-        measurements=Measurements(gradient_noise=noise, hessian=spectrum),
+        hessian_samples=hessian_samples,
+        measurements=Measurements(gradient_noise=noise, hessian=spectrum, noise_curvature=curvature),
         timings={phase: round(seconds, 6) for phase, seconds in timer.seconds.items()},
     )

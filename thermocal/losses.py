@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from thermocal.errors import DataError, InputError
-from thermocal.io.user_code import call_user, import_callable
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 IGNORE_INDEX = -100
@@ -120,21 +119,23 @@ def _auto(outputs: torch.Tensor, targets: torch.Tensor) -> str:
         f"{outputs.dtype} of shape {_shape(outputs)}; pass --loss (one of {', '.join(LOSS_NAMES[1:])}, or module:callable)")
 
 
+def check_callable(name: str, fn: LossFn, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+    """A loss given as a function (`--loss module:callable`, or `thermocal.probe(..., loss_fn=)`)
+    must return the mean loss: a scalar float tensor, on the first examples' outputs."""
+    value = fn(outputs, targets[: outputs.shape[0]])
+    if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
+        shown = f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if isinstance(value, torch.Tensor) \
+            else f"a {type(value).__name__}"
+        raise InputError(f"the loss {name}: must return a scalar float tensor (the mean loss), returned {shown}")
+
+
 def resolve_loss(spec: str | LossSpec, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[str, LossFn]:
-    """The loss's name and function, after checking it against `outputs` (the model's outputs
-    on the first examples) and the whole sample's `targets`."""
+    """The built-in loss's name and function, after checking it against `outputs` (the model's
+    outputs on the first examples) and the whole sample's `targets`."""
     spec = spec if isinstance(spec, LossSpec) else LossSpec(spec)
     name = spec.name
     if not 0.0 <= spec.label_smoothing < 1.0:
         raise InputError(f"--label-smoothing must be in [0, 1), got {spec.label_smoothing}")
-    if ":" in name:
-        fn = import_callable(name, "--loss")
-        value = call_user(fn, name, "--loss", outputs, targets[: outputs.shape[0]])
-        if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
-            shown = f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if isinstance(value, torch.Tensor) \
-                else f"a {type(value).__name__}"
-            raise InputError(f"--loss {name}: must return a scalar float tensor (the mean loss), returned {shown}")
-        return name, lambda o, t: call_user(fn, name, "--loss", o, t)
     if name == "auto":
         name = _auto(outputs, targets)
     if name not in LOSS_NAMES:

@@ -24,7 +24,7 @@ import torch
 from torch.func import functional_call, grad, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from thermocal.probe.losses import LossFn
+from thermocal.losses import LossFn
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Mode = Literal["rev-rev", "fwd-rev"]

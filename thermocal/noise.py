@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from thermocal.errors import NumericalError
-from thermocal.probe.losses import LossFn
+from thermocal.losses import LossFn
 from thermocal.records import GradientNoise
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -115,4 +115,5 @@ def noise_statistics(
         noise_scale_stderr=stderr["noise_scale"] if noise_scale is not None and noise_finite else None,
         grad_var_norm_cov=cov,
         bootstrap_resamples=resamples,
+        loss_stderr=float(losses.std() / k**0.5),
     )

@@ -14,8 +14,8 @@ from typing import Callable
 
 import torch
 
-from thermocal.probe.lanczos import lanczos, tridiagonal
-from thermocal.probe.trace import rademacher
+from thermocal.curvature.lanczos import lanczos, tridiagonal
+from thermocal.curvature.trace import rademacher
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,0 @@
-"""Torch math on a loaded model and sample: no disk I/O, no printing."""
