@@ -108,7 +108,7 @@ def cell_timing(model, x, y, loss_fn):
     transformer it took twice as long), which the probe's run of products of one kind, or a
     training loop's run of steps, does not. Three back-to-back repeats per kind, as before,
     moved the CNN's HVP/gradient ratio by 20% between runs."""
-    from thermocal.probe.hvp import HessianOperator
+    from thermocal.curvature.hvp import HessianOperator
 
     params = list(model.parameters())
     dim = sum(p.numel() for p in params)
@@ -136,9 +136,9 @@ def cell_timing(model, x, y, loss_fn):
 
 
 def cell_reference(model, x, y, loss_fn, name):
-    from thermocal.probe.hvp import HessianOperator
-    from thermocal.probe.lanczos import lanczos
-    from thermocal.probe.trace import deflated_probes, hutchinson
+    from thermocal.curvature.hvp import HessianOperator
+    from thermocal.curvature.lanczos import lanczos
+    from thermocal.curvature.trace import deflated_probes, hutchinson
 
     model = model.double()
     x = x.double() if x.is_floating_point() else x
@@ -181,10 +181,11 @@ def cell_reference(model, x, y, loss_fn, name):
 
 
 def cell_thermocal(model, x, y, loss_fn):
-    from thermocal.probe.measure import ProbeSettings, probe
+    from thermocal.config import Config
+    from thermocal.measure import probe
 
     start = time.perf_counter()
-    settings = ProbeSettings(batch_size=min(32, len(x) // 4), loss="bench", trace_rtol=0.05)
+    settings = Config(lambda_min=True, hessian_samples=None, batch_size=min(32, len(x) // 4), loss="bench", trace_rtol=0.05)
     result = probe(model, x, y, settings, torch.device("cpu"), loss_fn=loss_fn)
     elapsed = time.perf_counter() - start
     h = result.measurements.hessian
@@ -195,7 +196,7 @@ def cell_thermocal(model, x, y, loss_fn):
 
 
 def cell_pyhessian(model, x, y, loss_fn):
-    from thermocal.probe.pyhessian_engine import _CountingHessian
+    from thermocal.curvature.pyhessian_engine import _CountingHessian
 
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -215,8 +216,8 @@ def cell_pyhessian(model, x, y, loss_fn):
 def cell_pyhessian_matched(model, x, y, loss_fn):
     """pyhessian asked for the same accuracy as thermocal's default: its power iteration at
     tol 1e-6 (maxIter 1000), and its Hutchinson probes until the standard error is 5%."""
-    from thermocal.probe.pyhessian_engine import _CountingHessian
-    from thermocal.probe.trace import hutchinson
+    from thermocal.curvature.pyhessian_engine import _CountingHessian
+    from thermocal.curvature.trace import hutchinson
 
     torch.manual_seed(0)
     start = time.perf_counter()

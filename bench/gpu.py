@@ -47,7 +47,7 @@ def _median(fn, device: torch.device, repeats: int = 5) -> float:
 
 
 def unit_costs(model, x, y, loss_fn, device: torch.device) -> dict:
-    from thermocal.probe.hvp import HessianOperator
+    from thermocal.curvature.hvp import HessianOperator
 
     params = list(model.parameters())
     op = HessianOperator(model, loss_fn, [(x, y)], params)
@@ -60,9 +60,10 @@ def unit_costs(model, x, y, loss_fn, device: torch.device) -> dict:
 
 
 def thermocal_probe(model, x, y, loss_fn, device: torch.device, vmap: bool) -> dict:
-    from thermocal.probe.measure import ProbeSettings, probe
+    from thermocal.config import Config
+    from thermocal.measure import probe
 
-    settings = ProbeSettings(batch_size=min(32, len(x) // 4), loss="bench", trace_rtol=0.05, vmap_probes=vmap)
+    settings = Config(lambda_min=True, hessian_samples=None, batch_size=min(32, len(x) // 4), loss="bench", trace_rtol=0.05, vmap_probes=vmap)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     done = []
@@ -77,7 +78,7 @@ def thermocal_probe(model, x, y, loss_fn, device: torch.device, vmap: bool) -> d
 
 
 def pyhessian_defaults(model, x, y, loss_fn) -> dict:
-    from thermocal.probe.pyhessian_engine import _CountingHessian
+    from thermocal.curvature.pyhessian_engine import _CountingHessian
 
     torch.manual_seed(0)
     result = {}

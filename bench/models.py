@@ -133,7 +133,7 @@ def describe(name: str, model: torch.nn.Module, x: torch.Tensor) -> str:
 if __name__ == "__main__":
     import time
 
-    from thermocal.probe.hvp import HessianOperator
+    from thermocal.curvature.hvp import HessianOperator
 
     for name, build in BUILDERS.items():
         if name == "digits":

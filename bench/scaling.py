@@ -51,11 +51,12 @@ def cell(n: int, width: int, memory: bool = False) -> dict:
     """One probe through the library (the default settings), in this process. A memory cell
     uses the untrained model and caps the Lanczos products at MEMORY_MAX_ITER."""
     from models import mlp, num_params
-    from thermocal.probe.measure import ProbeSettings, probe
+    from thermocal.config import Config
+    from thermocal.measure import probe
 
     model, x, y, _ = mlp(n=n, width=width, train=not memory)
     base = _peak_mb()
-    settings = ProbeSettings(batch_size=32, max_iter=MEMORY_MAX_ITER if memory else None)
+    settings = Config(lambda_min=True, hessian_samples=None, batch_size=32, max_iter=MEMORY_MAX_ITER if memory else None)
     start = time.perf_counter()
     result = probe(model, x, y, settings, torch.device("cpu"))
     elapsed = time.perf_counter() - start

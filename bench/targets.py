@@ -45,7 +45,8 @@ sys.path.insert(0, str(HERE.parent))
 import curvature  # noqa: E402  (the benchmark's models, sizes, cells and memory readings)
 import models as zoo  # noqa: E402
 
-from thermocal.probe import measure  # noqa: E402
+from thermocal import measure  # noqa: E402
+from thermocal.config import Config  # noqa: E402
 
 TRACE_RTOL = 0.05  # the benchmark's default probe (bench/curvature.py cell_thermocal)
 COMMON = ["pyhessian", "step", "default", "eig-rtol 3e-3", "eig-rtol 1e-2", "lambda_max + trace", "live tensors"]
@@ -53,7 +54,7 @@ MEMORY_ROWS = ["basis 24 rows", "basis 12 rows", "fwd-rev"]
 ROWS = {name: COMMON + (MEMORY_ROWS if name == "transformer" else []) for name in curvature.MODELS}
 
 
-def _settings(row: str, dim: int, examples: int) -> measure.ProbeSettings:
+def _settings(row: str, dim: int, examples: int) -> Config:
     extra: dict = {}
     if row.startswith("eig-rtol"):
         extra["eig_rtol"] = float(row.split()[1])
@@ -61,12 +62,12 @@ def _settings(row: str, dim: int, examples: int) -> measure.ProbeSettings:
         extra["lanczos_memory"] = int(row.split()[1]) * dim * 4 / measure.GIB  # float32 rows
     elif row == "fwd-rev":
         extra["hvp"] = "fwd-rev"
-    return measure.ProbeSettings(batch_size=min(32, examples // 4), loss="bench", trace_rtol=TRACE_RTOL, **extra)
+    return Config(lambda_min=True, hessian_samples=None, batch_size=min(32, examples // 4), loss="bench", trace_rtol=TRACE_RTOL, **extra)
 
 
 def _default_operator(model, x, y, loss_fn):
     """The default probe's settings and Hessian operator (micro-batches, product mode) on the sample."""
-    settings = measure.ProbeSettings(loss="bench", trace_rtol=TRACE_RTOL).resolved()
+    settings = Config(lambda_min=True, hessian_samples=None, loss="bench", trace_rtol=TRACE_RTOL)
     params = [p for p in model.parameters() if p.requires_grad]
     return settings, measure._operator(model, loss_fn, measure._split(x, y, settings.micro_batch), params, settings,
                                        lambda n: None)

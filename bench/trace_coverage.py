@@ -41,7 +41,8 @@ sys.path.insert(0, str(HERE.parent))
 import curvature  # noqa: E402  (the benchmark's models, sizes and criteria)
 import models as zoo  # noqa: E402
 
-from thermocal.probe import measure  # noqa: E402
+from thermocal import measure  # noqa: E402
+from thermocal.config import Config  # noqa: E402
 
 TRACE_RTOL = 0.05  # the benchmark's default probe (bench/curvature.py cell_thermocal)
 
@@ -68,7 +69,7 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def coverage(name: str, quick: bool, seeds: int, reference: dict | None) -> dict:
     model, x, y, _ = curvature.build(name, quick)
     loss_fn = curvature._criterion(name)
-    settings = measure.ProbeSettings(batch_size=min(32, len(x) // 4), loss="bench", trace_rtol=TRACE_RTOL).resolved()
+    settings = Config(lambda_min=True, hessian_samples=None, batch_size=min(32, len(x) // 4), loss="bench", trace_rtol=TRACE_RTOL)
     params = [p for p in model.parameters() if p.requires_grad]
     op = measure._operator(model, loss_fn, measure._split(x, y, settings.micro_batch), params, settings, lambda count: None)
     try:

@@ -34,6 +34,14 @@ def _fresh_working_directory(tmp_path_factory: pytest.TempPathFactory, monkeypat
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
+def engine_config(**settings: object):
+    """The engine as the curvature tests exercise it: both ends of the spectrum resolved, and the
+    Hessian of the whole sample (no --hessian-samples subset), so that dense truth applies."""
+    from thermocal.config import Config
+
+    return Config(lambda_min=True, hessian_samples=None, **settings)
+
+
 def save_script(model: torch.nn.Module, path: Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -1,4 +1,4 @@
-"""Calibration (method.md §3) on hand-computed cases."""
+"""The literal calibration (method.md §3, [C1]–[C8]) on hand-computed cases."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from thermocal.calibrate import CalibrationSettings, calibrate, temperature_t0
+from thermocal.calibrate.literal import CalibrationSettings, calibrate, temperature_t0
 from thermocal.errors import DegenerateError
 from thermocal.records import EstimateRecord, GradientNoise, HessianSpectrum
 

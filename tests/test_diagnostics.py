@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from test_calibrate import noise, spectrum
-from thermocal.calibrate import CalibrationSettings, calibrate
-from thermocal.diagnostics import diagnose
+from thermocal.calibrate.literal import CalibrationSettings, calibrate
+from thermocal.calibrate.literal_diagnostics import diagnose
 from thermocal.schedule.file import sample_table
 from thermocal.schedule.functions import exponential, learning_rate, temperature
 

@@ -8,16 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import mlp
+from conftest import engine_config, mlp
 from test_estimators import symmetric_with_spectrum
 from test_hessian_truth import dense_hessian, used_examples
-from thermocal.probe.blocks import partition
-from thermocal.probe.density import slq_density
-from thermocal.probe.gradient_noise import gram_matrix
-from thermocal.probe.hvp import HessianOperator
-from thermocal.probe.lanczos import lanczos
-from thermocal.probe.measure import ProbeSettings, probe
-from thermocal.probe.trace import deflated_probes, hutchinson, hutchpp_sketch, rademacher, sketch_trace
+from thermocal.curvature.blocks import partition
+from thermocal.curvature.density import slq_density
+from thermocal.noise import gram_matrix
+from thermocal.curvature.hvp import HessianOperator
+from thermocal.curvature.lanczos import lanczos
+from thermocal.measure import probe
+from thermocal.curvature.trace import deflated_probes, hutchinson, hutchpp_sketch, rademacher, sketch_trace
 
 CPU = torch.device("cpu")
 
@@ -95,7 +95,7 @@ def test_a_basis_that_must_grow_gives_the_same_run_as_a_reserved_one(monkeypatch
     """On the CPU the basis reserves all its rows at once (pages become resident as rows are
     written); where that is refused it starts at 64 rows and doubles. Past row 64 both give
     the same numbers."""
-    import thermocal.probe.lanczos as module
+    import thermocal.curvature.lanczos as module
 
     eigenvalues = torch.linspace(0.01, 10.0, 600).double()
     h = torch.diag(eigenvalues)
@@ -134,7 +134,7 @@ def test_a_trace_with_cancelling_curvature_stops_at_the_scale_of_the_total_curva
     # of that, and is still within its error bar of the dense truth.
     x, y = classification_sample(200, seed=9)
     eager = mlp([5, 40, 3], seed=11)
-    settings = ProbeSettings(batch_size=40, dtype="float64", trace_rtol=0.02, max_probes=1000)
+    settings = engine_config(batch_size=40, dtype="float64", trace_rtol=0.02, max_probes=1000)
     spec = probe(eager, x, y, settings, CPU).measurements.hessian
     keep = used_examples(200, settings)
     h = dense_hessian(eager, F.cross_entropy, x[keep], y[keep])
@@ -201,7 +201,7 @@ def test_operator_modes_batching_and_micro_batches_agree() -> None:
 def test_top_k_density_and_blocks_against_the_dense_hessian() -> None:
     x, y = classification_sample(120, seed=2)
     eager = mlp([5, 7, 3], seed=4)
-    settings = ProbeSettings(batch_size=30, top_k=4, density=True, per_layer=True, dtype="float64", eig_rtol=1e-8, trace_rtol=0.01)
+    settings = engine_config(batch_size=30, top_k=4, density=True, per_layer=True, dtype="float64", eig_rtol=1e-8, trace_rtol=0.01)
     spec = probe(eager, x, y, settings, CPU).measurements.hessian
     keep = used_examples(120, settings)
     h = dense_hessian(eager, F.cross_entropy, x[keep], y[keep])
@@ -223,7 +223,7 @@ def test_top_k_density_and_blocks_against_the_dense_hessian() -> None:
 def test_a_probe_within_a_tiny_lanczos_memory_matches_the_dense_hessian() -> None:
     x, y = classification_sample(120, seed=6)
     eager = mlp([5, 9, 3], seed=8)  # 84 parameters
-    settings = ProbeSettings(batch_size=30, dtype="float64", eig_rtol=1e-7, trace_rtol=0.05, lanczos_memory=12 * 84 * 8 / 2**30)
+    settings = engine_config(batch_size=30, dtype="float64", eig_rtol=1e-7, trace_rtol=0.05, lanczos_memory=12 * 84 * 8 / 2**30)
     spec = probe(eager, x, y, settings, CPU).measurements.hessian
     keep = used_examples(120, settings)
     h = dense_hessian(eager, F.cross_entropy, x[keep], y[keep])
@@ -292,7 +292,7 @@ def test_gram_and_probe_pieces_bound_memory_without_changing_the_numbers() -> No
 def test_power_method_and_plain_hutchinson_on_the_native_engine() -> None:
     x, y = classification_sample(90, seed=3)
     eager = mlp([5, 6, 3], seed=5)
-    settings = ProbeSettings(batch_size=30, method="power", trace_method="hutchinson", eig_rtol=1e-4)
+    settings = engine_config(batch_size=30, method="power", trace_method="hutchinson", eig_rtol=1e-4)
     spec = probe(eager, x, y, settings, CPU).measurements.hessian
     keep = used_examples(90, settings)
     exact = torch.linalg.eigvalsh(dense_hessian(eager, F.cross_entropy, x[keep], y[keep]))
@@ -304,11 +304,11 @@ def test_power_method_and_plain_hutchinson_on_the_native_engine() -> None:
 def test_without_room_for_a_sketch_the_power_method_traces_by_plain_hutchinson(monkeypatch) -> None:
     """[H11]: Meyer et al.'s sketch H·S of `--method power` holds its columns at once; where
     fewer than two fit the probe memory bound the trace is plain Hutchinson, and says so."""
-    import thermocal.probe.measure as measure
+    import thermocal.measure as measure
 
     x, y = classification_sample(90, seed=3)
     eager = mlp([5, 6, 3], seed=5)
-    settings = ProbeSettings(batch_size=30, method="power", eig_rtol=1e-4, trace_rtol=0.05)
+    settings = engine_config(batch_size=30, method="power", eig_rtol=1e-4, trace_rtol=0.05)
     keep = used_examples(90, settings)
     exact = float(torch.trace(dense_hessian(eager, F.cross_entropy, x[keep], y[keep])))
     roomy = probe(eager, x, y, settings, CPU).measurements.hessian

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from thermocal.probe.gradient_noise import noise_statistics
-from thermocal.probe.power import power_iteration
-from thermocal.probe.trace import hutchinson
+from thermocal.noise import noise_statistics
+from thermocal.curvature.power import power_iteration
+from thermocal.curvature.trace import hutchinson
 
 
 def symmetric_with_spectrum(eigenvalues: torch.Tensor, seed: int = 0) -> torch.Tensor:

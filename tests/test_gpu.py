@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SAMPLES, mlp
-from thermocal.probe.hvp import HessianOperator
-from thermocal.probe.lanczos import lanczos
-from thermocal.probe.measure import ProbeSettings, probe
+from conftest import engine_config, SAMPLES, mlp
+from thermocal.curvature.hvp import HessianOperator
+from thermocal.curvature.lanczos import lanczos
+from thermocal.measure import probe
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -41,7 +41,7 @@ def sample(n: int = 120) -> tuple[torch.Tensor, torch.Tensor]:
 def test_the_probe_on_the_gpu_gives_the_cpu_numbers(options: dict) -> None:
     x, y = sample()
     model = mlp([5, 16, 3], seed=2)  # 147 parameters
-    settings = ProbeSettings(batch_size=30, dtype="float64", eig_rtol=1e-8, micro_batch=50, **options)
+    settings = engine_config(batch_size=30, dtype="float64", eig_rtol=1e-8, micro_batch=50, **options)
     on_cpu = probe(copy.deepcopy(model), x, y, settings, CPU).measurements
     torch.cuda.reset_peak_memory_stats()
     on_gpu = probe(copy.deepcopy(model), x, y, settings, CUDA).measurements

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from conftest import SAMPLES, load_script, mlp
-from thermocal.probe.measure import ProbeSettings, probe
+from conftest import engine_config, SAMPLES, load_script, mlp
+from thermocal.measure import probe
 
 CPU = torch.device("cpu")
 
@@ -30,7 +30,7 @@ def dense_hessian(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Ten
     return torch.autograd.functional.hessian(loss, flat)
 
 
-def used_examples(n: int, settings: ProbeSettings) -> torch.Tensor:
+def used_examples(n: int, settings) -> torch.Tensor:
     """The K·B examples the probe uses, in its order (method.md §0)."""
     k = n // settings.batch_size
     return torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed))[: k * settings.batch_size]
@@ -51,7 +51,7 @@ def test_linear_regression_matches_the_closed_form(engine: str) -> None:
     x = torch.randn(200, 5, generator=generator) * torch.tensor([3.0, 1.0, 0.5, 2.0, 1.5]) + 0.5
     y = x @ torch.randn(5, 1, generator=generator) + 0.1 * torch.randn(200, 1, generator=generator)
     model = torch.jit.script(torch.nn.Linear(5, 1).double())
-    settings = ProbeSettings(batch_size=20, eig_rtol=1e-6, trace_rtol=0.02, engine=engine)
+    settings = engine_config(batch_size=20, eig_rtol=1e-6, trace_rtol=0.02, engine=engine)
     result = probe(model, x.double(), y.double(), settings, CPU)
     design = torch.cat([x.double(), torch.ones(200, 1, dtype=torch.float64)], dim=1)
     h = 2 * design.T @ design / 200  # all 200 examples are used: K·B = N
@@ -70,7 +70,7 @@ def test_small_mlp_matches_the_dense_hessian(engine: str) -> None:
     x = torch.randn(120, 4, generator=generator)
     y = torch.randint(0, 3, (120,), generator=generator)
     eager = mlp([4, 6, 3], seed=2)
-    settings = ProbeSettings(batch_size=30, eig_rtol=1e-4, engine=engine)
+    settings = engine_config(batch_size=30, eig_rtol=1e-4, engine=engine)
     result = probe(torch.jit.script(eager), x, y, settings, CPU)
     keep = used_examples(120, settings)
     h = dense_hessian(eager, F.cross_entropy, x[keep], y[keep])
@@ -87,8 +87,8 @@ def test_micro_batched_products_equal_the_single_batch_ones() -> None:
     y = torch.randint(0, 3, (64,), generator=generator)
     model = torch.jit.script(mlp([4, 6, 3], seed=1))
     for engine in ENGINES:
-        whole = probe(model, x, y, ProbeSettings(batch_size=16, engine=engine), CPU).measurements.hessian
-        parts = probe(model, x, y, ProbeSettings(batch_size=16, micro_batch=20, engine=engine), CPU).measurements.hessian
+        whole = probe(model, x, y, engine_config(batch_size=16, engine=engine), CPU).measurements.hessian
+        parts = probe(model, x, y, engine_config(batch_size=16, micro_batch=20, engine=engine), CPU).measurements.hessian
         assert parts.lambda_max == pytest.approx(whole.lambda_max, rel=1e-4)
         assert parts.lambda_min == pytest.approx(whole.lambda_min, rel=1e-2)
 
@@ -101,7 +101,7 @@ def test_sample_classifier_meets_the_accuracy_targets(engine: str, eig_bound: tu
     data = torch.load(SAMPLES / "digits_mlp" / "data" / "sample.pt", weights_only=True)
     eager = mlp([64, 32, 10])
     eager.load_state_dict(scripted.state_dict())
-    settings = ProbeSettings(engine=engine)
+    settings = engine_config(engine=engine)
     result = probe(scripted, data["inputs"], data["targets"], settings, CPU)
     keep = used_examples(len(data["targets"]), settings)
     h = dense_hessian(eager, F.cross_entropy, data["inputs"][keep], data["targets"][keep])

@@ -55,7 +55,7 @@ def test_integer_labels_of_any_width_are_labels(tmp_path: Path, dtype) -> None:
     np.save(tmp_path / "arrays" / "inputs.npy", x.numpy())
     np.save(tmp_path / "arrays" / "targets.npy", y.numpy().astype(dtype))
     result = runner.invoke(app, ["probe", str(model), str(tmp_path / "arrays"), "--batch-size", "16", "-q",
-                                 "-o", str(tmp_path / "o.json"), "--flat-if-cold"])
+                                 "-o", str(tmp_path / "o.json")])
     assert result.exit_code == 0, result.output
     import json
 
@@ -124,7 +124,7 @@ def test_probe_sets_the_threads_it_is_given(tmp_path: Path) -> None:
     before = torch.get_num_threads()
     try:
         result = runner.invoke(app, ["probe", str(model), str(data), "--batch-size", "16", "-q", "--threads", "3",
-                                     "-o", str(tmp_path / "o.json"), "--flat-if-cold"])
+                                     "-o", str(tmp_path / "o.json")])
         assert result.exit_code == 0, result.output
         assert torch.get_num_threads() == 3
     finally:

@@ -141,7 +141,7 @@ def test_what_can_i_probe_commands_work(tmp_path: Path) -> None:
     for i, command in enumerate(commands):
         if "tiny-gpt2" in command and not (tmp_path / "tiny-gpt2").exists():
             continue  # transformers is an optional extra
-        done = subprocess.run(["bash", "-c", f"{command} --out out{i}.json -q --batch-size 16 --flat-if-cold"],
+        done = subprocess.run(["bash", "-c", f"{command} --out out{i}.json -q --batch-size 16"],
                               cwd=tmp_path, env=env, capture_output=True, text=True)
         assert done.returncode == 0, f"{command}: {done.stderr}"
         assert (tmp_path / f"out{i}.json").exists()

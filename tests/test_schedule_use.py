@@ -18,7 +18,7 @@ from thermocal.cli import app
 from thermocal.schedule.file import schema_text
 
 runner = CliRunner()
-GOLDEN = ROOT / "tests" / "golden" / "v1"
+GOLDEN = ROOT / "tests" / "golden"
 
 
 def run(*args: object):
@@ -35,9 +35,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                      targets=torch.randint(0, 3, (96,), generator=generator))
     out = {}
     for name, extra in {"plain": [], "warm": ["--warmup-steps", 25, "--min-lr", 1e-3], "other": ["--batch-size", 8],
-                        "flat": ["--tf", 1e6, "--flat-if-cold", "--warmup-steps", 10]}.items():
+                        "flat": ["--epsilon", 1e3, "--warmup-steps", 10]}.items():
         path = folder / f"{name}.json"
-        result = run("probe", model, data, "--batch-size", 16, "--steps", 400, "--out", path, "-q", *extra)
+        result = run("probe", model, data, "--batch-size", 16, "--steps", 400, "--epsilon-stderrs", 1, "--out", path, "-q", *extra)
         assert result.exit_code == 0, result.output
         out[name] = path
     return out
@@ -217,19 +217,26 @@ def test_check_passes_good_files_and_catches_tampering(files, tmp_path: Path) ->
     assert result.exit_code == 1 and "schedule.eta0 = " in result.stdout and "FAILED" in result.stdout
 
     data = json.loads(files["plain"].read_text())
-    data["measurements"]["gradient_noise"]["grad_var"] = 1e-9  # now already cold: no schedule follows
-    cold = tmp_path / "cold.json"
-    cold.write_text(json.dumps(data))
-    result = run("check", cold)
-    assert result.exit_code == 1 and "the file's measurements give no schedule: already cold" in result.stdout
+    data["measurements"]["gradient_noise"]["grad_var"] = 1e-9  # the noise floor now meets the target: a flat schedule
+    quiet = tmp_path / "quiet.json"
+    quiet.write_text(json.dumps(data))
+    result = run("check", quiet)
+    assert result.exit_code == 1 and "schedule.kind differs from what its measurements give" in result.stdout
 
     data = json.loads(files["plain"].read_text())
-    data["measurements"]["hessian"]["details"]["lambda_min"]["converged"] = False
+    data["measurements"]["hessian"]["lambda_max"] = -1.0  # no positive curvature: no schedule follows
+    concave = tmp_path / "concave.json"
+    concave.write_text(json.dumps(data))
+    result = run("check", concave)
+    assert result.exit_code == 1 and "the file's measurements give no schedule: lambda_max = -1" in result.stdout
+
+    data = json.loads(files["plain"].read_text())
+    data["measurements"]["hessian"]["details"]["trace"]["converged"] = False
     data["measurements"]["hessian"]["converged"] = False
     unconverged = tmp_path / "unconverged.json"
     unconverged.write_text(json.dumps(data))
     result = run("check", unconverged)
-    assert result.exit_code == 1 and "estimates missed their tolerance: hessian.lambda_min" in result.stdout
+    assert result.exit_code == 1 and "estimates missed their tolerance: hessian.trace" in result.stdout
     assert "looser --eig-rtol/--trace-rtol" in " ".join(result.stdout.split())
 
     (tmp_path / "junk.json").write_text("{not json")
@@ -250,18 +257,23 @@ def test_check_drift_and_strict(files) -> None:
 
 
 def test_schema_is_committed_and_current() -> None:
-    committed = (ROOT / "schemas" / "thermocal.schedule.v1.json").read_text()
+    committed = (ROOT / "schemas" / "thermocal.schedule.v2.json").read_text()
     printed = run("schema").stdout
-    assert printed == schema_text() == committed, "schemas/ is stale: thermocal schema > schemas/thermocal.schedule.v1.json"
+    assert printed == schema_text() == committed, "schemas/ is stale: thermocal schema > schemas/thermocal.schedule.v2.json"
+    assert '"const": "thermocal.schedule/v1"' in (ROOT / "schemas" / "thermocal.schedule.v1.json").read_text()
 
 
-@pytest.mark.parametrize("golden", sorted(GOLDEN.glob("*.json")), ids=lambda p: p.name)
-def test_golden_v1_files_keep_loading_and_checking(golden: Path) -> None:
+@pytest.mark.parametrize("golden", sorted(GOLDEN.glob("v*/*.json")), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_golden_files_of_every_version_keep_loading_and_checking(golden: Path) -> None:
     schedule = thermocal.load_schedule(golden)
-    assert schedule.document.format == "thermocal.schedule/v1"
+    assert schedule.document.format == f"thermocal.schedule/{golden.parent.name}"
     assert run("check", golden).exit_code == 0
-    yaml.safe_load(run("export", golden, "--format", "yaml").stdout)
+    assert yaml.safe_load(run("export", golden, "--format", "yaml").stdout) == json.loads(golden.read_text())
+    for fmt in ("torch", "optax", "keras", "env"):
+        assert run("export", golden, "--format", fmt).exit_code == 0, fmt
+    if schedule.total_steps:
+        assert schedule.lr(schedule.total_steps) == pytest.approx(schedule.document.table[-1].lr, rel=1e-12)
 
 
 def test_golden_files_exist() -> None:
-    assert len(list(GOLDEN.glob("*.json"))) >= 3
+    assert len(list((GOLDEN / "v1").glob("*.json"))) >= 3 and len(list((GOLDEN / "v2").glob("*.json"))) >= 5

@@ -1,5 +1,7 @@
 """`thermocal check`: is a schedule file sound enough to train with? (method.md §6, [K1]–[K4])
 
+v2 files are re-derived with their own `settings`; v1 files with the literal rules they name.
+
 [K1] the file validates (format, types, cross-field rules);
 [K2] the schedule and calibration re-derived from the file's own measurements and rules equal
      the file's (a hand-edited eta0 is caught), and so do the recomputed diagnostics;
@@ -14,10 +16,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from thermocal.calibrate import CalibrationSettings, calibrate
-from thermocal.diagnostics import diagnose
+from thermocal.calibrate import CalibrationSettings, calibrate, literal, literal_diagnostics
 from thermocal.errors import DegenerateError
-from thermocal.schedule.file import ScheduleFile
+from thermocal.records import CalibrationDetails, Diagnostic, LossUnitCalibration, ScheduleBase
+from thermocal.schedule.file import ScheduleFile, ScheduleFileV2
 from thermocal.text import first_line, printable
 
 REL_TOL = 1e-9
@@ -47,7 +49,7 @@ def _close(a: float | int | None, b: float | int | None) -> bool:
 
 
 def settings_of(doc: ScheduleFile) -> CalibrationSettings:
-    """The calibration settings a file was made with, read back from its rules."""
+    """The literal calibration settings a v1 file was made with, read back from its rules."""
     s, r = doc.schedule, doc.schedule.rules
     return CalibrationSettings(
         steps=s.steps if r.steps_source == "budget" else None,
@@ -58,16 +60,28 @@ def settings_of(doc: ScheduleFile) -> CalibrationSettings:
     )
 
 
+def recalibrate(doc: ScheduleFile) -> tuple[ScheduleBase, CalibrationDetails | LossUnitCalibration, list[Diagnostic]]:
+    """The schedule, calibration record and diagnostics the file's measurements give under its settings."""
+    m, d = doc.measurements, doc.inputs.model.num_params
+    if isinstance(doc, ScheduleFileV2):
+        again = calibrate(m, d, doc.settings)
+        return again.schedule, again.details, again.diagnostics
+    made = literal.calibrate(m.gradient_noise, m.hessian, d, settings_of(doc))
+    return made.schedule, made.details, literal_diagnostics.diagnose(made.schedule, made.details, m.gradient_noise,
+                                                                      m.hessian, epsilon=doc.schedule.rules.epsilon)
+
+
 def rederive(doc: ScheduleFile) -> list[Finding]:
-    """[K2]: recompute schedule, calibration and diagnostics from measurements and rules."""
-    m = doc.measurements
+    """[K2]: recompute schedule, calibration and diagnostics from measurements and settings."""
     try:
-        again = calibrate(m.gradient_noise, m.hessian, doc.inputs.model.num_params, settings_of(doc))
-        diagnostics = diagnose(again.schedule, again.details, m.gradient_noise, m.hessian, epsilon=doc.schedule.rules.epsilon)
+        schedule, details, diagnostics = recalibrate(doc)
     except (DegenerateError, ArithmeticError, ValueError) as exc:  # ValueError: pydantic's, on values out of range
         return [Finding("rederive", "fail", f"the file's measurements give no schedule: {first_line(exc)}")]
     mismatches = []
-    for section, ours, theirs in (("schedule", doc.schedule, again.schedule), ("calibration", doc.calibration, again.details)):
+    for section, ours, theirs in (("schedule", doc.schedule, schedule), ("calibration", doc.calibration, details)):
+        if type(ours) is not type(theirs):
+            mismatches.append(f"{section} is a {type(ours).__name__}, its measurements give a {type(theirs).__name__}")
+            continue
         for name, value in ours.model_dump().items():
             other = getattr(theirs, name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) or value is None:
@@ -79,7 +93,7 @@ def rederive(doc: ScheduleFile) -> list[Finding]:
     for d in doc.diagnostics:
         fresh = theirs.pop(d.name, None)
         if fresh is None or not _close(d.value, fresh.value) or d.threshold != fresh.threshold \
-                or (d.status, d.section, d.rule) != (fresh.status, fresh.section, fresh.rule):
+                or (d.status, d.section, d.rule, d.advice) != (fresh.status, fresh.section, fresh.rule, fresh.advice):
             mismatches.append(f"diagnostic {printable(d.name)} differs from its recomputation")
     mismatches += [f"diagnostic {name} is missing" for name in theirs]
     if mismatches:
@@ -114,17 +128,24 @@ def diagnostics_status(doc: ScheduleFile, strict: bool) -> list[Finding]:
     out = []
     for d in doc.diagnostics:
         value = "none" if d.value is None else f"{d.value:.4g}"
+        message = f"{d.name} ({d.section}) = {value}: {d.rule}" + (f"; {d.advice}" if d.advice else "")
         if d.status == "fail" or (d.status == "warn" and strict):
-            out.append(Finding(f"diagnostic:{d.name}", "fail", f"{d.name} ({d.section}) = {value}: {d.rule}"))
+            out.append(Finding(f"diagnostic:{d.name}", "fail", message))
         elif d.status == "warn":
-            out.append(Finding(f"diagnostic:{d.name}", "warn", f"{d.name} ({d.section}) = {value}: {d.rule}"))
+            out.append(Finding(f"diagnostic:{d.name}", "warn", message))
     return out or [Finding("diagnostics", "pass", "no diagnostic failed")]
 
 
 def drift(doc: ScheduleFile, previous: ScheduleFile, max_drift: float) -> list[Finding]:
-    """[K4]: relative change |new − old| / |old| of eta0, tau, T0 and Tf."""
+    """[K4]: relative change |new − old| / |old| of eta0, tau, T0 and Tf. Temperatures made by
+    different rule sets are in different units: they are not compared (a warning says so)."""
     out = []
+    ours, theirs = _rule_set(doc), _rule_set(previous)
     for name in DRIFT_FIELDS:
+        if name in ("T0", "Tf") and ours != theirs:
+            out.append(Finding(f"drift:{name}", "warn", f"{name} is not compared: the files use the {ours} and the "
+                                                         f"{theirs} rules, whose temperatures have different units"))
+            continue
         new, old = getattr(doc.schedule, name), getattr(previous.schedule, name)
         if new is None or old is None:
             if new is not old:
@@ -134,6 +155,10 @@ def drift(doc: ScheduleFile, previous: ScheduleFile, max_drift: float) -> list[F
         status = "fail" if change > max_drift else "pass"
         out.append(Finding(f"drift:{name}", status, f"{name} moved {change:.1%} ({old:.4g} -> {new:.4g}; allowed {max_drift:.0%})"))
     return out
+
+
+def _rule_set(doc: ScheduleFile) -> str:
+    return doc.schedule.rules.rule_set if isinstance(doc, ScheduleFileV2) else "literal"
 
 
 def check(doc: ScheduleFile, *, strict: bool = False, previous: ScheduleFile | None = None, max_drift: float = 0.25) -> Report:

@@ -60,6 +60,20 @@ class GradientNoise(Record):
     noise_scale_stderr: float | None = Field(default=None, ge=0)
     grad_var_norm_cov: float
     bootstrap_resamples: int = Field(ge=0)
+    loss_stderr: float | None = Field(default=None, ge=0, description="standard error of the sample's mean loss: the "
+                                      "standard deviation of the K minibatch losses over √K ([N7])")
+
+
+class NoiseCurvature(Record):
+    """The curvature along the mean gradient and along its noise (method.md [N8]): ∇LᵀH∇L and
+    tr(H·Σ_B), the two quantities of McCandlish et al.'s optimal step, from one Hessian-vector
+    product with the mean gradient and one with each of `minibatches` deviations g_k − ḡ."""
+
+    grad_h_grad: float
+    trace_h_sigma: float
+    trace_h_sigma_stderr: float = Field(ge=0)
+    minibatches: int = Field(ge=2)
+    hvps: int = Field(ge=0)
 
 
 # The acceptance tests of method.md [H1] and [H3], shared by the estimators and by `check`:
@@ -139,7 +153,7 @@ class HessianSpectrum(Record):
     engine: str
     hvp_mode: str | None = None
     lambda_max: float
-    lambda_min: float
+    lambda_min: float | None = Field(description="null when not resolved (calibration v2 does not need it)")
     trace: float
     trace_stderr: float = Field(ge=0)
     hvps: int = Field(ge=0)
@@ -151,16 +165,22 @@ class HessianSpectrum(Record):
 
     @model_validator(mode="after")
     def _estimates(self) -> "HessianSpectrum":
-        return _require(self, ("lambda_max", "lambda_min", "trace"))
+        return _require(self, ("lambda_max", "trace") + (("lambda_min",) if self.lambda_min is not None else ()))
+
+    @property
+    def dominant(self) -> float:
+        """|λ_dom|: the largest magnitude measured (λ_max alone when λ_min was not resolved)."""
+        return max(abs(self.lambda_max), abs(self.lambda_min or 0.0))
 
     def unconverged(self, num_params: int) -> list[str]:
         """Names of the estimates that missed their tolerance, blocks' as `block.estimate`: judged
         on each record's own residual or standard error ([H1], [H3]), so a `converged` flag set
         by hand does not pass. `num_params` is d (it bounds the trace's scale, see trace_met)."""
-        dominant = max(abs(self.lambda_max), abs(self.lambda_min))
+        dominant = self.dominant
         met = {"lambda_max": self.details["lambda_max"].eigenvalue_met(self.lambda_max, dominant),
-               "lambda_min": self.details["lambda_min"].eigenvalue_met(self.lambda_min, dominant),
                "trace": self.details["trace"].trace_met(self.trace, self.trace_stderr, num_params * dominant)}
+        if self.lambda_min is not None:
+            met["lambda_min"] = self.details["lambda_min"].eigenvalue_met(self.lambda_min, dominant)
         names = [name for name, rec in self.details.items() if not (rec.converged and met.get(name, True))]
         for block in self.blocks or []:
             block_met = {"lambda_max": block.details["lambda_max"].eigenvalue_met(block.lambda_max, dominant),
@@ -174,6 +194,7 @@ class HessianSpectrum(Record):
 class Measurements(Record):
     gradient_noise: GradientNoise
     hessian: HessianSpectrum
+    noise_curvature: NoiseCurvature | None = None
 
 
 class Rules(Record):
@@ -188,12 +209,33 @@ class Rules(Record):
     epsilon: float = Field(default=0.01, ge=0, description="the loss tolerance of the §7 guarantee diagnostic")
 
 
-class Schedule(Record):
-    """T(t) = T0·exp(−t/tau), eta(t) = eta0·exp(−t/(2·tau)), t in optimizer steps (method.md §3),
-    after an optional linear warmup of `warmup_steps` and never below `min_lr` ([C8]).
-    `steps` is the cooling budget; training lasts warmup_steps + steps.
+class LiteralRules(Rules):
+    """The seed's formulas read literally (method.md §3, [C1]–[C8]), in a v2 file."""
 
-    A `constant` schedule (asked for with --flat-if-cold) has no tau and gamma = 1.
+    rule_set: Literal["literal"]
+
+
+class LossUnitRules(Record):
+    """Which rules of calibration v2 produced the schedule (method.md [C9]–[C14])."""
+
+    rule_set: Literal["loss-units"]
+    eta0_rule: Literal["stability", "optimal", "min"]
+    eta0_bound: Literal["stability", "optimal"]
+    stability_fraction: float = Field(gt=0)
+    epsilon_source: Literal["user", "loss_stderr"]
+    epsilon_stderrs: float | None = Field(default=None, gt=0, description="ε in standard errors of the mean loss, when measured")
+    epsilon: float = Field(gt=0, description="the loss tolerance ε, in loss units")
+    probability: float = Field(gt=0, lt=1, description="Tf is where P(L − L* < ε) reaches this")
+    tau_rule: Literal["budget", "flat"]
+    flat_reason: Literal["noise_floor_below_target", "no_budget"] | None = None
+
+
+class ScheduleBase(Record):
+    """T(t) = T0·exp(−t/tau), t in optimizer steps after an optional linear warmup of
+    `warmup_steps`, with eta(t) = eta0·exp(−t/tau) (`lr_law: linear`, eta ∝ T) or
+    eta0·exp(−t/(2·tau)) (`sqrt`, the seed's eta ∝ √T), never below `min_lr` (method.md [C5],
+    [C8], [C9]). `steps` is the cooling budget; training lasts warmup_steps + steps.
+    A `constant` schedule has no tau and gamma = 1.
     """
 
     kind: Literal["exponential", "constant"]
@@ -205,9 +247,19 @@ class Schedule(Record):
     steps: int | None = Field(default=None, ge=1, le=MAX_STEPS)
     warmup_steps: int = Field(default=0, ge=0, le=MAX_STEPS)
     min_lr: float = Field(default=0.0, ge=0)
+    lr_law: Literal["linear", "sqrt"] = "sqrt"
     lr_expression: str
     temperature_expression: str
+
+
+class Schedule(ScheduleBase):
+    """A v1 file's schedule: the literal rules, the seed's lr ∝ √T."""
+
     rules: Rules
+
+
+class ScheduleV2(ScheduleBase):
+    rules: LiteralRules | LossUnitRules = Field(discriminator="rule_set")
 
 
 class CalibrationDetails(Record):
@@ -222,8 +274,23 @@ class CalibrationDetails(Record):
     eta_stable: float | None = Field(default=None, gt=0)
 
 
+class LossUnitCalibration(Record):
+    """The intermediate values of calibration v2, kept so that each can be checked (method.md [C9]–[C14])."""
+
+    d_eff: float = Field(gt=0, description="tr(H)/lambda_max, at least 1: the stiff modes that hold the noise")
+    grad_var: float = Field(ge=0, description="tr Σ_B at the training batch size [N3]")
+    noise_floor: float = Field(ge=0, description="E(eta0) = eta0·tr Σ_B / 4: the excess loss SGD keeps at eta0")
+    noise_floor_end: float = Field(ge=0, description="E at the schedule's last learning rate")
+    T0_stderr: float = Field(ge=0)
+    eta_stable: float | None = Field(default=None, gt=0)
+    eta_optimal: float | None = Field(default=None, gt=0)
+    probability_start: float = Field(ge=0, le=1, description="P(L − L* < ε) at T0, by the Gibbs law [G1]")
+    probability_end: float = Field(ge=0, le=1, description="P(L − L* < ε) at the last temperature")
+    tau_budget: float | None = None
+
+
 class Diagnostic(Record):
-    """One of the seed's conditions as a named check (method.md §4)."""
+    """One of the seed's conditions as a named check (method.md §4, [D9]–[D13])."""
 
     name: str
     section: str
@@ -231,3 +298,4 @@ class Diagnostic(Record):
     threshold: float | None
     status: Literal["pass", "warn", "fail", "info"]
     rule: str
+    advice: str | None = Field(default=None, description="what the user can change when it warns")

@@ -26,30 +26,38 @@ def _pm(value: float, stderr: float | None) -> str:
     return _num(value) if stderr is None else f"{value:.4g} ± {stderr:.2g}"
 
 
-def summary(doc: ScheduleFile) -> Group:
-    """Measurements with their errors, the schedule, and the diagnostics."""
-    noise, hess, s, cal = doc.measurements.gradient_noise, doc.measurements.hessian, doc.schedule, doc.calibration
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title, title_justify="left", show_header=True, header_style="bold")
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("value", "threshold") else "left",
+                         overflow="fold" if column in ("how", "rule") else "ellipsis")
+    return table
 
-    measured = Table(title="Measurements", title_justify="left", show_header=True, header_style="bold")
-    measured.add_column("quantity")
-    measured.add_column("value", justify="right")
-    measured.add_column("how", overflow="fold")
+
+def _measurements(doc: ScheduleFile) -> Table:
+    noise, hess, extra = doc.measurements.gradient_noise, doc.measurements.hessian, doc.measurements.noise_curvature
+    measured = _table("Measurements", "quantity", "value", "how")
     how_noise = f"K={noise.num_batches} minibatches of B={noise.batch_size}, bootstrap ±"
     used = f"mean over the {noise.samples_used} examples of K·B = {noise.num_batches}·{noise.batch_size}"
     if noise.samples_dropped:
         used += f" ({noise.samples_dropped} of {noise.samples_used + noise.samples_dropped} left over, dropped)"
-    _row(measured, "loss L(θ)", _num(noise.loss), used)
+    _row(measured, "loss L(θ)", _pm(noise.loss, noise.loss_stderr), used + ("; ± its standard error" if noise.loss_stderr
+                                                                             is not None else ""))
     _row(measured, "grad_norm_mean", _pm(noise.grad_norm_mean, noise.grad_norm_mean_stderr), how_noise)
-    _row(measured, "grad_var", _pm(noise.grad_var, noise.grad_var_stderr), how_noise)
+    _row(measured, "grad_var", _pm(noise.grad_var, noise.grad_var_stderr), "tr Σ_B: " + how_noise)
     _row(measured, "grad_sq_mean", _pm(noise.grad_sq_mean, noise.grad_sq_mean_stderr), how_noise)
     if noise.noise_scale is not None:
         _row(measured, "noise_scale", _pm(noise.noise_scale, noise.noise_scale_stderr), "B·grad_var/full_grad_sq")
     else:
         _row(measured, "noise_scale", "—", "none: the mean gradient cannot be told from the noise (full_grad_sq = 0)")
+    where = f" (Hessian of {doc.inputs.hessian_samples} examples)" if doc.inputs.hessian_samples else ""
     for name, value in (("lambda_max", hess.lambda_max), ("lambda_min", hess.lambda_min)):
+        if value is None:
+            _row(measured, name, "—", "not resolved: the loss-units calibration does not need it (--lambda-min resolves it)")
+            continue
         rec = hess.details[name]
         state = "converged" if rec.converged else "NOT converged"
-        _row(measured, name, _num(value), f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}")
+        _row(measured, name, _num(value), f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}{where}")
     rec = hess.details["trace"]
     if rec.converged:
         scale = "" if rec.scale is None else f" of max(|trace|, curvature scale {rec.scale:.3g})"
@@ -57,40 +65,84 @@ def summary(doc: ScheduleFile) -> Group:
     else:
         state = "NOT converged"
     _row(measured, "trace", _pm(hess.trace, hess.trace_stderr), f"{rec.iterations} probes, {state}")
-
+    if extra is not None:
+        _row(measured, "tr(H·Σ_B)", _pm(extra.trace_h_sigma, extra.trace_h_sigma_stderr),
+             f"curvature along the noise: {extra.minibatches} deviations g_k − ḡ, {extra.hvps} HVPs with ∇LᵀH∇L")
+        _row(measured, "∇LᵀH∇L", _num(extra.grad_h_grad), "curvature along the mean gradient (corrected for its noise)")
     if hess.top_eigenvalues:
         _row(measured, f"top {len(hess.top_eigenvalues)}", ", ".join(f"{v:.4g}" for v in hess.top_eigenvalues), "Lanczos Ritz values")
     timing = ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in doc.timings.items())
     _row(measured, "engine", f"{hess.engine}", f"{hess.hvp_mode or ''} {hess.hvps} HVPs in all; {timing}".strip())
+    return measured
 
-    sched = Table(title=f"Schedule ({s.kind})", title_justify="left", show_header=True, header_style="bold")
-    sched.add_column("constant")
-    sched.add_column("value", justify="right")
-    sched.add_column("rule", overflow="fold")
+
+FLAT_REASONS = {
+    "no_budget": "no --steps: the schedule stays at eta0 (pass --steps S, the training budget, to cool over it)",
+    "noise_floor_below_target": "the noise floor at eta0 already meets the tolerance: cooling would not show on "
+                                "this sample (a smaller --epsilon asks for more)",
+}
+
+
+def _loss_unit_schedule(doc: ScheduleFile) -> Table:
+    s, cal, rules = doc.schedule, doc.calibration, doc.schedule.rules
+    sched = _table(f"Schedule ({s.kind}; calibration in loss units)", "constant", "value", "rule")
+    bound = f"{rules.stability_fraction:g}·2/lambda_max stability bound" if rules.eta0_bound == "stability" \
+        else "noisy-quadratic optimum"
+    _row(sched, "eta0", _num(s.eta0), f"{bound} ({rules.eta0_rule} rule; stable {_num(cal.eta_stable)}, "
+                                      f"optimal {_num(cal.eta_optimal)})")
+    _row(sched, "noise floor", _num(cal.noise_floor), f"E(eta0) = eta0·tr Σ_B/4: excess loss SGD keeps at eta0, "
+                                                       f"{cal.noise_floor / rules.epsilon:.3g}× epsilon")
+    _row(sched, "T0", _pm(s.T0, cal.T0_stderr), f"eta0·tr Σ_B/(2·d_eff), d_eff = tr H/lambda_max = {cal.d_eff:.4g}")
+    source = "given" if rules.epsilon_source == "user" else \
+        f"{rules.epsilon_stderrs:g} standard errors of the sample's mean loss"
+    _row(sched, "epsilon", _num(rules.epsilon), f"loss tolerance: {source}")
+    _row(sched, "Tf", _num(s.Tf), f"P(L − L* < epsilon) = {rules.probability:g} by the Gibbs law over d_eff modes")
+    if s.tau is None:
+        _row(sched, "tau", "—", FLAT_REASONS.get(rules.flat_reason or "", "flat"))
+    else:
+        _row(sched, "tau", _num(s.tau), f"S/ln(T0/Tf) over the budget of {s.steps} steps")
+    law = "lr ∝ T (T ∝ eta)" if s.lr_law == "linear" else "lr ∝ √T (the seed's)"
+    _row(sched, "lr(t)", s.lr_expression, f"{law}; gamma = {s.gamma:.10g} per step")
+    _row(sched, "P(L − L* < ε)", f"{cal.probability_start:.3g} → {cal.probability_end:.3g}", "at T0 → at the last temperature")
+    return sched
+
+
+def _literal_schedule(doc: ScheduleFile) -> Table:
+    s, cal = doc.schedule, doc.calibration
+    sched = _table(f"Schedule ({s.kind}; the seed's literal rules)", "constant", "value", "rule")
     _row(sched, "T0", _pm(s.T0, cal.T0_stderr), "grad_var / grad_norm_mean")
     _row(sched, "Tf", _num(s.Tf), f"{s.rules.tf_rule} rule (raw lambda_min {_num(cal.lambda_min_raw)})")
     _row(sched, "tau", _num(s.tau), f"{s.rules.tau_rule}; budget {_num(cal.tau_budget)}, §6.1 relaxation {_num(cal.tau_relaxation)}")
     _row(sched, "steps", "—" if s.steps is None else str(s.steps), s.rules.steps_source)
     _row(sched, "eta0", _num(s.eta0), f"{s.rules.eta0_bound} bound active (balance {_num(cal.eta_balance)}, stable {_num(cal.eta_stable)})")
-    _row(sched, "gamma", f"{s.gamma:.10g}", "per-step lr factor exp(-1/(2 tau))")
+    timescale = "tau" if s.lr_law == "linear" else "2 tau"
+    _row(sched, "gamma", f"{s.gamma:.10g}", f"per-step lr factor exp(-1/({timescale}))")
     _row(sched, "lr(t)", s.lr_expression, "")
+    return sched
 
-    diag = Table(title="Diagnostics", title_justify="left", show_header=True, header_style="bold")
-    for column in ("check", "§", "value", "threshold", "status"):
-        diag.add_column(column, justify="right" if column in ("value", "threshold") else "left")
+
+def _diagnostics(doc: ScheduleFile) -> list[Table | Text]:
+    diag = _table("Diagnostics", "check", "§", "value", "threshold", "status")
     for d in doc.diagnostics:
         _row(diag, d.name, d.section, _num(d.value), _num(d.threshold), Text(d.status, style=_STATUS_STYLE[d.status]))
-    parts = [measured]
+    advice = [Text.assemble((f"{d.name}: ", "yellow"), d.advice) for d in doc.diagnostics if d.status == "warn" and d.advice]
+    return [diag, *advice]
+
+
+def summary(doc: ScheduleFile) -> Group:
+    """Measurements with their errors, the schedule, and the diagnostics (with what to change)."""
+    hess = doc.measurements.hessian
+    parts: list[Table | Text] = [_measurements(doc)]
     if hess.blocks:
-        blocks = Table(title="Per-block curvature", title_justify="left", show_header=True, header_style="bold")
-        for column in ("block", "params", "lambda_max", "trace"):
-            blocks.add_column(column, justify="left" if column == "block" else "right")
+        blocks = _table("Per-block curvature", "block", "params", "lambda_max", "trace")
         for b in hess.blocks:
             _row(blocks, b.name, str(b.num_params), _num(b.lambda_max), _pm(b.trace, b.trace_stderr))
         parts.append(blocks)
     if hess.density is not None:
         parts.append(density_plot(hess.density.grid, hess.density.density))
-    return Group(*parts, sched, diag)
+    loss_units = getattr(doc.schedule.rules, "rule_set", "literal") == "loss-units"
+    parts.append(_loss_unit_schedule(doc) if loss_units else _literal_schedule(doc))
+    return Group(*parts, *_diagnostics(doc))
 
 
 _BARS = " ▁▂▃▄▅▆▇█"

@@ -1,6 +1,9 @@
-"""Measurements → the constants of the cooling schedule (method.md §3; seed §5, §6.1).
+"""The seed's calibration read literally (method.md §3, [C1]–[C8]; seed §5, §6.1): the rules of
+`thermocal.schedule/v1` files, and of v2 files made with `--rules literal`.
 
-Plain float math: no torch. Every formula here has a numbered line in docs/method.md.
+T0 = grad_var/grad_norm_mean is in gradient units and Tf = |λ_min| in curvature units, so this
+schedule depends on how the parameters and the loss are scaled; calibration v2
+(`thermocal.calibrate.loss_units`) is the default for that reason. Plain float math: no torch.
 """
 
 from __future__ import annotations
@@ -11,8 +14,7 @@ from typing import Literal
 
 from thermocal.errors import DegenerateError
 from thermocal.records import CalibrationDetails, GradientNoise, HessianSpectrum, Rules, Schedule
-from thermocal.schedule.functions import lr_expression, temperature_expression
-
+from thermocal.schedule.functions import gamma_of, lr_expression, temperature_expression
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class CalibrationSettings:
     warmup_steps: int = 0
     min_lr: float = 0.0
     epsilon: float = 0.01
+    lr_law: Literal["sqrt", "linear"] = "sqrt"
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ def final_temperature(spectrum: HessianSpectrum, settings: CalibrationSettings) 
     """Tf by the chosen rule (§5.1, §6.1 read as METHOD.md §3 fixes it)."""
     if settings.tf_value is not None:
         return settings.tf_value, "explicit"
+    if spectrum.lambda_min is None:
+        raise DegenerateError("the literal Tf rules need lambda_min, which this probe did not resolve (probe with "
+                              "--lambda-min, or --tf VALUE)")
     floor = settings.tf_floor * spectrum.lambda_max
     if settings.tf_rule == "abs":
         return max(abs(spectrum.lambda_min), floor), "abs"
@@ -88,6 +94,9 @@ def calibrate(noise: GradientNoise, spectrum: HessianSpectrum, num_params: int, 
 
     tau_relaxation = num_params / tf
     cold = t0 <= tf
+    if not math.isfinite(tau_relaxation) or tau_relaxation * max(math.log(t0 / tf), 0.0) > 1e18:
+        raise DegenerateError(f"the relaxation time d/Tf = {tau_relaxation:.3g} steps is beyond any training run; "
+                              "pass --steps")
     if cold and not settings.flat_if_cold:
         raise DegenerateError(
             f"already cold: T0 = {t0:.4g} <= Tf = {tf:.4g} ({tf_rule} rule), so no cooling schedule exists; "
@@ -106,7 +115,7 @@ def calibrate(noise: GradientNoise, spectrum: HessianSpectrum, num_params: int, 
             tau, tau_rule, steps, steps_source = tau_budget, "budget", settings.steps, "budget"
         else:
             tau, tau_rule, steps, steps_source = tau_relaxation, "relaxation", max(implied_steps, 1), "implied"
-        gamma = math.exp(-1.0 / (2.0 * tau))
+        gamma = gamma_of(tau, settings.lr_law)
         kind = "exponential"
     if settings.min_lr >= eta0:
         raise DegenerateError(f"--min-lr {settings.min_lr:g} is not below eta0 = {eta0:.4g}: the schedule would be flat")
@@ -118,7 +127,7 @@ def calibrate(noise: GradientNoise, spectrum: HessianSpectrum, num_params: int, 
     schedule = Schedule(
         kind=kind, eta0=eta0, T0=t0, Tf=tf, tau=tau, gamma=gamma, steps=steps,
         warmup_steps=settings.warmup_steps, min_lr=settings.min_lr,
-        lr_expression=lr_expression(kind, settings.warmup_steps, settings.min_lr),
+        lr_expression=lr_expression(kind, settings.warmup_steps, settings.min_lr, settings.lr_law), lr_law=settings.lr_law,
         temperature_expression=temperature_expression(kind, settings.warmup_steps), rules=rules,
     )
     details = CalibrationDetails(

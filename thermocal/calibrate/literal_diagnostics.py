@@ -1,4 +1,5 @@
-"""The seed's conditions as named checks (method.md §4). Each is a heuristic reading of the seed.
+"""The seed's conditions as named checks, read literally (method.md §4, [D1]–[D8]): the diagnostics
+of v1 files and of `--rules literal`. Each is a heuristic reading of the seed.
 
 Plain float math. A check without a threshold is reported with status "info".
 """
@@ -7,8 +8,8 @@ from __future__ import annotations
 
 import math
 
-from thermocal.records import CalibrationDetails, Diagnostic, GradientNoise, HessianSpectrum, Schedule
-from thermocal.schedule.functions import learning_rate, temperature
+from thermocal.records import CalibrationDetails, Diagnostic, GradientNoise, HessianSpectrum, ScheduleBase
+from thermocal.schedule.functions import learning_rate, lr_timescale, temperature
 
 EXPLORATION_MIN = 10.0  # T0/lambda_max "≫ 1"
 EXPLOITATION_FACTOR = 10.0  # Tf/|lambda_min| "~ 1": within a factor of 10
@@ -27,7 +28,7 @@ def quench_number(eta: float, temp: float, grad_sq_mean: float) -> float:
 
 
 def diagnose(
-    schedule: Schedule,
+    schedule: ScheduleBase,
     details: CalibrationDetails,
     noise: GradientNoise,
     spectrum: HessianSpectrum,
@@ -71,7 +72,8 @@ def diagnose(
     elif schedule.tau is None:
         work = schedule.eta0 * g2 * end
     else:
-        work = schedule.eta0 * g2 * 2.0 * schedule.tau * -math.expm1(-end / (2.0 * schedule.tau))
+        timescale = lr_timescale(schedule)
+        work = schedule.eta0 * g2 * timescale * -math.expm1(-end / timescale)
     out.append(Diagnostic(
         name="minimal_work", section="§4.2", value=work, threshold=None, status="info",
         rule="W = eta0 * grad_sq_mean * 2 tau (1 - exp(-S/(2 tau)))",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable, Iterable, Iterator
 
-from thermocal.records import Schedule
+from thermocal.records import ScheduleBase
 from thermocal.schedule.file import ScheduleFile, dumps
 from thermocal.schedule.functions import learning_rate, temperature, total_steps
 
@@ -20,7 +20,7 @@ SNIPPETS = ("torch", "hf", "lightning", "optax", "keras")
 FORMATS = ("yaml", "json", "csv", *SNIPPETS, "env")
 
 
-def _plain_exponential(s: Schedule) -> bool:
+def _plain_exponential(s: ScheduleBase) -> bool:
     return s.kind == "exponential" and s.warmup_steps == 0 and s.min_lr == 0
 
 
@@ -32,7 +32,7 @@ def _constants(doc: ScheduleFile) -> str:
     lines = [
         f"# thermocal schedule ({doc.format}); model sha256 {doc.inputs.model.sha256[:12]}, created {created}",
         f"ETA0 = {s.eta0!r}  # initial learning rate",
-        f"GAMMA = {s.gamma!r}  # per-step factor exp(-1/(2*tau))",
+        f"GAMMA = {s.gamma!r}  # per-step factor exp(-1/{'tau' if s.lr_law == 'linear' else '(2*tau)'})",
         f"TAU = {s.tau!r}  # cooling time in optimizer steps",
         f"WARMUP_STEPS = {s.warmup_steps!r}",
         f"MIN_LR = {s.min_lr!r}",
@@ -41,7 +41,7 @@ def _constants(doc: ScheduleFile) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _lr_function(s: Schedule) -> str:
+def _lr_function(s: ScheduleBase) -> str:
     """`lr_at(t)`: the file's lr_expression with its field names bound to the constants above."""
     return (
         "\n\ndef lr_at(t):\n"
@@ -51,13 +51,13 @@ def _lr_function(s: Schedule) -> str:
     )
 
 
-def _torch_scheduler(s: Schedule, optimizer: str) -> str:
+def _torch_scheduler(s: ScheduleBase, optimizer: str) -> str:
     if _plain_exponential(s):
         return f"torch.optim.lr_scheduler.ExponentialLR({optimizer}, gamma=GAMMA)"
     return f"torch.optim.lr_scheduler.LambdaLR({optimizer}, lambda step: lr_at(step) / ETA0)"
 
 
-def _torch_header(s: Schedule) -> str:
+def _torch_header(s: ScheduleBase) -> str:
     return "import math\nfrom math import exp\n\nimport torch\n\n" if not _plain_exponential(s) else "import torch\n\n"
 
 
@@ -128,7 +128,8 @@ def keras_snippet(doc: ScheduleFile) -> str:
             "schedule = keras.optimizers.schedules.ExponentialDecay(initial_learning_rate=ETA0, decay_steps=1, decay_rate=GAMMA)\n"
             "optimizer = keras.optimizers.SGD(learning_rate=schedule)\n"
         )
-    cool = "ETA0" if s.kind == "constant" else "ETA0 * keras.ops.exp(-(step - WARMUP_STEPS) / (2.0 * TAU))"
+    timescale = "TAU" if s.lr_law == "linear" else "(2.0 * TAU)"
+    cool = "ETA0" if s.kind == "constant" else f"ETA0 * keras.ops.exp(-(step - WARMUP_STEPS) / {timescale})"
     warm = "keras.ops.where(step < WARMUP_STEPS, ETA0 * (step + 1.0) / WARMUP_STEPS, cool)" if s.warmup_steps else "cool"
     return text + (
         "\n\nclass ThermocalSchedule(keras.optimizers.schedules.LearningRateSchedule):\n"

@@ -1,5 +1,6 @@
-"""The schedule file, format `thermocal.schedule/v1` (method.md §6): what the probe writes and
-`export` re-serialises. JSON and YAML carry the same content.
+"""The schedule file (method.md §5): `thermocal.schedule/v2`, what the probe writes, with every
+setting that produced it; `thermocal.schedule/v1`, what earlier releases wrote, which keeps
+loading, exporting and passing `check`. JSON and YAML carry the same content.
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from thermocal.errors import InputError
 from thermocal.text import printable
-from thermocal.records import CalibrationDetails, Diagnostic, Measurements, Record, Schedule
-from thermocal.schedule.functions import learning_rate, lr_expression, temperature, temperature_expression, total_steps
+from thermocal.config import Config
+from thermocal.records import (
+    CalibrationDetails, Diagnostic, LossUnitCalibration, Measurements, Record, Schedule, ScheduleBase, ScheduleV2,
+)
+from thermocal.schedule.functions import (
+    gamma_of, learning_rate, lr_expression, temperature, temperature_expression, total_steps,
+)
 
-FORMAT = "thermocal.schedule/v1"
+FORMAT = "thermocal.schedule/v2"
+FORMAT_V1 = "thermocal.schedule/v1"
 FORMATS = ("json", "yaml")
 MAX_FILE_BYTES = 8 << 20
 MAX_DEPTH = 32
@@ -56,12 +63,14 @@ class Inputs(Record):
     dtype: str
     seed: int
     processes: int | None = Field(default=None, ge=1, description="processes that shared the probe (torchrun)")
+    hessian_samples: int | None = Field(default=None, ge=1, description="examples whose loss's Hessian was probed")
+    threads: int | None = Field(default=None, ge=1, description="CPU threads torch used")
 
 
 class Environment(Record):
     thermocal: str
     torch: str
-    pyhessian: str
+    pyhessian: str | None = Field(default=None, description="pyhessian's version, when --engine pyhessian ran")
     python: str
 
 
@@ -71,13 +80,15 @@ class TablePoint(Record):
     temperature: float
 
 
-class ScheduleFile(Record):
-    format: Literal["thermocal.schedule/v1"] = FORMAT
+class _File(Record):
+    """What every version of the file holds; the versions narrow `format`, `schedule` and `calibration`."""
+
+    format: str
     created_at: str = Field(description="ISO 8601 date and time with its UTC offset")
     inputs: Inputs
     measurements: Measurements
-    calibration: CalibrationDetails
-    schedule: Schedule
+    calibration: CalibrationDetails | LossUnitCalibration
+    schedule: ScheduleBase
     diagnostics: list[Diagnostic]
     table: list[TablePoint]
     environment: Environment
@@ -95,19 +106,21 @@ class ScheduleFile(Record):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ScheduleFile":
+    def _consistent(self) -> "_File":
         s = self.schedule
         if s.kind == "exponential":
             if s.tau is None or s.steps is None:
                 raise ValueError("an exponential schedule needs tau and steps")
-            if not math.isclose(s.gamma, math.exp(-1.0 / (2.0 * s.tau)), rel_tol=1e-12):
-                raise ValueError(f"gamma {s.gamma} is not exp(-1/(2*tau)) for tau = {s.tau}")
+            if not math.isclose(s.gamma, gamma_of(s.tau, s.lr_law), rel_tol=1e-12):
+                timescale = "tau" if s.lr_law == "linear" else "(2*tau)"
+                raise ValueError(f"gamma {s.gamma} is not exp(-1/{timescale}) for tau = {s.tau}")
             if not s.T0 > s.Tf:
                 raise ValueError(f"an exponential schedule needs T0 > Tf, got T0 = {s.T0}, Tf = {s.Tf}")
         elif s.tau is not None or s.gamma != 1.0:
             raise ValueError("a constant schedule has no tau and gamma = 1")
-        if s.lr_expression != lr_expression(s.kind, s.warmup_steps, s.min_lr):
-            raise ValueError(f"lr_expression {s.lr_expression!r} does not match the schedule's kind, warmup_steps and min_lr")
+        if s.lr_expression != lr_expression(s.kind, s.warmup_steps, s.min_lr, s.lr_law):
+            raise ValueError(f"lr_expression {s.lr_expression!r} does not match the schedule's kind, warmup_steps, "
+                             "min_lr and lr_law")
         if s.temperature_expression != temperature_expression(s.kind, s.warmup_steps):
             raise ValueError(f"temperature_expression {s.temperature_expression!r} does not match the schedule")
         if s.min_lr >= s.eta0:
@@ -115,7 +128,44 @@ class ScheduleFile(Record):
         return self
 
 
-def sample_table(schedule: Schedule, points: int = 11) -> list[TablePoint]:
+class ScheduleFileV1(_File):
+    """A file of the first release: the seed's literal rules, lr ∝ √T, lambda_min always resolved."""
+
+    format: Literal["thermocal.schedule/v1"]
+    calibration: CalibrationDetails
+    schedule: Schedule
+
+    @model_validator(mode="after")
+    def _v1(self) -> "ScheduleFileV1":
+        if self.schedule.lr_law != "sqrt":
+            raise ValueError("a v1 schedule has lr_law sqrt")
+        if self.measurements.hessian.lambda_min is None:
+            raise ValueError("a v1 file has lambda_min")
+        return self
+
+
+class ScheduleFileV2(_File):
+    """The current file: the settings that made it, and the rule set's own calibration record."""
+
+    format: Literal["thermocal.schedule/v2"] = FORMAT
+    schedule: ScheduleV2
+    settings: Config
+
+    @model_validator(mode="after")
+    def _v2(self) -> "ScheduleFileV2":
+        wanted = LossUnitCalibration if self.schedule.rules.rule_set == "loss-units" else CalibrationDetails
+        if not isinstance(self.calibration, wanted):
+            raise ValueError(f"the {self.schedule.rules.rule_set} rules keep a {wanted.__name__} calibration record")
+        if self.settings.rules != self.schedule.rules.rule_set:
+            raise ValueError(f"settings.rules {self.settings.rules!r} is not the schedule's {self.schedule.rules.rule_set!r}")
+        return self
+
+
+ScheduleFile = ScheduleFileV1 | ScheduleFileV2
+_MODELS: dict[str, type[ScheduleFileV1] | type[ScheduleFileV2]] = {FORMAT_V1: ScheduleFileV1, FORMAT: ScheduleFileV2}
+
+
+def sample_table(schedule: ScheduleBase, points: int = 11) -> list[TablePoint]:
     """(step, lr, temperature) at `points` evenly spaced steps from 0 to warmup + budget."""
     end = total_steps(schedule)
     if end is None:
@@ -126,12 +176,14 @@ def sample_table(schedule: Schedule, points: int = 11) -> list[TablePoint]:
 
 
 def schema_text() -> str:
-    """The JSON Schema of the file, as committed under schemas/."""
-    return json.dumps(ScheduleFile.model_json_schema(), indent=2, sort_keys=True) + "\n"
+    """The JSON Schema of the current file (v2), as committed under schemas/."""
+    return json.dumps(ScheduleFileV2.model_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
 def dumps(document: ScheduleFile, fmt: str) -> str:
-    data = document.model_dump(mode="json")
+    """The file as JSON or YAML. A v1 document is written with the fields it was read with only
+    (the records' newer optional fields are not v1's), so exporting it gives back a v1 file."""
+    data = document.model_dump(mode="json", exclude_unset=isinstance(document, ScheduleFileV1))
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
     if fmt == "yaml":
@@ -156,16 +208,18 @@ def loads(text: str, source: str) -> ScheduleFile:
                          source) from exc
     if not isinstance(data, dict):
         raise InputError("does not hold a thermocal schedule (expected a mapping at the top)", source)
-    if data.get("format") != FORMAT:
-        shown = data.get("format")
-        raise InputError(f"has format {printable(str(shown))[:60]!r}; expected {FORMAT!r}"
-                         if shown is not None else f"has no format field; expected {FORMAT!r}", source)
+    shown = data.get("format")
+    model = _MODELS.get(shown) if isinstance(shown, str) else None
+    if model is None:
+        expected = f"{FORMAT!r} (or {FORMAT_V1!r})"
+        raise InputError(f"has format {printable(str(shown))[:60]!r}; expected {expected}"
+                         if shown is not None else f"has no format field; expected {expected}", source)
     try:
-        return ScheduleFile.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(top)"
-        raise InputError(f"is not a valid {FORMAT} file: {printable(where)}: {printable(first['msg'])}", source) from exc
+        raise InputError(f"is not a valid {shown} file: {printable(where)}: {printable(first['msg'])}", source) from exc
 
 
 def _depth(text: str) -> int:

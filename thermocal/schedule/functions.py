@@ -1,4 +1,4 @@
-"""Schedules as pure functions of the optimizer step t (method.md §3, [C5], [C8]; seed §5.2, §5.3).
+"""Schedules as pure functions of the optimizer step t (method.md §3, [C5], [C8], [C9]; seed §5.2, §5.3).
 
 Each factory checks its arguments once and returns a function of t, in the style of optax;
 warmup and the learning-rate floor compose by functions (`join`, `floored`), not subclasses.
@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from thermocal.records import Schedule
+from typing import Literal
+
+from thermocal.records import ScheduleBase
 
 StepFn = Callable[[float], float]
 
@@ -48,24 +50,39 @@ def floored(fn: StepFn, minimum: float) -> StepFn:
     return lambda t: max(minimum, fn(t))
 
 
-def learning_rate(schedule: Schedule) -> StepFn:
-    """eta(t): optional linear warmup over warmup_steps, then eta0 · exp(−t'/(2·tau)) with t' the
+def lr_timescale(schedule: ScheduleBase) -> float | None:
+    """The learning rate's e-folding time: tau when eta ∝ T (`linear`), 2·tau when eta ∝ √T (`sqrt`)."""
+    if schedule.tau is None:
+        return None
+    return schedule.tau if schedule.lr_law == "linear" else 2.0 * schedule.tau
+
+
+def gamma_of(tau: float, law: str) -> float:
+    """The per-step learning-rate factor exp(−1/timescale)."""
+    return math.exp(-1.0 / (tau if law == "linear" else 2.0 * tau))
+
+
+def learning_rate(schedule: ScheduleBase) -> StepFn:
+    """eta(t): optional linear warmup over warmup_steps, then eta0 · exp(−t'/timescale) with t' the
     steps since warmup (constant eta0 for a flat schedule), never below min_lr."""
-    cooling = constant(schedule.eta0) if schedule.tau is None else exponential(schedule.eta0, 2.0 * schedule.tau)
+    timescale = lr_timescale(schedule)
+    cooling = constant(schedule.eta0) if timescale is None else exponential(schedule.eta0, timescale)
     fn = join(linear_warmup(schedule.eta0, schedule.warmup_steps), cooling, schedule.warmup_steps) if schedule.warmup_steps else cooling
     return floored(fn, schedule.min_lr) if schedule.min_lr > 0 else fn
 
 
-def temperature(schedule: Schedule) -> StepFn:
+def temperature(schedule: ScheduleBase) -> StepFn:
     """T(t) = T0 during warmup, then T0 · exp(−t'/tau) (constant T0 for a flat schedule)."""
     cooling = constant(schedule.T0) if schedule.tau is None else exponential(schedule.T0, schedule.tau)
     return join(constant(schedule.T0), cooling, schedule.warmup_steps) if schedule.warmup_steps else cooling
 
 
-def lr_expression(kind: str, warmup_steps: int, min_lr: float) -> str:
+def lr_expression(kind: str, warmup_steps: int, min_lr: float, law: Literal["linear", "sqrt"] = "sqrt") -> str:
     """The closed form of `learning_rate`, as a Python expression in the schedule's own field
     names and the step t (with exp = math.exp)."""
-    cooling = "eta0" if kind == "constant" else ("eta0 * exp(-t / (2 * tau))" if not warmup_steps else "eta0 * exp(-(t - warmup_steps) / (2 * tau))")
+    timescale = "tau" if law == "linear" else "(2 * tau)"
+    since = "t" if not warmup_steps else "(t - warmup_steps)"
+    cooling = "eta0" if kind == "constant" else f"eta0 * exp(-{since} / {timescale})"
     expression = f"eta0 * (t + 1) / warmup_steps if t < warmup_steps else {cooling}" if warmup_steps else cooling
     return f"max(min_lr, {expression})" if min_lr > 0 else expression
 
@@ -76,6 +93,6 @@ def temperature_expression(kind: str, warmup_steps: int) -> str:
     return "T0 if t < warmup_steps else T0 * exp(-(t - warmup_steps) / tau)" if warmup_steps else "T0 * exp(-t / tau)"
 
 
-def total_steps(schedule: Schedule) -> int | None:
+def total_steps(schedule: ScheduleBase) -> int | None:
     """Warmup plus the cooling budget; None for a flat schedule without a budget."""
     return None if schedule.steps is None else schedule.warmup_steps + schedule.steps

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from thermocal.records import Schedule
+from thermocal.records import Schedule, ScheduleV2
 from thermocal.schedule.functions import learning_rate
 from thermocal.schedule.runtime import LoadedSchedule, load_schedule
 
@@ -26,7 +26,8 @@ class ThermocalLR(torch.optim.lr_scheduler.LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def _factor(self, step: int) -> float:
-        s = Schedule.model_validate(self.schedule)
+        record = ScheduleV2 if "rule_set" in self.schedule["rules"] else Schedule  # a v2 file's, or a v1 file's
+        s = record.model_validate(self.schedule)
         return learning_rate(s)(step) / s.eta0
 
     def get_lr(self) -> list[float]:

@@ -1,0 +1,148 @@
+"""Issue 15: calibration v2 is a measurement. Temperatures in loss units, invariant where the
+training problem is (θ = c·φ, loss × k), T ∝ 1/B at fixed eta, §7 computed from the Gibbs law,
+and no refusal of a healthy model (method.md [C9]–[C14], [G1])."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+import thermocal
+from conftest import ROOT, SAMPLES, mlp
+from thermocal.calibrate.gibbs import gamma_cdf, gamma_quantile
+from thermocal.config import Config
+from thermocal.schedule.functions import learning_rate
+
+
+def digits() -> tuple[torch.Tensor, torch.Tensor]:
+    data = torch.load(SAMPLES / "digits_mlp" / "data" / "sample.pt", weights_only=True)
+    return data["inputs"], data["targets"]
+
+
+class Rescaled(torch.nn.Module):
+    """g(φ) = f(c·φ): the same network with every parameter stored divided by c. SGD on φ with lr
+    eta/c² is SGD on θ = c·φ with lr eta: the same training run."""
+
+    def __init__(self, base: torch.nn.Module, c: float) -> None:
+        super().__init__()
+        self.base, self.c = base, c
+        self.names = [name for name, _ in base.named_parameters()]
+        # a list, in the base's order: the flat parameter vector (and so each seeded probe) is the same
+        self.phi = torch.nn.ParameterList([torch.nn.Parameter(p.detach() / c) for p in base.parameters()])
+        for p in base.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.base, {name: self.c * phi for name, phi in zip(self.names, self.phi)}, (x,))
+
+
+def calibrated(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=None, **settings):
+    """A cooling schedule: epsilon one standard error of the mean loss unless given (the default's
+    16 would leave this model, at this budget, with a nearly flat schedule)."""
+    config = Config(batch_size=32, steps=2000, **{"epsilon_stderrs": 1.0, **settings})
+    return thermocal.probe(model, (x, y), config, loss_fn=loss_fn)
+
+
+def depth(doc) -> float:
+    """lr(S)/eta0: how far the schedule cools."""
+    return learning_rate(doc.schedule)(doc.schedule.steps) / doc.schedule.eta0
+
+
+def test_reparameterising_theta_as_c_phi_scales_eta0_by_one_over_c_squared() -> None:
+    x, y = digits()
+    base = mlp([64, 32, 10], seed=3)
+    plain = calibrated(base, x, y)
+    scaled = calibrated(Rescaled(mlp([64, 32, 10], seed=3), 10.0), x, y)
+    assert scaled.schedule.kind == plain.schedule.kind == "exponential"
+    assert scaled.schedule.eta0 == pytest.approx(plain.schedule.eta0 / 100, rel=0.02)
+    assert scaled.schedule.tau == pytest.approx(plain.schedule.tau, rel=0.02)
+    assert depth(scaled) == pytest.approx(depth(plain), rel=0.02)
+    assert scaled.schedule.T0 == pytest.approx(plain.schedule.T0, rel=0.02)  # loss units: unchanged
+
+
+def test_multiplying_the_loss_by_k_scales_eta0_by_one_over_k() -> None:
+    x, y = digits()
+    plain = calibrated(mlp([64, 32, 10], seed=3), x, y)
+    scaled = calibrated(mlp([64, 32, 10], seed=3), x, y, loss_fn=lambda o, t: 7.0 * F.cross_entropy(o, t))
+    assert scaled.schedule.eta0 == pytest.approx(plain.schedule.eta0 / 7, rel=0.02)
+    assert scaled.schedule.tau == pytest.approx(plain.schedule.tau, rel=0.02)
+    assert depth(scaled) == pytest.approx(depth(plain), rel=0.02)
+    assert scaled.schedule.T0 == pytest.approx(7 * plain.schedule.T0, rel=0.02)  # loss units: times k
+
+
+def test_the_temperature_at_a_fixed_lr_is_proportional_to_one_over_b() -> None:
+    """Linear regression at its least-squares solution: the per-example gradients are
+    x_i·r_i, so Σ_1 is known in closed form, and tr Σ_B = tr Σ_1/B·(N − B)/(N − 1) for minibatches
+    drawn without replacement (the probe's shuffled partition). T(eta) = eta·tr Σ_B/(2·d_eff)."""
+    g = torch.Generator().manual_seed(0)
+    n, d = 8192, 12
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(0.5, 1.5, d, dtype=torch.float64)
+    y = x @ torch.randn(d, generator=g, dtype=torch.float64) + torch.randn(n, generator=g, dtype=torch.float64)
+    w = torch.linalg.lstsq(x, y).solution
+    model = torch.nn.Linear(d, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.copy_(w.unsqueeze(0))
+    per_example = x * (2 * (x @ w - y))[:, None]  # gradient of (x·w − y)² for each example
+    trace_sigma1 = float(((per_example - per_example.mean(0)) ** 2).sum(1).mean())
+    temps = {}
+    for b in (8, 32):
+        doc = thermocal.probe(model, (x, y.unsqueeze(1)), Config(batch_size=b, steps=1000, hessian_samples=None))
+        noise = doc.measurements.gradient_noise
+        expected = trace_sigma1 / b * (n - b) / (n - 1)
+        assert abs(noise.grad_var - expected) <= 3 * noise.grad_var_stderr, b  # a stated statistical tolerance
+        eta = 0.01  # a fixed lr
+        temps[b] = eta * noise.grad_var / (2 * doc.calibration.d_eff)
+    ratio = temps[8] / temps[32]
+    assert ratio == pytest.approx(4 * (n - 8) / (n - 32), rel=0.15)  # ∝ 1/B (grad_var's own error is ~5% each)
+
+
+def test_the_guarantee_is_the_gibbs_law_over_d_eff_modes() -> None:
+    x, y = digits()
+    doc = calibrated(mlp([64, 32, 10], seed=3), x, y, epsilon=0.005)
+    rules, cal = doc.schedule.rules, doc.calibration
+    k = cal.d_eff / 2
+    assert (rules.epsilon, rules.epsilon_source, doc.schedule.kind) == (0.005, "user", "exponential")
+    assert gamma_cdf(k, 0.005 / doc.schedule.Tf) == pytest.approx(0.9, abs=1e-9)  # Tf is where P(L - L* < eps) = 0.9
+    assert cal.probability_start == pytest.approx(gamma_cdf(k, 0.005 / doc.schedule.T0), abs=1e-12)
+    guarantee = next(d for d in doc.diagnostics if d.name == "guarantee")
+    assert guarantee.value == pytest.approx(0.9, abs=1e-9) and guarantee.status == "pass"
+    scipy = pytest.importorskip("scipy.stats")
+    for shape in (0.5, 4.0, 37.5):
+        for p in (0.1, 0.9):
+            assert gamma_quantile(shape, p) == pytest.approx(float(scipy.gamma.ppf(p, shape)), rel=1e-9)
+
+
+def test_a_flat_schedule_says_why_and_a_budget_cools() -> None:
+    x, y = digits()
+    model = mlp([64, 32, 10], seed=3)
+    loose = calibrated(model, x, y, epsilon=10.0)
+    assert (loose.schedule.kind, loose.schedule.rules.flat_reason) == ("constant", "noise_floor_below_target")
+    nobudget = thermocal.probe(model, (x, y), Config(batch_size=32, epsilon_stderrs=1.0))
+    assert (nobudget.schedule.kind, nobudget.schedule.rules.flat_reason) == ("constant", "no_budget")
+    advice = next(d for d in nobudget.diagnostics if d.name == "guarantee").advice
+    assert nobudget.calibration.probability_end < 0.9 and advice and "--steps" in advice
+
+
+@pytest.mark.slow
+def test_no_refusal_at_initialisation_on_the_samples_and_the_bench_tasks() -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    import tasks
+
+    checked = []
+    for name, make in {**tasks.TUNING, **tasks.HELD_OUT}.items():
+        task = make()
+        torch.manual_seed(0)
+        x, y = task.train[0][:1024], task.train[1][:1024]
+        doc = thermocal.probe(task.build(), (x, y), Config(batch_size=task.batch, steps=task.steps), loss_fn=task.loss_fn)
+        assert doc.schedule.kind == "exponential" or doc.schedule.rules.flat_reason == "noise_floor_below_target", name
+        checked.append(name)
+    for sample, sizes in (("digits_mlp", [64, 32, 10]), ("diabetes_mlp", [10, 16, 1])):
+        data = torch.load(SAMPLES / sample / "data" / "sample.pt", weights_only=True)
+        doc = thermocal.probe(mlp(sizes, seed=0), (data["inputs"], data["targets"]), Config(steps=2000))
+        assert doc.schedule.eta0 > 0 and math.isfinite(doc.schedule.T0), sample
+    assert len(checked) == 8

@@ -1,0 +1,48 @@
+"""Measurements → the schedule: calibration v2 in loss units (the default) or the seed's literal
+reading (method.md §3). Plain float math: no torch.
+
+`calibrate(measurements, num_params, config)` gives the v2 file's schedule, calibration record
+and diagnostics under `config.rules`; `literal.calibrate` and `literal_diagnostics.diagnose` are
+also what v1 files are re-derived with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from thermocal.calibrate import literal, literal_diagnostics, loss_units
+from thermocal.calibrate.literal import CalibrationSettings, temperature_t0
+from thermocal.config import Config
+from thermocal.records import CalibrationDetails, Diagnostic, LiteralRules, LossUnitCalibration, Measurements, ScheduleV2
+
+__all__ = ["CalibrationSettings", "Calibrated", "calibrate", "literal_settings", "temperature_t0"]
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    schedule: ScheduleV2
+    details: CalibrationDetails | LossUnitCalibration
+    diagnostics: list[Diagnostic]
+
+
+def literal_settings(config: Config) -> CalibrationSettings:
+    return CalibrationSettings(
+        steps=config.steps, tf_rule=config.tf_rule, tf_value=config.tf, tf_floor=config.tf_floor,
+        stability_fraction=config.stability_fraction, flat_if_cold=config.flat_if_cold,
+        warmup_steps=config.warmup_steps, min_lr=config.min_lr,
+        epsilon=config.epsilon if config.epsilon is not None else 0.01, lr_law=config.law,
+    )
+
+
+def calibrate(measurements: Measurements, num_params: int, config: Config) -> Calibrated:
+    noise, spectrum = measurements.gradient_noise, measurements.hessian
+    if config.rules == "loss-units":
+        result = loss_units.calibrate(noise, spectrum, measurements.noise_curvature, config)
+        diagnostics = loss_units.diagnose(result.schedule, result.details, noise, spectrum, measurements.noise_curvature)
+        return Calibrated(result.schedule, result.details, diagnostics)
+    settings = literal_settings(config)
+    made = literal.calibrate(noise, spectrum, num_params, settings)
+    rules = LiteralRules(rule_set="literal", **made.schedule.rules.model_dump())
+    schedule = ScheduleV2(**{**made.schedule.model_dump(exclude={"rules"}), "rules": rules})
+    diagnostics = literal_diagnostics.diagnose(made.schedule, made.details, noise, spectrum, epsilon=settings.epsilon)
+    return Calibrated(schedule, made.details, diagnostics)

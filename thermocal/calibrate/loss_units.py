@@ -1,0 +1,197 @@
+"""Calibration v2: temperatures in loss units (method.md [C9]–[C14], [D9]–[D13]; design/CALIBRATION.md).
+
+SGD at lr eta with minibatch-gradient covariance Σ_B keeps, near a minimum, an excess loss
+E(eta) = eta·tr(Σ_B)/4 (the stationary solution of ηHC + ηCH − η²HCH = η²Σ_B, to first order
+in eta·lambda). Spread as a Gibbs density over the d_eff = tr(H)/λ_max stiff modes, that is a
+temperature T(eta) = eta·tr(Σ_B)/(2·d_eff), in loss units, proportional to eta/B. So:
+
+- eta0: stability_fraction·2/λ_max, or the noisy-quadratic optimum |∇L|²/(∇LᵀH∇L + tr(HΣ_B))
+  (McCandlish et al. 2018), or the smaller;
+- T0 = T(eta0);
+- Tf: the temperature at which the Gibbs law gives P(L − L* < ε) = p (a Gamma(d_eff/2)
+  quantile), ε the user's loss tolerance or, by default, `epsilon_stderrs` standard errors of
+  the sample's mean loss (the sample's resolution of the loss, scaled by a constant chosen on
+  the tuning tasks);
+- tau = S/ln(T0/Tf), and eta(t) = eta0·T(t)/T0 = eta0·exp(−t/tau), since T ∝ eta.
+A schedule is flat, never refused, when there is nothing to cool: no budget, or a noise floor at
+eta0 already below the target (T0 ≤ Tf). Every quantity here is unchanged when the parameters
+are rescaled (θ = cφ) and scales with the loss (× k), with eta0 scaling as SGD requires
+(1/c², 1/k): tau and the decay depth are invariant. Plain float math: no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from thermocal.calibrate.gibbs import gamma_cdf, gamma_quantile
+from thermocal.config import Config
+from thermocal.errors import DegenerateError
+from thermocal.records import (
+    Diagnostic, GradientNoise, HessianSpectrum, LossUnitCalibration, LossUnitRules, NoiseCurvature, ScheduleV2,
+)
+from thermocal.schedule.functions import gamma_of, learning_rate, lr_expression, lr_timescale, temperature_expression
+
+ADIABATIC_MAX = 1.0  # the noise relaxes within one cooling time at the last learning rate
+
+
+@dataclass(frozen=True)
+class LossUnitResult:
+    schedule: ScheduleV2
+    details: LossUnitCalibration
+
+
+def effective_modes(spectrum: HessianSpectrum) -> float:
+    """d_eff = tr(H)/λ_max, at least 1 (the top mode itself): how many modes are as stiff as the top one."""
+    return max(1.0, spectrum.trace / spectrum.lambda_max)
+
+
+def optimal_step(noise: GradientNoise, curvature: NoiseCurvature | None) -> float | None:
+    """|∇L|²/(∇LᵀH∇L + tr(HΣ_B)), when the mean gradient stands out of the noise and the curvature
+    along both is positive; None otherwise."""
+    if curvature is None or noise.full_grad_sq <= 0:
+        return None
+    denominator = curvature.grad_h_grad + curvature.trace_h_sigma
+    return noise.full_grad_sq / denominator if denominator > 0 else None
+
+
+def noise_curvature(curvature: NoiseCurvature | None, noise: GradientNoise, spectrum: HessianSpectrum) -> float:
+    """λ_noise = tr(HΣ_B)/tr(Σ_B): the curvature the noise lives in, which sets how fast its
+    energy relaxes; λ_max (the fastest) when not measured or not positive."""
+    if curvature is None or noise.grad_var <= 0 or curvature.trace_h_sigma <= 0:
+        return spectrum.lambda_max
+    return min(spectrum.lambda_max, curvature.trace_h_sigma / noise.grad_var)
+
+
+def calibrate(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvature | None,
+              config: Config) -> LossUnitResult:
+    if not spectrum.lambda_max > 0:
+        raise DegenerateError(f"lambda_max = {spectrum.lambda_max:.4g}: the loss curves down in every probed direction, "
+                              "so no learning rate is stable (the model sits near a maximum)")
+    if not noise.grad_var > 0:
+        raise DegenerateError("the minibatch gradients do not vary (tr Σ_B = 0), so there is no noise to cool")
+    d_eff = effective_modes(spectrum)
+    eta_stable = config.stability_fraction * 2.0 / spectrum.lambda_max
+    eta_optimal = optimal_step(noise, curvature)
+    if config.eta0_rule == "stability" or eta_optimal is None:
+        eta0, bound = eta_stable, "stability"
+    elif config.eta0_rule == "optimal" or eta_optimal < eta_stable:
+        eta0, bound = eta_optimal, "optimal"
+    else:
+        eta0, bound = eta_stable, "stability"
+    if config.min_lr >= eta0:
+        raise DegenerateError(f"--min-lr {config.min_lr:g} is not below eta0 = {eta0:.4g}: the schedule would be flat")
+
+    t0 = eta0 * noise.grad_var / (2.0 * d_eff)
+    t0_stderr = t0 * noise.grad_var_stderr / noise.grad_var
+    if config.epsilon is not None:
+        epsilon, source, stderrs = config.epsilon, "user", None
+    elif noise.loss_stderr:
+        epsilon, source, stderrs = config.epsilon_stderrs * noise.loss_stderr, "loss_stderr", config.epsilon_stderrs
+    else:
+        raise DegenerateError("the minibatch losses do not vary, so the loss's resolution is zero; pass --epsilon "
+                              "(the loss tolerance to cool to)")
+    k = d_eff / 2.0
+    tf = epsilon / gamma_quantile(k, config.probability)
+    law = config.law
+
+    if config.steps is None or t0 <= tf:
+        tau = tau_budget = None
+        kind, gamma, reason = "constant", 1.0, ("no_budget" if config.steps is None else "noise_floor_below_target")
+        t_end = t0
+    else:
+        tau = tau_budget = config.steps / math.log(t0 / tf)
+        kind, gamma, reason = "exponential", gamma_of(tau, law), None
+        t_end = tf
+    rules = LossUnitRules(
+        rule_set="loss-units", eta0_rule=config.eta0_rule, eta0_bound=bound, stability_fraction=config.stability_fraction,
+        epsilon_source=source, epsilon_stderrs=stderrs, epsilon=epsilon, probability=config.probability,
+        tau_rule="budget" if tau is not None else "flat", flat_reason=reason,
+    )
+    schedule = ScheduleV2(
+        kind=kind, eta0=eta0, T0=t0, Tf=tf, tau=tau, gamma=gamma, steps=config.steps,
+        warmup_steps=config.warmup_steps, min_lr=config.min_lr, lr_law=law,
+        lr_expression=lr_expression(kind, config.warmup_steps, config.min_lr, law),
+        temperature_expression=temperature_expression(kind, config.warmup_steps), rules=rules,
+    )
+    eta_end = _cooling_lr(schedule)(config.steps) if config.steps is not None else eta0
+    details = LossUnitCalibration(
+        d_eff=d_eff, grad_var=noise.grad_var, noise_floor=eta0 * noise.grad_var / 4.0,
+        noise_floor_end=eta_end * noise.grad_var / 4.0, T0_stderr=t0_stderr, eta_stable=eta_stable,
+        eta_optimal=eta_optimal, probability_start=gamma_cdf(k, epsilon / t0), probability_end=gamma_cdf(k, epsilon / t_end),
+        tau_budget=tau_budget,
+    )
+    return LossUnitResult(schedule=schedule, details=details)
+
+
+def _cooling_lr(schedule: ScheduleV2):
+    """eta of the cooling phase alone (t from the end of warmup, no floor): what the diagnostics judge."""
+    return learning_rate(schedule.model_copy(update={"warmup_steps": 0, "min_lr": 0.0}))
+
+
+def diagnose(schedule: ScheduleV2, details: LossUnitCalibration, noise: GradientNoise, spectrum: HessianSpectrum,
+             curvature: NoiseCurvature | None) -> list[Diagnostic]:
+    """The seed's conditions in loss units ([D9]–[D13]); each warning says what to change."""
+    rules = schedule.rules
+    assert isinstance(rules, LossUnitRules)
+    eta = _cooling_lr(schedule)
+    end = schedule.steps
+    out: list[Diagnostic] = []
+
+    out.append(Diagnostic(
+        name="noise_floor", section="§5.1", value=details.noise_floor / rules.epsilon, threshold=None, status="info",
+        rule="E(eta0)/epsilon: the excess loss SGD keeps at eta0, eta0·tr(Σ_B)/4, against the tolerance",
+    ))
+    met = details.probability_end >= rules.probability - 1e-9
+    if met:
+        advice = None
+    elif rules.flat_reason == "no_budget":
+        advice = "pass --steps S (the training budget) to cool to the tolerance; without one the schedule stays at eta0"
+    else:
+        advice = "raise --steps, or raise --epsilon (the loss tolerance)"
+    out.append(Diagnostic(
+        name="guarantee", section="§7", value=details.probability_end, threshold=rules.probability,
+        status="pass" if met else "warn", advice=advice,
+        rule=f"P(L - L* < epsilon) at the last temperature, Gibbs law over d_eff = {details.d_eff:.3g} modes "
+             f"(epsilon = {rules.epsilon:.4g}, {'given' if rules.epsilon_source == 'user' else 'from the loss standard error'})",
+    ))
+    margin, needed = None, None
+    if schedule.tau is not None and end is not None:
+        lam = noise_curvature(curvature, noise, spectrum)
+        timescale = lr_timescale(schedule)
+        relaxation = 1.0 / (2.0 * eta(end) * lam)  # steps for the noise energy to relax at the last lr
+        margin = relaxation / timescale
+        ratio = schedule.eta0 / eta(end)
+        needed = math.ceil(ratio * math.log(ratio) / (2.0 * schedule.eta0 * lam))
+    out.append(Diagnostic(
+        name="adiabatic", section="§4.1", value=margin, threshold=ADIABATIC_MAX,
+        status="info" if margin is None else ("pass" if margin <= ADIABATIC_MAX else "warn"),
+        advice=None if margin is None or margin <= ADIABATIC_MAX else
+        f"raise --steps to at least {needed} so that the noise relaxes as fast as the lr cools, or raise --epsilon",
+        rule="relaxation time of the noise at the last lr, 1/(2·eta(S)·lambda_noise), over the lr's cooling time "
+             "(pass at <= 1)",
+    ))
+    stability = schedule.eta0 * spectrum.lambda_max / 2.0
+    out.append(Diagnostic(
+        name="stability", section="§4.2", value=stability, threshold=1.0,
+        status="pass" if stability <= 1.0 else "warn",
+        advice=None if stability <= 1.0 else "eta0 is above gradient descent's limit 2/lambda_max: use --eta0-rule min",
+        rule="eta0·lambda_max/2: gradient descent is stable below 1",
+    ))
+    quench = 2.0 * noise.full_grad_sq / (schedule.eta0 * noise.grad_var)
+    out.append(Diagnostic(
+        name="regime_start", section="§3", value=quench, threshold=None, status="info",
+        rule="2|grad L|²/(eta0·tr Σ_B): descent against noise per step at eta0; >> 1 quenches, ~1 anneals",
+    ))
+    if end is None:
+        work = None
+    elif schedule.tau is None:
+        work = schedule.eta0 * noise.grad_sq_mean * end
+    else:
+        timescale = lr_timescale(schedule)
+        work = schedule.eta0 * noise.grad_sq_mean * timescale * -math.expm1(-end / timescale)
+    out.append(Diagnostic(
+        name="minimal_work", section="§4.2", value=work, threshold=None, status="info",
+        rule="W = sum of eta(t)·grad_sq_mean over the budget (gradient statistics held at their probed values)",
+    ))
+    return out

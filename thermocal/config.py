@@ -1,0 +1,213 @@
+"""Every setting of a probe and its default, once (README "Commands", method.md).
+
+`Config` is what the CLI's flags, a `--config` file (TOML, YAML or JSON) and `THERMOCAL_*`
+environment variables fill in, what `thermocal.probe()` takes from Python, and what a
+`thermocal.schedule/v2` file records whole under `settings`: a file says exactly how to make it
+again (`thermocal probe MODEL DATA --config that-file.json` re-runs it). Precedence: flags, then
+environment variables, then the file, then these defaults. Plain data: no torch here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from thermocal.errors import InputError
+from thermocal.records import Record
+from thermocal.text import printable
+
+ENV_PREFIX = "THERMOCAL_"
+# The knobs of the native engine's accuracy: a tolerance on the schedule, not on each eigenvalue
+# (method.md [H12]): lambda_max to 1% moves eta0 by at most 1%.
+SCHEDULE_EIG_RTOL = 1e-2
+# Settings that only the seed's literal rules read.
+LITERAL_ONLY = frozenset({"tf_rule", "tf", "tf_floor", "flat_if_cold"})
+
+
+class Config(Record):
+    """A probe's settings. Groups: what is probed, the training it is for, the calibration, the
+    engine. Output options (--out, --quiet, ...) are not settings: they change no number."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, validate_default=True)
+
+    # what is probed
+    arch: str | None = Field(None, description="module:callable or file.py:callable building the model for a state dict")
+    trust_checkpoint: bool = Field(False, description="allow unpickling a whole pickled nn.Module (runs code from the file)")
+    params: str | None = Field(None, description="probe only the trainable parameters whose name matches this regex")
+    inputs_key: str | None = Field(None, description="key (or .npy stem) of the inputs (default: inputs or x; lm: tokens, input_ids)")
+    targets_key: str | None = Field(None, description="key (or .npy stem) of the targets (default: targets or y)")
+    target_column: str | None = Field(None, description="CSV: the target column (default: target, label or y)")
+    task: Literal["supervised", "lm"] = Field("supervised", description="lm: token ids; targets are the inputs shifted by one")
+    dataset: str | None = Field(None, description="module:callable returning (inputs, targets), a dict, or a Dataset")
+    loss: str = Field("auto", description="auto, cross_entropy, nll, mse, l1, huber, bce, bce_with_logits, lm, or module:callable")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of cross_entropy and lm")
+    max_samples: int | None = Field(None, ge=2, description="probe a seeded random subset of this many examples")
+    hessian_samples: int | None = Field(512, ge=1, description="examples of the sample whose loss's Hessian is probed "
+                                        "(the first of the shuffled K·B; all when unset or larger)")
+    seed: int = Field(0, ge=0, lt=2**63, description="seeds the shuffle, subsampling and every random probe")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: OMP_NUM_THREADS, else the idle CPUs)")
+
+    # the training the schedule is for
+    batch_size: int = Field(32, ge=1, description="the batch size you will train with (the temperature depends on it)")
+    steps: int | None = Field(None, ge=1, le=10**12, description="training budget in optimizer steps")
+    warmup_steps: int = Field(0, ge=0, le=10**12, description="linear warmup to eta0 over this many steps before cooling")
+    min_lr: float = Field(0.0, ge=0.0, description="never schedule a learning rate below this floor")
+
+    # the calibration
+    rules: Literal["loss-units", "literal"] = Field("loss-units", description="loss-units: calibration v2 (temperatures in "
+                                                    "loss units); literal: the seed's formulas read literally (v1)")
+    epsilon: float | None = Field(None, gt=0, description="loss tolerance: cool until P(L - L* < epsilon) >= probability "
+                                  "(default: epsilon_stderrs standard errors of the sample's mean loss)")
+    epsilon_stderrs: float = Field(16.0, gt=0, description="without --epsilon, the tolerance is this many standard errors "
+                                   "of the sample's mean loss (chosen on the tuning tasks, method.md [C12])")
+    probability: float = Field(0.9, gt=0, lt=1, description="the probability of the §7 statement that sets Tf")
+    eta0_rule: Literal["stability", "optimal", "min"] = Field("stability", description="eta0: stability_fraction*2/lambda_max, "
+                                                              "the noisy-quadratic optimum, or the smaller")
+    stability_fraction: float = Field(0.25, gt=0, description="eta0 <= stability_fraction * 2 / lambda_max")
+    lr_law: Literal["linear", "sqrt"] | None = Field(None, description="lr ∝ T (loss-units default) or lr ∝ sqrt(T) "
+                                                     "(the seed's, literal default)")
+    tf_rule: Literal["abs", "floor"] = Field("abs", description="literal: Tf = max(|lambda_min|, tf_floor*lambda_max) or "
+                                             "max(lambda_min, tf_floor*lambda_max)")
+    tf: float | None = Field(None, gt=0, description="literal: set Tf explicitly")
+    tf_floor: float = Field(1e-3, gt=0, description="literal: Tf is at least tf_floor * lambda_max")
+    flat_if_cold: bool = Field(False, description="literal: when T0 <= Tf, write a constant schedule instead of failing")
+
+    # the engine
+    engine: Literal["native", "pyhessian"] = Field("native", description="thermocal's engine, or pyhessian's power iteration")
+    method: Literal["lanczos", "power"] | None = Field(None, description="eigenvalue solver (default: native lanczos, "
+                                                       "pyhessian power)")
+    trace_method: Literal["hutch++", "hutchinson"] | None = Field(None, description="trace estimator (default: native "
+                                                                  "hutch++, pyhessian hutchinson)")
+    hvp: Literal["auto", "rev-rev", "fwd-rev"] = Field("auto", description="how Hessian-vector products are taken")
+    vmap_probes: bool = Field(False, description="batch the trace's probes through vmap")
+    dtype: Literal["model", "float32", "float64"] = Field("model", description="probe in the model's dtype or cast")
+    eig_rtol: float | None = Field(None, gt=0, description="eigenvalue residual tolerance (default: 1e-2 for lambda_max "
+                                   "alone, 1e-3 when lambda_min is resolved; pyhessian 1e-2)")
+    max_iter: int | None = Field(None, ge=1, description="iterations of each eigen-solver run (default: lanczos 1000, "
+                                 "power 20000)")
+    trace_rtol: float = Field(0.02, gt=0, description="trace standard error target, relative to its scale")
+    max_probes: int = Field(1000, ge=10, description="probe budget of the trace")
+    lambda_min: bool = Field(False, description="resolve lambda_min to full accuracy (always for the literal rules)")
+    micro_batch: int = Field(1024, ge=1, description="examples per forward/backward in Hessian-vector products")
+    graph_memory: float = Field(1.0, ge=0, description="GiB the gradient graphs of several micro-batches may keep")
+    lanczos_memory: float = Field(4.0, ge=0, description="GiB the Lanczos basis may hold before it restarts")
+    top_k: int = Field(1, ge=1, description="also report the top-k eigenvalues")
+    density: bool = Field(False, description="spectral density by stochastic Lanczos quadrature")
+    per_layer: bool = Field(False, description="lambda_max and trace per layer")
+    blocks: tuple[str, ...] = Field((), description="regexes over parameter names defining blocks")
+
+    @field_validator("blocks", mode="before")
+    @classmethod
+    def _tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Config":
+        if self.engine == "pyhessian":
+            asked = {"--method lanczos": self.method == "lanczos", "--density": self.density, "--top-k": self.top_k > 1,
+                     "--per-layer/--blocks": self.per_layer or bool(self.blocks), "--hvp fwd-rev": self.hvp == "fwd-rev",
+                     "--trace-method hutch++": self.trace_method == "hutch++"}
+            for what, on in asked.items():
+                if on:
+                    raise ValueError(f"{what} needs --engine native (pyhessian offers power iteration and Hutchinson only)")
+        if self.solver == "power" and self.top_k > 1:
+            raise ValueError("--top-k needs --method lanczos")
+        literal_only = sorted(name for name in LITERAL_ONLY if getattr(self, name) != type(self).model_fields[name].default)
+        if self.rules == "loss-units" and literal_only:
+            flags = ", ".join("--" + name.replace("_", "-") for name in literal_only)
+            verb = "belongs" if len(literal_only) == 1 else "belong"
+            raise ValueError(f"{flags} {verb} to the literal rules: add --rules literal (the loss-units calibration sets "
+                             "Tf from --epsilon and --probability)")
+        return self
+
+    # --------------------------------------------------------------- resolved engine defaults
+    @property
+    def solver(self) -> Literal["lanczos", "power"]:
+        return self.method or ("lanczos" if self.engine == "native" else "power")
+
+    @property
+    def resolves_lambda_min(self) -> bool:
+        """lambda_min is resolved (both ends of Lanczos, or the shifted power iteration) when asked,
+        for the literal rules (Tf rests on it), and by power iteration, which finds it anyway."""
+        return self.lambda_min or self.rules == "literal" or self.solver == "power"
+
+    @property
+    def eigen_rtol(self) -> float:
+        if self.eig_rtol is not None:
+            return self.eig_rtol
+        if self.engine == "pyhessian":
+            return 1e-2
+        return 1e-3 if self.resolves_lambda_min else SCHEDULE_EIG_RTOL
+
+    @property
+    def iterations(self) -> int:
+        return self.max_iter if self.max_iter is not None else (1000 if self.solver == "lanczos" else 20000)
+
+    @property
+    def trace_estimator(self) -> Literal["hutch++", "hutchinson"]:
+        return self.trace_method or ("hutch++" if self.engine == "native" else "hutchinson")
+
+    @property
+    def law(self) -> Literal["linear", "sqrt"]:
+        """lr ∝ T for the loss-units rules (T ∝ eta, method.md [C9]), lr ∝ √T for the literal ones (seed §5.3)."""
+        return self.lr_law or ("linear" if self.rules == "loss-units" else "sqrt")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Settings from a TOML, YAML or JSON file: a mapping of setting names, or a thermocal.schedule/v2
+    file, whose `settings` are taken (so a result can be re-run from its own file)."""
+    from thermocal.io.files import read_text
+
+    text = read_text(path)
+    try:
+        if path.suffix.lower() == ".toml":
+            data: Any = tomllib.loads(text)
+        elif text.lstrip().startswith("{"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # tomllib, json and yaml each raise their own
+        raise InputError(f"cannot be read as TOML, JSON or YAML ({printable(str(exc).splitlines()[0] if str(exc) else '')})",
+                         path) from exc
+    if isinstance(data, dict) and isinstance(data.get("settings"), dict) and "format" in data:
+        data = data["settings"]
+    if not isinstance(data, dict):
+        raise InputError("does not hold a mapping of settings", path)
+    return data
+
+
+def from_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """`THERMOCAL_BATCH_SIZE=64` → {"batch_size": "64"} for every setting of Config (values are
+    parsed by the model). THERMOCAL_DEBUG is not a setting and is left alone."""
+    environ = os.environ if environ is None else environ
+    names = set(Config.model_fields)
+    out = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX):
+            name = key[len(ENV_PREFIX):].lower()
+            if name in names:
+                out[name] = value
+    return out
+
+
+def make_config(flags: dict[str, Any], file: Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Config from the flags given (non-default only), then THERMOCAL_* variables, then `file`."""
+    values: dict[str, Any] = read_config_file(file) if file is not None else {}
+    values.update(from_environment(environ))
+    values.update(flags)
+    try:
+        return Config.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = printable(first["msg"].removeprefix("Value error, "))
+        if first["loc"]:
+            message = f"--{str(first['loc'][0]).replace('_', '-')}: {message}"
+        raise InputError(message) from exc
