@@ -2,7 +2,7 @@
 
     thermocal probe sample_models/digits_mlp/model.pt sample_models/digits_mlp/data/ --steps 300
     python examples/train_with_monitor.py --schedule thermocal.json --log train_log.csv
-    thermocal monitor train_log.csv          # the same rule, replayed offline
+    thermocal monitor train_log.csv --schedule thermocal.json    # the same check, replayed offline
 
 Plain SGD at eta0 (the schedule assumes it), ThermocalLR stepping once per optimizer step, and
 CoolingMonitor fed each step's loss and squared gradient norm. The log has the columns
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             lr = optimizer.param_groups[0]["lr"]
             reading = monitor.update(step, loss.item(), grad_sq)
             if reading.fired and reading.sustained == monitor.window:
-                print(f"step {step}: cooling faster than §6.2 allows (ratio {reading.ratio:.3g}); "
+                print(f"step {step}: cooling faster than the noise relaxes (ratio {reading.ratio:.3g}); "
                       f"stretch tau by {reading.stretch:.3g}")
             log.writerow([step, loss.item(), grad_sq ** 0.5, lr])
             losses.append(loss.item())
