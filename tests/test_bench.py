@@ -34,22 +34,35 @@ def test_quick_benchmark_runs_and_thermocal_matches_the_dense_reference(tmp_path
 
 
 @pytest.mark.bench
-def test_training_comparison_runs_on_a_tiny_budget(tmp_path: Path) -> None:
-    """bench/train_compare.py cannot rot: one task, one seed, a tenth of the budget; every
-    method trains, the table is printed, and the grid's best is at least as good as its
-    constant@0.01 run (it is the minimum over a set that contains it)."""
-    out = tmp_path / "compare.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "train_compare.py"), "--quick", "--tasks", "diabetes_mlp",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+def test_the_evidence_harness_runs_end_to_end_and_reports_from_its_json(tmp_path: Path) -> None:
+    """bench/evidence.py --quick: one tuning and one held-out task, two seeds, tiny budgets. Every
+    method is in the JSON for every seed, the file carries its provenance, the targets table is
+    there, and EVIDENCE.md is exactly what --report makes from the JSON (never edited by hand)."""
+    out, markdown = tmp_path / "evidence.json", tmp_path / "EVIDENCE.md"
+    command = [sys.executable, str(ROOT / "bench" / "evidence.py"), "--quick", "--tasks", "diabetes_mlp", "friedman_mlp",
+               "--out", str(out), "--markdown", str(markdown)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| thermocal |" in proc.stdout and "### Targets" in proc.stdout
-    methods = json.loads(out.read_text())["tasks"]["diabetes_mlp"]["methods"]
-    assert {"thermocal", "constant@eta0", "cosine@eta0", "step@eta0", "range_test+cosine", "grid_best"} <= set(methods)
-    for runs in methods.values():
-        assert len(runs) == 1 and runs[0]["held_out"] > 0
-    assert methods["thermocal"][0]["cost_runs"] > 1.0  # the probe is counted
-    # re-probed in training: both probes are counted
-    assert methods["thermocal re-probed at S/10"][0]["cost_runs"] > methods["thermocal"][0]["cost_runs"]
+    results = json.loads(out.read_text())
+    provenance = results["provenance"]
+    assert len(provenance["commit"]) == 40 and isinstance(provenance["dirty"], bool) and provenance["argv"][1:3] == ["--quick", "--tasks"]
+    assert provenance["defaults"]["rules"] == "loss-units" and provenance["quick"] is True
+    tasks = {t["task"]: t for t in results["tasks"]}
+    assert set(tasks) == {"diabetes_mlp", "friedman_mlp"}
+    baselines = {"thermocal", "literal", "reprobed", "grid", "range_test", "adamw_1e-3", "adamw_tuned", "stability"}
+    assert set(tasks["friedman_mlp"]["methods"]) == baselines  # held out: no candidate is ever run on it
+    assert set(tasks["diabetes_mlp"]["methods"]) == baselines | {"v2_eps1se_linear"}  # tuning: the reference candidate
+    for task in tasks.values():
+        for method, runs in task["methods"].items():
+            assert len(runs) == 2, method
+            assert all(r["test"] is not None or r["diverged"] or r.get("refused") for r in runs), method
+        assert task["grid"]["runs"] >= 3 and task["methods"]["thermocal"][0]["probe_cost"] > 0
+    text = markdown.read_text()
+    assert "## Calibration v2 candidates on the tuning tasks" in text and "## Targets on the held-out tasks" in text and "friedman_mlp" in text and provenance["commit"][:12] in text
+    again = tmp_path / "again.md"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "evidence.py"), "--report", "--out", str(out), "--markdown",
+                    str(again)], check=True, timeout=120)
+    assert again.read_text() == text
 
 
 @pytest.mark.bench

@@ -1,0 +1,540 @@
+"""Should I use this schedule? Training evidence a sceptical reviewer can check (issue 16).
+
+    python bench/evidence.py                 # every task and method, and the calibration candidates on the tuning
+                                             # tasks; 5 seeds -> bench/evidence.json, bench/EVIDENCE.md
+    python bench/evidence.py --set tuning --candidates [NAME ...]   # only candidates, on the tuning tasks (exploring)
+    python bench/evidence.py --report        # EVIDENCE.md again from the JSON (never edited by hand)
+    python bench/evidence.py --quick         # tiny budgets, two seeds, one task per set (a test runs it)
+
+Tasks (bench/tasks.py) are fixed in two sets before any tuning: TUNING tasks choose thermocal's
+rules and constants, HELD_OUT tasks only report. Every method trains the same initialisation on
+the same batch sequence for each seed, with plain SGD unless named, for the task's S steps, and
+is scored by the loss on the test split; everything that tunes, tunes on the validation split:
+- thermocal: `thermocal.probe` of the initial model on (at most 1024 of) the training split,
+  with --batch-size B --steps S, then the file's lr(t); its literal v1 rules likewise;
+- grid: SGD at 7 half-decade learning rates x {constant, cosine, step (x0.1 at S/2, 3S/4)},
+  extended by half-decades while the best is at an edge, chosen on validation loss with seed 0;
+- range test: the lr of steepest descent of the smoothed loss over a 100-step exponential sweep
+  (1e-5 to 10, fast.ai style) from the seed's initialisation, then cosine from it;
+- adamw: AdamW (weight decay 0.01) with linear warmup over 5% of S and cosine, at lr 1e-3 and
+  at the lr of a 7-value grid chosen on validation (seed 0);
+- stability: constant lr f·2/lambda_max with thermocal's own f and lambda_max (what the noise
+  measurement must beat);
+- reprobed: thermocal's schedule for S/10 steps, then a probe of that checkpoint with --steps
+  9S/10 and its schedule for the rest.
+A refusal (no schedule) or a divergence (a non-finite loss) is a result: its test loss is
+infinite, never replaced. Cost is in example-gradients (a forward and backward of one example):
+training S·B; a probe K·B minibatch gradients plus 2 per example and Hessian-vector product
+(an HVP measured 1.6–2.2 gradients in bench/RESULTS.md); the sweep 100·B; the grid all its runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import tasks as task_sets  # noqa: E402
+import thermocal  # noqa: E402
+from thermocal.config import Config  # noqa: E402
+from thermocal.errors import ThermocalError  # noqa: E402
+from thermocal.schedule.functions import learning_rate  # noqa: E402
+
+SEEDS = 5
+GRID = [10 ** (e / 2) for e in range(-6, 1)]  # 1e-3 .. 1, half-decades
+ADAM_GRID = [10 ** (e / 2) for e in range(-8, -1)]  # 1e-4 .. 0.1
+SWEEP_STEPS = 100
+PROBE_EXAMPLES = 1024
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+DEFAULT = "thermocal"
+BASELINES = ("grid", "range_test", "adamw_1e-3", "adamw_tuned", "stability", "literal", "reprobed")
+# Calibration v2 candidates (issue 15), judged on the tuning tasks only: name -> settings. The
+# reference is the derivation's plain reading: epsilon one standard error of the mean loss.
+REFERENCE = "v2_eps1se_linear"
+CANDIDATES: dict[str, dict] = {
+    REFERENCE: {"epsilon_stderrs": 1.0},
+    "v2_eps1se_f0.5": {"epsilon_stderrs": 1.0, "stability_fraction": 0.5},
+    "v2_eps1se_f0.1": {"epsilon_stderrs": 1.0, "stability_fraction": 0.1},
+    "v2_eps1se_min": {"epsilon_stderrs": 1.0, "eta0_rule": "min"},
+    "v2_eps1se_optimal": {"epsilon_stderrs": 1.0, "eta0_rule": "optimal"},
+    "v2_eps1se_sqrt": {"epsilon_stderrs": 1.0, "lr_law": "sqrt"},
+    "v2_eps1se_p0.5": {"epsilon_stderrs": 1.0, "probability": 0.5},
+    "v2_eps2se_linear": {"epsilon_stderrs": 2.0},
+    "v2_eps4se_linear": {"epsilon_stderrs": 4.0},
+    "v2_eps8se_linear": {"epsilon_stderrs": 8.0},
+    "v2_eps16se_linear": {"epsilon_stderrs": 16.0},
+}
+
+Schedule = Callable[[int], float]
+
+
+@dataclass
+class Run:
+    train: float
+    val: float
+    test: float
+    diverged: bool
+    seconds: float
+    lr_start: float
+    lr_end: float
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def batches(task: task_sets.Task, seed: int, steps: int) -> torch.Tensor:
+    """The seed's sequence of minibatch indices: shuffled epochs, the same for every method."""
+    generator = torch.Generator().manual_seed(1000 + seed)
+    n = len(task.train[0])
+    epochs = -(-steps * task.batch // n)
+    order = torch.cat([torch.randperm(n, generator=generator) for _ in range(epochs)])
+    return order[: steps * task.batch].reshape(steps, task.batch)
+
+
+def evaluate(model: torch.nn.Module, split: tuple[torch.Tensor, torch.Tensor], loss_fn) -> float:
+    model.eval()
+    with torch.no_grad():
+        total, count = 0.0, 0
+        for x, y in zip(split[0].split(512), split[1].split(512)):
+            total += float(loss_fn(model(x), y)) * len(x)
+            count += len(x)
+    return total / count
+
+
+def initial(task: task_sets.Task, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return task.build()
+
+
+def train(task: task_sets.Task, model: torch.nn.Module, lr: Schedule, seed: int, *, adam: bool = False,
+          start: int = 0, stop: int | None = None) -> Run:
+    """Train `model` in place over steps [start, stop) of the seed's batch sequence."""
+    stop = task.steps if stop is None else stop
+    order = batches(task, seed, task.steps)
+    optimizer = (torch.optim.AdamW(model.parameters(), lr=lr(start), weight_decay=0.01) if adam
+                 else torch.optim.SGD(model.parameters(), lr=lr(start)))
+    x, y = task.train
+    clock = time.perf_counter()
+    diverged = False
+    model.train()
+    for step in range(start, stop):
+        rate = lr(step)
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        optimizer.zero_grad(set_to_none=True)
+        loss = task.loss_fn(model(x[order[step]]), y[order[step]])
+        if not torch.isfinite(loss) or float(loss) > 1e6:
+            diverged = True
+            break
+        loss.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - clock
+    if diverged:
+        return Run(math.inf, math.inf, math.inf, True, seconds, lr(start), lr(stop - 1))
+    values = [evaluate(model, split, task.loss_fn) for split in (task.train, task.val, task.test)]
+    bad = not all(math.isfinite(v) for v in values)
+    return Run(*(math.inf if bad else v for v in values), bad, seconds, lr(start), lr(stop - 1))
+
+
+def constant(value: float) -> Schedule:
+    return lambda t: value
+
+
+def cosine(peak: float, steps: int, warmup: int = 0) -> Schedule:
+    def lr(t: int) -> float:
+        if t < warmup:
+            return peak * (t + 1) / warmup
+        return 0.5 * peak * (1 + math.cos(math.pi * (t - warmup) / max(steps - warmup, 1)))
+    return lr
+
+
+def step_decay(peak: float, steps: int) -> Schedule:
+    return lambda t: peak * (0.1 if t >= steps // 2 else 1.0) * (0.1 if t >= 3 * steps // 4 else 1.0)
+
+
+SHAPES: dict[str, Callable[[float, int], Schedule]] = {"constant": lambda lr, s: constant(lr), "cosine": cosine,
+                                                       "step": step_decay}
+
+
+def range_test(task: task_sets.Task, model: torch.nn.Module, seed: int) -> float:
+    """The lr of steepest descent of the smoothed loss along an exponential sweep (fast.ai style)."""
+    model = copy.deepcopy(model).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-5)
+    order = batches(task, seed, SWEEP_STEPS)
+    x, y = task.train
+    lrs, losses, smooth, best = [], [], None, math.inf
+    for i in range(SWEEP_STEPS):
+        rate = 1e-5 * (10 / 1e-5) ** (i / (SWEEP_STEPS - 1))
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        optimizer.zero_grad()
+        loss = task.loss_fn(model(x[order[i]]), y[order[i]])
+        if not torch.isfinite(loss):
+            break
+        smooth = float(loss) if smooth is None else 0.9 * smooth + 0.1 * float(loss)
+        lrs.append(rate)
+        losses.append(smooth)
+        best = min(best, smooth)
+        if smooth > 4 * best:
+            break
+        loss.backward()
+        optimizer.step()
+    slopes = [(losses[i + 1] - losses[i - 1]) / (math.log(lrs[i + 1]) - math.log(lrs[i - 1])) for i in range(1, len(lrs) - 1)]
+    return lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)] if slopes else 1e-3
+
+
+# ----------------------------------------------------------------------------- thermocal
+
+
+def probe(task: task_sets.Task, model: torch.nn.Module, steps: int, **settings: object):
+    """`thermocal.probe` of `model` on the training split's first examples; (file, cost) or (None, cost, why)."""
+    x, y = task.train[0][:PROBE_EXAMPLES], task.train[1][:PROBE_EXAMPLES]
+    config = Config(batch_size=task.batch, steps=steps, threads=torch.get_num_threads(), **settings)
+    model = copy.deepcopy(model).eval()
+    try:
+        doc = thermocal.probe(model, (x, y), config, loss_fn=task.loss_fn)
+    except ThermocalError as exc:
+        return None, 0.0, str(exc)
+    m = doc.measurements
+    hvps = m.hessian.hvps + (m.noise_curvature.hvps if m.noise_curvature else 0)
+    cost = m.gradient_noise.samples_used + 2.0 * hvps * (doc.inputs.hessian_samples or m.gradient_noise.samples_used)
+    return doc, cost, None
+
+
+def thermocal_run(task: task_sets.Task, seed: int, **settings: object) -> dict:
+    model = initial(task, seed)
+    clock = time.perf_counter()
+    doc, cost, why = probe(task, model, task.steps, **settings)
+    probe_seconds = time.perf_counter() - clock
+    if doc is None:
+        return {"refused": why, "test": None, "val": None, "train": None, "diverged": False, "cost": cost,
+                "probe_cost": cost, "seconds": probe_seconds}
+    run = train(task, model, learning_rate(doc.schedule), seed)
+    return _record(run, task, cost, probe_seconds, kind=doc.schedule.kind, eta0=doc.schedule.eta0,
+                   lambda_max=doc.measurements.hessian.lambda_max, stability_fraction=doc.settings.stability_fraction)
+
+
+def reprobed_run(task: task_sets.Task, seed: int) -> dict:
+    model = initial(task, seed)
+    switch = task.steps // 10
+    clock = time.perf_counter()
+    first, cost, why = probe(task, model, task.steps)
+    if first is None:
+        return {"refused": why, "test": None, "val": None, "train": None, "diverged": False, "cost": cost, "probe_cost": cost,
+                "seconds": time.perf_counter() - clock}
+    early = train(task, model, learning_rate(first.schedule), seed, stop=switch)
+    if early.diverged:
+        return _record(early, task, cost, time.perf_counter() - clock)
+    second, more, why = probe(task, model, task.steps - switch)
+    if second is None:
+        return {"refused": why, "test": None, "val": None, "train": None, "diverged": False, "cost": cost + more,
+                "probe_cost": cost + more, "seconds": time.perf_counter() - clock}
+    later = learning_rate(second.schedule)
+    rest = train(task, model, lambda t: later(t - switch), seed, start=switch)
+    rest.lr_start = early.lr_start
+    return _record(rest, task, cost + more, time.perf_counter() - clock - rest.seconds - early.seconds,
+                   eta0_reprobed=second.schedule.eta0, kind=second.schedule.kind)
+
+
+def _record(run: Run, task: task_sets.Task, probe_cost: float = 0.0, probe_seconds: float = 0.0, **extra: object) -> dict:
+    finite = lambda v: None if not math.isfinite(v) else v  # noqa: E731 (JSON has no infinity)
+    return {"train": finite(run.train), "val": finite(run.val), "test": finite(run.test), "diverged": run.diverged,
+            "cost": task.steps * task.batch + probe_cost, "probe_cost": probe_cost, "seconds": run.seconds + probe_seconds,
+            "lr_start": run.lr_start, "lr_end": run.lr_end, **extra}
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def tune(task: task_sets.Task, values: list[float], shapes: list[str], adam: bool) -> dict:
+    """Validation loss of every (lr, shape) with seed 0, extending the lr grid by half-decades while
+    the best lr is at an edge (at most 4 times); returns the choice and every cell."""
+    cells: dict[tuple[float, str], float] = {}
+    grid = list(values)
+
+    def run_cell(lr: float, shape: str) -> float:
+        warmup = max(1, task.steps // 20) if adam else 0
+        schedule = cosine(lr, task.steps, warmup) if adam else SHAPES[shape](lr, task.steps)
+        return train(task, initial(task, 0), schedule, 0, adam=adam).val
+
+    for _ in range(5):
+        for lr in grid:
+            for shape in shapes:
+                if (lr, shape) not in cells:
+                    cells[(lr, shape)] = run_cell(lr, shape)
+        best = min(cells, key=cells.__getitem__)
+        if best[0] == min(grid) and not math.isinf(cells[best]):
+            grid.insert(0, min(grid) / math.sqrt(10))
+        elif best[0] == max(grid):
+            grid.append(max(grid) * math.sqrt(10))
+        else:
+            break
+    return {"lr": best[0], "shape": best[1], "runs": len(cells),
+            "cells": [{"lr": lr, "shape": shape, "val": None if math.isinf(v) else v} for (lr, shape), v in sorted(cells.items())]}
+
+
+def run_task(name: str, candidates: list[str] | None, only_candidates: bool, seeds: int) -> dict:
+    task = {**task_sets.TUNING, **task_sets.HELD_OUT}[name]()
+    if QUICK:
+        task = task_sets.Task(task.name, task.kind, task.build, task.train, task.val, task.test, task.loss_fn,
+                              max(20, task.steps // 20), task.batch)
+    torch.set_num_threads(1)
+    clock = time.perf_counter()
+    grid = tune(task, GRID if not QUICK else GRID[2:5], list(SHAPES) if not QUICK else ["constant"], adam=False)
+    adam = tune(task, ADAM_GRID if not QUICK else ADAM_GRID[2:5], ["cosine"], adam=True)
+    tuning_seconds = time.perf_counter() - clock
+    out: dict = {"task": name, "kind": task.kind, "params": task.params, "steps": task.steps, "batch": task.batch,
+                 "train_examples": len(task.train[0]), "grid": grid, "adamw_grid": adam, "tuning_seconds": tuning_seconds,
+                 "methods": {}}
+    methods: dict[str, Callable[[int], dict]] = {}
+    for cand in candidates or []:
+        methods[cand] = lambda seed, s=CANDIDATES[cand]: thermocal_run(task, seed, **dict(s))
+    if not only_candidates:
+        methods[DEFAULT] = lambda seed: thermocal_run(task, seed)
+        methods["literal"] = lambda seed: thermocal_run(task, seed, rules="literal")
+        methods["reprobed"] = lambda seed: reprobed_run(task, seed)
+
+        def grid_best(seed: int) -> dict:
+            run = train(task, initial(task, seed), SHAPES[grid["shape"]](grid["lr"], task.steps), seed)
+            return _record(run, task, lr=grid["lr"], shape=grid["shape"])
+
+        def range_cosine(seed: int) -> dict:
+            model = initial(task, seed)
+            peak = range_test(task, model, seed)
+            run = train(task, model, cosine(peak, task.steps), seed)
+            return _record(run, task, SWEEP_STEPS * task.batch, peak=peak)
+
+        def adamw(lr: float) -> Callable[[int], dict]:
+            return lambda seed: _record(train(task, initial(task, seed), cosine(lr, task.steps, max(1, task.steps // 20)),
+                                              seed, adam=True), task, lr=lr)
+
+        def stability(seed: int) -> dict:
+            model = initial(task, seed)
+            doc, cost, why = probe(task, model, task.steps)
+            if doc is None:
+                return {"refused": why, "test": None, "val": None, "train": None, "diverged": False, "cost": cost,
+                        "probe_cost": cost, "seconds": 0.0}
+            lr = doc.settings.stability_fraction * 2.0 / doc.measurements.hessian.lambda_max
+            return _record(train(task, model, constant(lr), seed), task, cost, lr=lr)
+
+        methods.update({"grid": grid_best, "range_test": range_cosine, "adamw_1e-3": adamw(1e-3),
+                        "adamw_tuned": adamw(adam["lr"]), "stability": stability})
+    for method, run in methods.items():
+        out["methods"][method] = [run(seed) for seed in range(seeds)]
+        print(f"  {name}: {method} done", file=sys.stderr, flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- statistics and report
+
+
+def _loss(record: dict) -> float:
+    return math.inf if record.get("test") is None else record["test"]
+
+
+def paired(a: list[dict], b: list[dict]) -> tuple[float, float, float]:
+    """Mean paired difference a − b of test loss over seeds, with its 95% t-interval (inf when a
+    run of `a` failed, −inf when only `b`'s did)."""
+    diffs = [_loss(x) - _loss(y) for x, y in zip(a, b)]
+    if any(math.isnan(d) for d in diffs) or any(math.isinf(d) for d in diffs):
+        worst = max(diffs) if any(d == math.inf or math.isnan(d) for d in diffs) else min(diffs)
+        value = math.inf if (worst == math.inf or math.isnan(worst)) else -math.inf
+        return value, value, value
+    mean = statistics.fmean(diffs)
+    half = T_975.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.inf
+    return mean, mean - half, mean + half
+
+
+def provenance(argv: list[str]) -> dict:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else "unknown"
+    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "thermocal": thermocal.__version__, "torch": torch.__version__, "python": platform.python_version(),
+            "argv": argv, "seeds": SEEDS if not QUICK else 2, "quick": QUICK, "grid": GRID, "adamw_grid": ADAM_GRID,
+            "sweep_steps": SWEEP_STEPS, "probe_examples": PROBE_EXAMPLES, "defaults": Config().model_dump(mode="json"),
+            "candidates": CANDIDATES, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _summary(records: list[dict]) -> str:
+    losses = [_loss(r) for r in records]
+    failed = sum(1 for v in losses if math.isinf(v))
+    good = [v for v in losses if not math.isinf(v)]
+    text = f"{statistics.fmean(good):.4g} ± {statistics.stdev(good):.2g}" if len(good) > 1 else (f"{good[0]:.4g}" if good else "—")
+    return text + (f" ({failed} of {len(losses)} failed)" if failed else "")
+
+
+def _interval(mean: float, low: float, high: float) -> str:
+    if math.isinf(mean):
+        return "thermocal failed" if mean > 0 else "the baseline failed"
+    return f"{mean:+.3g} [{low:+.3g}, {high:+.3g}]"
+
+
+def report(results: dict) -> str:
+    p = results["provenance"]
+    lines = [
+        "# Training evidence (generated by `python bench/evidence.py`; never edit by hand)",
+        "",
+        f"One run of commit `{p['commit'][:12]}`{' with uncommitted changes' if p['dirty'] else ''}, thermocal "
+        f"{p['thermocal']}, torch {p['torch']}, Python {p['python']}, {p['created']}; command `{' '.join(p['argv'])}`; "
+        f"{p['seeds']} seeds{' (QUICK: tiny budgets, not evidence)' if p['quick'] else ''}. Every task and seed is in "
+        "`bench/evidence.json`. How each method runs, and what is counted, is the docstring of bench/evidence.py.",
+        "",
+    ]
+    if results.get("candidates"):
+        lines += _candidates_section(results)
+    held = [t for t in results["tasks"] if t["task"] in task_sets.HELD_OUT and DEFAULT in t["methods"]]
+    tuning = [t for t in results["tasks"] if t["task"] in task_sets.TUNING and DEFAULT in t["methods"]]
+    if held:
+        lines += _targets_section(held)
+    for title, group in (("Held-out tasks (never used to choose anything)", held), ("Tuning tasks", tuning)):
+        if group:
+            lines += [f"## {title}", ""]
+            for t in group:
+                lines += _task_section(t)
+    return "\n".join(lines) + "\n"
+
+
+def _task_section(t: dict) -> list[str]:
+    lines = [f"### {t['task']}: {t['kind']}", "",
+             f"{t['params']:,} parameters, {t['train_examples']} training examples, S = {t['steps']} steps of B = "
+             f"{t['batch']}. Grid choice (validation, seed 0): lr {t['grid']['lr']:.3g} {t['grid']['shape']} "
+             f"({t['grid']['runs']} runs); AdamW choice: lr {t['adamw_grid']['lr']:.3g} ({t['adamw_grid']['runs']} runs).", "",
+             "| method | test loss (mean ± sd) | thermocal − method, 95% paired interval | example-gradients | seconds |",
+             "| --- | --- | --- | --- | --- |"]
+    ours = t["methods"][DEFAULT]
+    for method, records in t["methods"].items():
+        cost = statistics.fmean(r["cost"] for r in records)
+        if method == "grid":
+            cost_text = f"{cost:,.0f} (+ {t['grid']['runs'] * t['steps'] * t['batch']:,} for the search)"
+        elif method == "adamw_tuned":
+            cost_text = f"{cost:,.0f} (+ {t['adamw_grid']['runs'] * t['steps'] * t['batch']:,} for the search)"
+        else:
+            cost_text = f"{cost:,.0f}"
+        diff = "—" if method == DEFAULT else _interval(*paired(ours, records))
+        seconds = statistics.fmean(r["seconds"] for r in records)
+        lines.append(f"| {method} | {_summary(records)} | {diff} | {cost_text} | {seconds:.1f} |")
+    refusals = [r["refused"] for r in ours if r.get("refused")]
+    lines += [""] + ([f"thermocal refused on {len(refusals)} seed(s): {refusals[0]}", ""] if refusals else [])
+    return lines
+
+
+def _targets_section(held: list[dict]) -> list[str]:
+    def verdict(baseline: str, better: bool) -> tuple[int, list[str]]:
+        """better: the mean paired difference is below 0; else (within or better): the 95% interval
+        does not lie wholly above 0."""
+        count, cells = 0, []
+        for t in held:
+            mean, low, high = paired(t["methods"][DEFAULT], t["methods"][baseline])
+            ok = mean < 0 if better else not low > 0
+            count += ok
+            cells.append(f"{t['task']} {'met' if ok else 'missed'} ({_interval(mean, low, high)})")
+        return count, cells
+
+    lines = ["## Targets on the held-out tasks", "", "| target | result | per task (thermocal − baseline, 95% interval) |",
+             "| --- | --- | --- |"]
+    n = len(held)
+    for text, baseline, better, need in (
+        ("within the 95% paired interval of the validation-tuned SGD grid, or better, on ≥ 3 of 4", "grid", False, 3),
+        ("better than LR range test + cosine on ≥ 3 of 4", "range_test", True, 3),
+        ("better than constant f·2/λ_max on at least half", "stability", True, (n + 1) // 2),
+    ):
+        count, cells = verdict(baseline, better)
+        lines.append(f"| {text} | {'met' if count >= need else 'missed'}: {count} of {n} | {'; '.join(cells)} |")
+    ratios = []
+    for t in held:
+        probe_cost = statistics.fmean(r["probe_cost"] for r in t["methods"][DEFAULT])
+        ratios.append((t["task"], probe_cost / (t["steps"] * t["batch"])))
+    worst = max(r for _, r in ratios)
+    lines.append(f"| probe ≤ 0.25 of a training run (example-gradients) | {'met' if worst <= 0.25 else 'missed'}: "
+                 f"largest {worst:.2f} | {'; '.join(f'{name} {r:.2f}' for name, r in ratios)} |")
+    return lines + [""]
+
+
+def _candidates_section(results: dict) -> list[str]:
+    chosen = results["candidates"]
+    rows = [t for t in results["tasks"] if set(chosen) <= set(t["methods"])]
+    lines = ["## Calibration v2 candidates on the tuning tasks (issue 15: the default is chosen here)", "",
+             f"Test loss relative to `{REFERENCE}` (ε one standard error of the sample's mean loss, the derivation's "
+             "plain reading), mean over seeds of the paired ratio; < 1 is better. The default is the candidate with the "
+             "lowest geometric mean, decided as the rule before the run.", "",
+             "| candidate | " + " | ".join(t["task"] for t in rows) + " | geometric mean |",
+             "| --- | " + " | ".join("---" for _ in rows) + " | --- |"]
+    for cand in chosen:
+        ratios = []
+        for t in rows:
+            a = [_loss(r) for r in t["methods"][cand]]
+            b = [_loss(r) for r in t["methods"][REFERENCE]]
+            ratios.append(statistics.fmean(x / y for x, y in zip(a, b)) if all(math.isfinite(v) for v in a + b) else math.inf)
+        geo = math.exp(statistics.fmean(math.log(r) for r in ratios)) if all(math.isfinite(r) for r in ratios) else math.inf
+        lines.append(f"| {cand} | " + " | ".join("failed" if math.isinf(r) else f"{r:.3f}" for r in ratios)
+                     + f" | {'failed' if math.isinf(geo) else f'{geo:.3f}'} |")
+    return lines + [""]
+
+
+QUICK = False
+
+
+def main() -> None:
+    global QUICK
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", choices=("tuning", "held-out", "all"), default="all")
+    parser.add_argument("--tasks", nargs="*", help="only these tasks")
+    parser.add_argument("--candidates", nargs="*", default=None, help="run the calibration candidates (all, or those "
+                        "named), on the tuning tasks only")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--report", action="store_true", help="regenerate EVIDENCE.md from the JSON")
+    parser.add_argument("--out", type=Path, default=HERE / "evidence.json")
+    parser.add_argument("--markdown", type=Path, default=HERE / "EVIDENCE.md")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    args = parser.parse_args()
+    QUICK = args.quick
+    if args.report:
+        args.markdown.write_text(report(json.loads(args.out.read_text())))
+        return
+    if args.candidates is not None and args.set != "tuning":
+        parser.error("--candidates runs on the tuning tasks only: pass --set tuning")
+    names = {"tuning": list(task_sets.TUNING), "held-out": list(task_sets.HELD_OUT),
+             "all": [*task_sets.TUNING, *task_sets.HELD_OUT]}[args.set]
+    if args.tasks:
+        names = [n for n in names if n in args.tasks]
+    if QUICK and not args.tasks:
+        names = names[:1] if args.set != "all" else [names[0], next(iter(task_sets.HELD_OUT))]
+    seeds = 2 if QUICK else SEEDS
+    only = args.candidates is not None
+    chosen = (args.candidates or list(CANDIDATES)) if only else (list(CANDIDATES) if not QUICK else [REFERENCE])
+    jobs = [(name, chosen if name in task_sets.TUNING else None, only, seeds) for name in names]
+    with multiprocessing.get_context("spawn").Pool(max(1, min(args.jobs, len(jobs))), initializer=_child, initargs=(QUICK,)) as pool:
+        done = pool.starmap(run_task, jobs)
+    results = {"provenance": provenance(sys.argv), "candidates": chosen if any(n in task_sets.TUNING for n in names) else [],
+               "tasks": done}
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    args.markdown.write_text(report(results))
+    print(report(results))
+
+
+def _child(quick: bool) -> None:
+    global QUICK
+    QUICK = quick
+    torch.set_num_threads(1)
+
+
+if __name__ == "__main__":
+    main()
