@@ -34,6 +34,18 @@ def _fresh_working_directory(tmp_path_factory: pytest.TempPathFactory, monkeypat
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
 
 
+def one_line_error(result, code: int, *needles: str) -> str:
+    """A CliRunner result that failed with `code`, nothing on stdout, and one line on stderr
+    (`thermocal: error: …`) holding every needle; returns that line."""
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("thermocal: error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
 def engine_config(**settings: object):
     """The engine as the curvature tests exercise it: both ends of the spectrum resolved, and the
     Hessian of the whole sample (no --hessian-samples subset), so that dense truth applies."""

@@ -12,7 +12,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from conftest import SAMPLES, save_data, save_script
+from conftest import SAMPLES, one_line_error, save_data, save_script
 from thermocal.cli import app
 from thermocal.schedule.file import loads
 
@@ -23,16 +23,6 @@ DIABETES = SAMPLES / "diabetes_mlp"
 
 def run(*args: object):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, code: int, *needles: str) -> None:
-    assert result.exit_code == code, result.output
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("thermocal: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +87,7 @@ def test_export_yaml_and_json_carry_the_same_content(digits_result, tmp_path: Pa
     assert run("export", out, "--out", target).exit_code == 0
     assert yaml.safe_load(target.read_text())["schedule"]["eta0"] == json.loads(out.read_text())["schedule"]["eta0"]
     again = run("export", out, "--out", target)
-    assert_one_line_error(again, 2, str(target), "already exists; pass --force")
+    one_line_error(again, 2, str(target), "already exists; pass --force")
 
 
 def test_export_rejects_a_tampered_file(digits_result, tmp_path: Path) -> None:
@@ -106,10 +96,10 @@ def test_export_rejects_a_tampered_file(digits_result, tmp_path: Path) -> None:
     data["schedule"]["gamma"] = 0.5
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(data))
-    assert_one_line_error(run("export", bad), 2, str(bad), "gamma 0.5 is not exp(-1/tau)")
+    one_line_error(run("export", bad), 2, str(bad), "gamma 0.5 is not exp(-1/tau)")
     bad.write_text("[1, 2")
-    assert_one_line_error(run("export", bad), 2, str(bad), "neither JSON nor YAML")
-    assert_one_line_error(run("export", tmp_path / "none.json"), 2, "none.json", "no such file")
+    one_line_error(run("export", bad), 2, str(bad), "neither JSON nor YAML")
+    one_line_error(run("export", tmp_path / "none.json"), 2, "none.json", "no such file")
 
 
 def test_regression_sample_without_a_budget(tmp_path: Path) -> None:
@@ -132,7 +122,7 @@ def test_refuses_to_overwrite_and_keeps_the_old_file(classifier, tmp_path: Path)
     model, data = classifier
     out = tmp_path / "keep.json"
     out.write_text("precious")
-    assert_one_line_error(run("probe", model, data, "--batch-size", 16, "--out", out), 2, str(out), "--force")
+    one_line_error(run("probe", model, data, "--batch-size", 16, "--out", out), 2, str(out), "--force")
     assert out.read_text() == "precious"
     forced = run("probe", model, data, "--batch-size", 16, "--out", out, "--force", "--quiet")
     assert forced.exit_code == 0, forced.output
@@ -163,11 +153,11 @@ def test_degenerate_already_cold_exits_1_without_a_file(classifier, tmp_path: Pa
     model, data = classifier
     out = tmp_path / "cold.json"
     result = run("probe", model, data, "--batch-size", 16, "--rules", "literal", "--tf", 1e6, "--out", out, "-q")
-    assert_one_line_error(result, 1, "already cold: T0 = ", "<= Tf = 1e+06")
+    one_line_error(result, 1, "already cold: T0 = ", "<= Tf = 1e+06")
     assert not out.exists()
     flat = run("probe", model, data, "--batch-size", 16, "--rules", "literal", "--tf", 1e6, "--flat-if-cold", "--out", out, "-q")
     assert flat.exit_code == 0 and loads(out.read_text(), str(out)).schedule.kind == "constant"
-    assert_one_line_error(run("probe", model, data, "--tf", 1e6, "--out", out, "--force"), 2,
+    one_line_error(run("probe", model, data, "--tf", 1e6, "--out", out, "--force"), 2,
                           "--tf belongs to the literal rules: add --rules literal")
 
 
@@ -183,7 +173,7 @@ def test_non_finite_loss_exits_1(tmp_path: Path) -> None:
     model = save_script(Overflow(), tmp_path / "m.pt")
     data = save_data(tmp_path / "d.pt", x=torch.ones(8, 3), y=torch.zeros(8, dtype=torch.int64))
     result = run("probe", model, data, "--batch-size", 4, "--out", tmp_path / "o.json", "-q")
-    assert_one_line_error(result, 1, "the loss on minibatch 0 is nan, not finite")
+    one_line_error(result, 1, "the loss on minibatch 0 is nan, not finite")
     assert not (tmp_path / "o.json").exists()
 
 
@@ -194,24 +184,24 @@ def test_bad_inputs_exit_2_naming_the_file(classifier, tmp_path: Path) -> None:
     def probe(m: object, d: object, *extra: object):
         return run("probe", m, d, "--out", out, "-q", *extra)
 
-    assert_one_line_error(probe(tmp_path / "nope.pt", data), 2, "nope.pt: no such file")
-    assert_one_line_error(probe(model, tmp_path / "nope"), 2, "nope: no such file or directory")
+    one_line_error(probe(tmp_path / "nope.pt", data), 2, "nope.pt: no such file")
+    one_line_error(probe(model, tmp_path / "nope"), 2, "nope: no such file or directory")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_one_line_error(probe(model, empty), 2, "empty: directory holds no data files")
+    one_line_error(probe(model, empty), 2, "empty: directory holds no data files")
     keys = save_data(tmp_path / "keys.pt", features=torch.ones(4, 6), labels=torch.zeros(4))
-    assert_one_line_error(probe(model, keys), 2, "keys.pt: has keys [features, labels]; expected inputs/targets or x/y")
+    one_line_error(probe(model, keys), 2, "keys.pt: has keys [features, labels]; expected inputs/targets or x/y")
     lengths = save_data(tmp_path / "len.pt", inputs=torch.ones(40, 6), targets=torch.zeros(39, dtype=torch.int64))
-    assert_one_line_error(probe(model, lengths), 2, "len.pt: 'inputs' has 40 examples but 'targets' has 39")
-    assert_one_line_error(probe(model, data, "--batch-size", 64), 2, str(data), "N = 96 examples at --batch-size 64 give 1 minibatch(es)")
+    one_line_error(probe(model, lengths), 2, "len.pt: 'inputs' has 40 examples but 'targets' has 39")
+    one_line_error(probe(model, data, "--batch-size", 64), 2, str(data), "N = 96 examples at --batch-size 64 give 1 minibatch(es)")
     shapes = save_data(tmp_path / "shape.pt", inputs=torch.ones(40, 5), targets=torch.zeros(40, dtype=torch.int64))
-    assert_one_line_error(probe(model, shapes, "--batch-size", 8), 2, "shape.pt: inputs of shape (5,) per example do not fit the model")
+    one_line_error(probe(model, shapes, "--batch-size", 8), 2, "shape.pt: inputs of shape (5,) per example do not fit the model")
     labels = save_data(tmp_path / "labels.pt", inputs=torch.ones(40, 6), targets=torch.full((40,), 7))
-    assert_one_line_error(probe(model, labels, "--batch-size", 8), 2, "labels.pt: targets range over [7, 7] but the model has 3 classes")
+    one_line_error(probe(model, labels, "--batch-size", 8), 2, "labels.pt: targets range over [7, 7] but the model has 3 classes")
     ambiguous = save_data(tmp_path / "amb.pt", inputs=torch.ones(40, 6), targets=torch.ones(40, 2))
-    assert_one_line_error(probe(model, ambiguous, "--batch-size", 8), 2, "amb.pt: cannot choose a loss", "pass --loss")
+    one_line_error(probe(model, ambiguous, "--batch-size", 8), 2, "amb.pt: cannot choose a loss", "pass --loss")
     nan = save_data(tmp_path / "nan.pt", inputs=torch.full((40, 6), float("nan")), targets=torch.zeros(40, dtype=torch.int64))
-    assert_one_line_error(probe(model, nan), 2, "nan.pt: 'inputs' holds NaN or Inf values")
+    one_line_error(probe(model, nan), 2, "nan.pt: 'inputs' holds NaN or Inf values")
     assert not out.exists()
 
 
@@ -219,7 +209,7 @@ def test_cuda_without_a_gpu_is_a_usage_error(classifier, tmp_path: Path) -> None
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     model, data = classifier
-    assert_one_line_error(run("probe", model, data, "--device", "cuda", "--out", tmp_path / "o.json"), 2, "--device cuda")
+    one_line_error(run("probe", model, data, "--device", "cuda", "--out", tmp_path / "o.json"), 2, "--device cuda")
 
 
 def test_engine_options_reach_the_file_and_the_summary(classifier, tmp_path: Path) -> None:
@@ -240,13 +230,13 @@ def test_engine_options_reach_the_file_and_the_summary(classifier, tmp_path: Pat
 def test_engine_option_errors(classifier, tmp_path: Path) -> None:
     model, data = classifier
     out = tmp_path / "o.json"
-    assert_one_line_error(run("probe", model, data, "--engine", "pyhessian", "--density", "--out", out), 2,
+    one_line_error(run("probe", model, data, "--engine", "pyhessian", "--density", "--out", out), 2,
                           "--density needs --engine native")
-    assert_one_line_error(run("probe", model, data, "--hvp", "fwd-rev", "--out", out), 2, "--hvp fwd-rev needs an eager module")
-    assert_one_line_error(run("probe", model, data, "--blocks", "nothing", "--out", out), 2,
+    one_line_error(run("probe", model, data, "--hvp", "fwd-rev", "--out", out), 2, "--hvp fwd-rev needs an eager module")
+    one_line_error(run("probe", model, data, "--blocks", "nothing", "--out", out), 2,
                           "--blocks 'nothing' matches no trainable parameter")
     unconverged = run("probe", model, data, "--batch-size", 16, "--max-iter", 2, "--fail-unconverged", "--out", out)
-    assert_one_line_error(unconverged, 1, "not converged within budget: lambda_max", "nothing written")
+    one_line_error(unconverged, 1, "not converged within budget: lambda_max", "nothing written")
     assert not out.exists()
     warned = run("probe", model, data, "--batch-size", 16, "--max-iter", 2, "--out", out)
     assert warned.exit_code == 0 and "warning: not converged within budget: lambda_max" in warned.stderr

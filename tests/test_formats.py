@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from conftest import mlp, save_data, save_script
+from conftest import mlp, one_line_error, save_data, save_script
 from thermocal.cli import app
 from thermocal.errors import ThermocalError
 from thermocal.io.checkpoint import ModelOptions, load_model
@@ -80,15 +80,6 @@ def probe_doc(model: object, data: object, tmp: Path, *extra: object) -> dict:
     result = run("probe", model, data, "--batch-size", 16, "--out", out, "-q", *extra)
     assert result.exit_code == 0, result.output
     return json.loads(out.read_text())
-
-
-def one_line_error(result, code: int, *needles: str) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("thermocal: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 class Payload:

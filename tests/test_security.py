@@ -18,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 from typer.testing import CliRunner
 
-from conftest import ROOT, mlp, save_data, save_script
+from conftest import ROOT, mlp, one_line_error, save_data, save_script
 from thermocal.cli import app
 from thermocal.errors import DataError, InputError
 from thermocal.io.data import load_sample
@@ -34,15 +34,6 @@ ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.envi
 
 def run(*args: object):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, code: int, *needles: str) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("thermocal: error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 class Marker:

@@ -9,35 +9,20 @@ file; `dumps(file, "json")` writes it. Runtime use needs no CLI: `load_schedule(
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["Config", "CoolingMonitor", "ThermocalLR", "dumps", "load_schedule", "probe", "__version__"]
 
 
+# name -> the module that defines it, imported on first use
+_LAZY = {"probe": "thermocal.api", "Config": "thermocal.config", "dumps": "thermocal.schedule.file",
+         "load_schedule": "thermocal.schedule.runtime", "ThermocalLR": "thermocal.schedule.torch_lr",
+         "CoolingMonitor": "thermocal.monitor"}
+
+
 def __getattr__(name: str) -> Any:
-    if name == "probe":
-        from thermocal.api import probe
-
-        return probe
-    if name == "Config":
-        from thermocal.config import Config
-
-        return Config
-    if name == "dumps":
-        from thermocal.schedule.file import dumps
-
-        return dumps
-    if name == "load_schedule":
-        from thermocal.schedule.runtime import load_schedule
-
-        return load_schedule
-    if name == "ThermocalLR":
-        from thermocal.schedule.torch_lr import ThermocalLR
-
-        return ThermocalLR
-    if name == "CoolingMonitor":
-        from thermocal.monitor import CoolingMonitor
-
-        return CoolingMonitor
-    raise AttributeError(f"module 'thermocal' has no attribute {name!r}")
+    if name not in _LAZY:
+        raise AttributeError(f"module 'thermocal' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -183,8 +183,17 @@ def _other_end(matvec: Callable[[torch.Tensor], torch.Tensor], dominant: float, 
     return other
 
 
-def _ordered(dominant: tuple[float, EstimateRecord], other: tuple[float, EstimateRecord]):
-    """((lambda_max, record), (lambda_min, record)) from the two ends, whichever was found first."""
+def _both_ends(counter, matvec: Callable[[torch.Tensor], torch.Tensor], dominant: tuple[float, EstimateRecord],
+               trace: TraceEstimate, s: Config, generator: torch.Generator, device: torch.device, dtype: torch.dtype,
+               timer: "_Timer", progress: Progress):
+    """The other end by shifted power iteration ([H4]), then ((lambda_max, record), (lambda_min, record)),
+    whichever end the first power iteration found. `counter` counts the products (engine or operator)."""
+    with timer("extremes"):
+        progress.phase("Hessian: shifted power iteration", None)
+        start = counter.hvps
+        found = _other_end(matvec, dominant[0], trace, counter.dim, s, generator, device, dtype)
+        other = (found.value, _record("power iteration on H - sigma*I", counter.hvps - start, found.iterations,
+                                      found.residual, s.eigen_rtol, found.converged))
     return (dominant, other) if dominant[0] >= other[0] else (other, dominant)
 
 
@@ -212,13 +221,8 @@ def _pyhessian_spectrum(engine, s: Config, progress: Progress, generator: torch.
         trace = hutchinson(engine.trace_probes, rtol=s.trace_rtol, max_probes=s.max_probes, scale=abs(top.value))
         trace_record = _trace_record("Hutchinson, Rademacher probes (pyhessian)", engine.hvps - start, trace, s.trace_rtol,
                                      abs(top.value))
-    with timer("extremes"):
-        progress.phase("Hessian: shifted power iteration", None)
-        start = engine.hvps
-        other = _other_end(engine.matvec, top.value, trace, engine.dim, s, generator, vector.device, vector.dtype)
-        second = _record("power iteration on H - sigma*I", engine.hvps - start, other.iterations, other.residual,
-                         rtol, other.converged)
-    (lam_max, max_rec), (lam_min, min_rec) = _ordered((top.value, first), (other.value, second))
+    (lam_max, max_rec), (lam_min, min_rec) = _both_ends(engine, engine.matvec, (top.value, first), trace, s, generator,
+                                                        vector.device, vector.dtype, timer, progress)
     _check_finite(lambda_max=lam_max, lambda_min=lam_min, trace=trace.value)
     return HessianSpectrum(
         engine=engine.name, hvp_mode="rev-rev", lambda_max=lam_max, lambda_min=lam_min, trace=trace.value,
@@ -341,13 +345,8 @@ def _native_spectrum(op: HessianOperator, s: Config, progress: Progress, generat
         with timer("trace"):
             progress.phase("Hessian: trace", None)
             trace, trace_rec = _native_trace(op, s, None, abs(top.value), generator)
-        with timer("extremes"):
-            progress.phase("Hessian: shifted power iteration", None)
-            start = op.hvps
-            other = _other_end(op.matvec, top.value, trace, op.dim, s, generator, op.device, torch.float64)
-            second = _record("power iteration on H - sigma*I", op.hvps - start, other.iterations, other.residual,
-                             rtol, other.converged)
-        (lam_max, max_rec), (lam_min, min_rec) = _ordered((top.value, first), (other.value, second))
+        (lam_max, max_rec), (lam_min, min_rec) = _both_ends(op, op.matvec, (top.value, first), trace, s, generator,
+                                                            op.device, torch.float64, timer, progress)
     _check_finite(lambda_max=lam_max, lambda_min=lam_min if lam_min is not None else 0.0, trace=trace.value)
 
     density = None
