@@ -67,15 +67,17 @@ def _torch_prelude(doc: ScheduleFile) -> str:
     return _torch_header(s) + _constants(doc) + ("" if _plain_exponential(s) else _lr_function(s))
 
 
+def _sgd_and_scheduler(s: ScheduleBase, params: str) -> str:
+    """The two lines every torch snippet builds its pair with: SGD at eta0 and the schedule's scheduler."""
+    return f"    optimizer = torch.optim.SGD({params}, lr=ETA0)\n    scheduler = {_torch_scheduler(s, 'optimizer')}\n"
+
+
 def torch_snippet(doc: ScheduleFile) -> str:
-    s = doc.schedule
     return _torch_prelude(doc) + (
         "\n\ndef thermocal_optimizer(params):\n"
         '    """Plain SGD at eta0 (the schedule assumes it) and its scheduler: call scheduler.step()\n'
         '    after every optimizer.step()."""\n'
-        "    optimizer = torch.optim.SGD(params, lr=ETA0)\n"
-        f"    scheduler = {_torch_scheduler(s, 'optimizer')}\n"
-        "    return optimizer, scheduler\n"
+        + _sgd_and_scheduler(doc.schedule, "params") + "    return optimizer, scheduler\n"
     )
 
 
@@ -89,13 +91,9 @@ def hf_snippet(doc: ScheduleFile) -> str:
 
 
 def lightning_snippet(doc: ScheduleFile) -> str:
-    s = doc.schedule
     return _torch_prelude(doc) + (
-        "\n\n# In your LightningModule:\n"
-        "def configure_optimizers(self):\n"
-        "    optimizer = torch.optim.SGD(self.parameters(), lr=ETA0)\n"
-        f"    scheduler = {_torch_scheduler(s, 'optimizer')}\n"
-        '    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}\n'
+        "\n\n# In your LightningModule:\ndef configure_optimizers(self):\n" + _sgd_and_scheduler(doc.schedule, "self.parameters()")
+        + '    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}\n'
     )
 
 
