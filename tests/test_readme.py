@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import thermocal
+
 from typer.testing import CliRunner
 
 from conftest import ROOT, SAMPLES
@@ -58,6 +60,20 @@ def test_use_the_schedule_pytorch_block_runs(tmp_path: Path, monkeypatch: pytest
 
 
 @pytest.mark.slow
+def test_the_python_block_probes_without_the_cli_and_leaves_the_model_alone(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = torch.load(SAMPLES / "digits_mlp" / "data" / "sample.pt", weights_only=True)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    namespace = {"model": model, "inputs": data["inputs"], "targets": data["targets"]}
+    exec(fenced("python", "From Python, without the CLI"), namespace)
+    doc = namespace["doc"]
+    assert doc.settings.batch_size == 64 and doc.schedule.steps == 20_000
+    assert thermocal.load_schedule(tmp_path / "thermocal.json").eta0 == doc.schedule.eta0
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_use_in_ci_shell_block_passes_and_then_catches_drift(tmp_path: Path) -> None:
     """The plain-shell CI recipe, run as written on the digits sample standing in for model.pt/data/."""
     shutil.copy(SAMPLES / "digits_mlp" / "model.pt", tmp_path / "model.pt")

@@ -105,6 +105,9 @@ class Config(Record):
     @field_validator("blocks", mode="before")
     @classmethod
     def _tuple(cls, value: Any) -> Any:
+        """A list, or a comma-separated string (from a THERMOCAL_BLOCKS variable)."""
+        if isinstance(value, str):
+            return tuple(part for part in value.split(",") if part)
         return tuple(value) if isinstance(value, list) else value
 
     @model_validator(mode="after")

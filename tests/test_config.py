@@ -1,0 +1,77 @@
+"""Issue 17 item 2: one configuration, from flags, a file and THERMOCAL_* variables, recorded
+whole in the file, so that a result re-runs from its own file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import SAMPLES, one_line_error
+from thermocal.cli import app
+from thermocal.config import Config, from_environment, make_config
+
+DIGITS = SAMPLES / "digits_mlp"
+
+
+def run(*args: object, env: dict | None = None):
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def same_result(a: Path, b: Path) -> None:
+    one, two = (json.loads(p.read_text()) for p in (a, b))
+    for doc in (one, two):
+        for key in ("created_at", "timings"):
+            doc.pop(key)
+        doc["inputs"].pop("threads")
+    assert one == two
+
+
+def test_a_result_re_runs_from_its_own_file(tmp_path: Path) -> None:
+    first = tmp_path / "first.json"
+    assert run("probe", DIGITS / "model.pt", DIGITS / "data", "--steps", 700, "--batch-size", 16, "--epsilon-stderrs", 2,
+               "--seed", 3, "-q", "-o", first).exit_code == 0
+    again = tmp_path / "again.json"
+    result = run("probe", DIGITS / "model.pt", DIGITS / "data", "--config", first, "-q", "-o", again)
+    assert result.exit_code == 0, result.output
+    same_result(first, again)
+    settings = json.loads(again.read_text())["settings"]
+    assert (settings["steps"], settings["batch_size"], settings["epsilon_stderrs"], settings["seed"]) == (700, 16, 2.0, 3)
+
+
+def test_flags_win_over_variables_and_variables_over_a_file(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text("batch_size = 8\nsteps = 300\nblocks = ['0\\.', '2\\.']\n")
+    assert make_config({}, tmp_path / "c.toml").batch_size == 8
+    assert make_config({}, tmp_path / "c.toml").blocks == ("0\\.", "2\\.")
+    assert make_config({}, tmp_path / "c.toml", {"THERMOCAL_BATCH_SIZE": "16"}).batch_size == 16
+    assert make_config({"batch_size": 64}, tmp_path / "c.toml", {"THERMOCAL_BATCH_SIZE": "16"}).batch_size == 64
+    assert from_environment({"THERMOCAL_BLOCKS": "a,b", "THERMOCAL_DEBUG": "1"}) == {"blocks": "a,b"}
+    assert make_config({}, None, {"THERMOCAL_BLOCKS": "a,b"}).blocks == ("a", "b")
+    out = tmp_path / "o.json"
+    done = run("probe", DIGITS / "model.pt", DIGITS / "data", "--config", tmp_path / "c.toml", "-q", "-o", out,
+               env={"THERMOCAL_STEPS": "500"})
+    assert done.exit_code == 0, done.output
+    settings = json.loads(out.read_text())["settings"]
+    assert (settings["batch_size"], settings["steps"]) == (8, 500)
+
+
+def test_bad_settings_are_one_line_naming_the_flag(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text("batch_sizes = 8\n")
+    one_line_error(run("probe", DIGITS / "model.pt", DIGITS / "data", "--config", tmp_path / "bad.toml"), 2,
+                   "--batch-sizes: Extra inputs are not permitted")
+    one_line_error(run("probe", DIGITS / "model.pt", DIGITS / "data", env={"THERMOCAL_PROBABILITY": "2"}), 2,
+                   "--probability: Input should be less than 1")
+    (tmp_path / "junk.yaml").write_text("[1, 2\n")
+    one_line_error(run("probe", DIGITS / "model.pt", DIGITS / "data", "--config", tmp_path / "junk.yaml"), 2,
+                   "junk.yaml: cannot be read as TOML, JSON or YAML")
+
+
+def test_every_setting_has_one_default_and_a_flag() -> None:
+    help_text = run("probe", "--help", env={"COLUMNS": "250"}).stdout
+    for name in Config.model_fields:
+        flag = {"inputs_key": "--inputs", "targets_key": "--targets"}.get(name, "--" + name.replace("_", "-"))
+        assert flag in help_text, name
+    with pytest.raises(ValueError):
+        Config(rules="loss-units", tf=1.0)
