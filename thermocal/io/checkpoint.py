@@ -33,6 +33,7 @@ from thermocal.errors import CheckpointError, DataError, InputError
 from thermocal.io.archives import check_export_archive, check_torch_zip
 from thermocal.io.files import sha256_file, sha256_listing
 from thermocal.io.user_code import call_user, import_callable
+from thermocal.measure import set_eval
 from thermocal.text import first_line as _first_line
 
 TORCHSCRIPT = "torchscript"
@@ -339,14 +340,6 @@ def _load_huggingface(path: Path) -> tuple[torch.nn.Module, str, str | None]:
 def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The parameters the probe differentiates: floating point and `requires_grad=True`."""
     return [p for p in module.parameters() if p.requires_grad and p.is_floating_point()]
-
-
-def set_eval(module: torch.nn.Module) -> None:
-    """Eval mode. A torch.export program keeps the mode it was exported in and refuses eval()."""
-    try:
-        module.eval()
-    except NotImplementedError:
-        pass
 
 
 def restrict_parameters(module: torch.nn.Module, pattern: str, path: Path) -> list[str]:
