@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from thermocal.records import CalibrationDetails, Diagnostic, GradientNoise, HessianSpectrum, ScheduleBase
-from thermocal.schedule.functions import learning_rate, lr_timescale, temperature
+from thermocal.schedule.functions import cooling_phase, learning_rate, minimal_work, temperature
 
 EXPLORATION_MIN = 10.0  # T0/lambda_max "≫ 1"
 EXPLOITATION_FACTOR = 10.0  # Tf/|lambda_min| "~ 1": within a factor of 10
@@ -37,7 +37,7 @@ def diagnose(
 ) -> list[Diagnostic]:
     """Every check of method.md §4, in that order, on the cooling phase (t counted from the end
     of any warmup, no learning-rate floor)."""
-    cooling = schedule.model_copy(update={"warmup_steps": 0, "min_lr": 0.0})
+    cooling = cooling_phase(schedule)
     eta, temp = learning_rate(cooling), temperature(cooling)
     g2 = noise.grad_sq_mean
     lam_max, lam_min = spectrum.lambda_max, spectrum.lambda_min
@@ -67,15 +67,8 @@ def diagnose(
         status="info" if q_end is None else _within_factor(q_end, REGIME_FACTOR),
         rule="Q(S) at the end of the budget, as regime_start",
     ))
-    if end is None:
-        work = None
-    elif schedule.tau is None:
-        work = schedule.eta0 * g2 * end
-    else:
-        timescale = lr_timescale(schedule)
-        work = schedule.eta0 * g2 * timescale * -math.expm1(-end / timescale)
     out.append(Diagnostic(
-        name="minimal_work", section="§4.2", value=work, threshold=None, status="info",
+        name="minimal_work", section="§4.2", value=minimal_work(schedule, g2), threshold=None, status="info",
         rule="W = eta0 * grad_sq_mean * 2 tau (1 - exp(-S/(2 tau)))",
     ))
     floor = eta(end) * temp(end) * lam_max if end is not None else None

@@ -30,7 +30,9 @@ from thermocal.errors import DegenerateError
 from thermocal.records import (
     Diagnostic, GradientNoise, HessianSpectrum, LossUnitCalibration, LossUnitRules, NoiseCurvature, ScheduleV2,
 )
-from thermocal.schedule.functions import gamma_of, learning_rate, lr_expression, lr_timescale, temperature_expression
+from thermocal.schedule.functions import (
+    cooling_phase, gamma_of, learning_rate, lr_expression, lr_timescale, minimal_work, temperature_expression,
+)
 
 ADIABATIC_MAX = 1.0  # the noise relaxes within one cooling time at the last learning rate
 
@@ -114,7 +116,7 @@ def calibrate(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseC
         lr_expression=lr_expression(kind, config.warmup_steps, config.min_lr, law),
         temperature_expression=temperature_expression(kind, config.warmup_steps), rules=rules,
     )
-    eta_end = _cooling_lr(schedule)(config.steps) if config.steps is not None else eta0
+    eta_end = learning_rate(cooling_phase(schedule))(config.steps) if config.steps is not None else eta0
     details = LossUnitCalibration(
         d_eff=d_eff, grad_var=noise.grad_var, noise_floor=eta0 * noise.grad_var / 4.0,
         noise_floor_end=eta_end * noise.grad_var / 4.0, T0_stderr=t0_stderr, eta_stable=eta_stable,
@@ -124,17 +126,12 @@ def calibrate(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseC
     return LossUnitResult(schedule=schedule, details=details)
 
 
-def _cooling_lr(schedule: ScheduleV2):
-    """eta of the cooling phase alone (t from the end of warmup, no floor): what the diagnostics judge."""
-    return learning_rate(schedule.model_copy(update={"warmup_steps": 0, "min_lr": 0.0}))
-
-
 def diagnose(schedule: ScheduleV2, details: LossUnitCalibration, noise: GradientNoise, spectrum: HessianSpectrum,
              curvature: NoiseCurvature | None) -> list[Diagnostic]:
     """The seed's conditions in loss units ([D9]–[D13]); each warning says what to change."""
     rules = schedule.rules
     assert isinstance(rules, LossUnitRules)
-    eta = _cooling_lr(schedule)
+    eta = learning_rate(cooling_phase(schedule))
     end = schedule.steps
     out: list[Diagnostic] = []
 
@@ -183,15 +180,8 @@ def diagnose(schedule: ScheduleV2, details: LossUnitCalibration, noise: Gradient
         name="regime_start", section="§3", value=quench, threshold=None, status="info",
         rule="2|grad L|²/(eta0·tr Σ_B): descent against noise per step at eta0; >> 1 quenches, ~1 anneals",
     ))
-    if end is None:
-        work = None
-    elif schedule.tau is None:
-        work = schedule.eta0 * noise.grad_sq_mean * end
-    else:
-        timescale = lr_timescale(schedule)
-        work = schedule.eta0 * noise.grad_sq_mean * timescale * -math.expm1(-end / timescale)
     out.append(Diagnostic(
-        name="minimal_work", section="§4.2", value=work, threshold=None, status="info",
+        name="minimal_work", section="§4.2", value=minimal_work(schedule, noise.grad_sq_mean), threshold=None, status="info",
         rule="W = sum of eta(t)·grad_sq_mean over the budget (gradient statistics held at their probed values)",
     ))
     return out

@@ -7,9 +7,7 @@ warmup and the learning-rate floor compose by functions (`join`, `floored`), not
 from __future__ import annotations
 
 import math
-from typing import Callable
-
-from typing import Literal
+from typing import Callable, Literal
 
 from thermocal.records import ScheduleBase
 
@@ -50,16 +48,20 @@ def floored(fn: StepFn, minimum: float) -> StepFn:
     return lambda t: max(minimum, fn(t))
 
 
+def timescale_of(tau: float, law: str) -> float:
+    """The learning rate's e-folding time when T(t) = T0·exp(−t/tau): tau when eta ∝ T (`linear`),
+    2·tau when eta ∝ √T (`sqrt`)."""
+    return tau if law == "linear" else 2.0 * tau
+
+
 def lr_timescale(schedule: ScheduleBase) -> float | None:
-    """The learning rate's e-folding time: tau when eta ∝ T (`linear`), 2·tau when eta ∝ √T (`sqrt`)."""
-    if schedule.tau is None:
-        return None
-    return schedule.tau if schedule.lr_law == "linear" else 2.0 * schedule.tau
+    """`timescale_of` the schedule's tau and lr_law; None for a flat schedule."""
+    return None if schedule.tau is None else timescale_of(schedule.tau, schedule.lr_law)
 
 
 def gamma_of(tau: float, law: str) -> float:
     """The per-step learning-rate factor exp(−1/timescale)."""
-    return math.exp(-1.0 / (tau if law == "linear" else 2.0 * tau))
+    return math.exp(-1.0 / timescale_of(tau, law))
 
 
 def learning_rate(schedule: ScheduleBase) -> StepFn:
@@ -69,6 +71,25 @@ def learning_rate(schedule: ScheduleBase) -> StepFn:
     cooling = constant(schedule.eta0) if timescale is None else exponential(schedule.eta0, timescale)
     fn = join(linear_warmup(schedule.eta0, schedule.warmup_steps), cooling, schedule.warmup_steps) if schedule.warmup_steps else cooling
     return floored(fn, schedule.min_lr) if schedule.min_lr > 0 else fn
+
+
+def cooling_phase(schedule: ScheduleBase) -> ScheduleBase:
+    """The schedule without its warmup and floor (t counted from the end of warmup): what the
+    diagnostics judge."""
+    return schedule.model_copy(update={"warmup_steps": 0, "min_lr": 0.0})
+
+
+def minimal_work(schedule: ScheduleBase, grad_sq_mean: float) -> float | None:
+    """W = Σ eta(t)·grad_sq_mean over the cooling budget (seed §4.2), in closed form: eta0·g²·S
+    for a flat schedule, eta0·g²·timescale·(1 − exp(−S/timescale)) for an exponential one; None
+    without a budget."""
+    end = schedule.steps
+    if end is None:
+        return None
+    timescale = lr_timescale(schedule)
+    if timescale is None:
+        return schedule.eta0 * grad_sq_mean * end
+    return schedule.eta0 * grad_sq_mean * timescale * -math.expm1(-end / timescale)
 
 
 def temperature(schedule: ScheduleBase) -> StepFn:
