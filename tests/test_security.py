@@ -347,6 +347,35 @@ def test_compressed_entries_in_torch_files_are_refused(tiny, tmp_path) -> None:
     one_line_error(run("probe", squeezed, tiny["data"], "-q", "--arch", "x:y"), 2, "squeezed.pt: entry", "is compressed")
 
 
+def _with_undecodable_name(blob: bytearray, name: bytes) -> None:
+    """The first entry's name made invalid UTF-8 while the entry still says its name is UTF-8
+    (flag bit 11): zipfile raises UnicodeDecodeError, not BadZipFile."""
+    for header, flags in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local header, central directory
+        at = blob.index(header)
+        blob[at + flags + 1] |= 0x08  # general purpose flag bit 11: the name is UTF-8
+        blob[blob.index(name, at)] = 0xAA  # a continuation byte cannot start a UTF-8 character
+
+
+def _with_unknown_version(blob: bytearray, name: bytes) -> None:
+    """The first entry needs zip version 12.8 to extract: zipfile raises NotImplementedError."""
+    at = blob.index(b"PK\x01\x02")
+    blob[at + 6] = 128  # "version needed to extract", in tenths
+
+
+@pytest.mark.parametrize("damage", [_with_undecodable_name, _with_unknown_version])
+def test_a_zip_that_zipfile_cannot_open_is_one_line(tiny, tmp_path, damage) -> None:
+    """Found by fuzzing: zipfile raises UnicodeDecodeError or NotImplementedError, not only
+    BadZipFile, and those escaped the archive check as internal errors."""
+    torch.save({"inputs": torch.zeros(64, 6), "targets": torch.zeros(64, dtype=torch.long)}, tmp_path / "data.pt")
+    torch.save(tiny["model"].state_dict(), tmp_path / "state.pt")
+    for source, odd in (("data.pt", "odd.pt"), ("state.pt", "odd_state.pt")):
+        blob = bytearray((tmp_path / source).read_bytes())
+        damage(blob, zipfile.ZipFile(tmp_path / source).infolist()[0].filename.encode())
+        (tmp_path / odd).write_bytes(bytes(blob))
+    one_line_error(run("probe", tiny["script"], tmp_path / "odd.pt", "-q"), 2, "odd.pt")
+    one_line_error(run("probe", tmp_path / "odd_state.pt", tiny["data"], "-q", "--arch", "x:y"), 2, "odd_state.pt")
+
+
 def test_npz_reads_only_the_arrays_it_uses_and_each_within_the_budget(tmp_path, monkeypatch) -> None:
     x, y = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32), np.zeros(40, dtype=np.int64)
     np.savez_compressed(tmp_path / "d.npz", inputs=x, targets=y, junk=np.zeros(3_000_000))

@@ -35,6 +35,10 @@ from thermocal.errors import CheckpointError, ThermocalError
 from thermocal.text import first_line
 
 MAX_CODE_RATIO = 100
+# What zipfile raises on a damaged archive: BadZipFile, but also UnicodeDecodeError (a ValueError)
+# on an entry name that says it is UTF-8 and is not, NotImplementedError on an unknown zip version
+# or compression method, OSError/EOFError on a truncated entry.
+ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError)
 RESAVE = "re-save it with torch.export.save from a model whose weights and constants are plain tensors"
 # Entries of a torch.export archive (below its top folder) that hold no pickle and no code.
 _STAMPS = {"archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id"}
@@ -64,7 +68,7 @@ def check_torch_zip(path: Path, error: type[ThermocalError] = CheckpointError, c
     try:
         with zipfile.ZipFile(path) as archive:
             refuse_compressed(archive, path, error, code)
-    except zipfile.BadZipFile as exc:
+    except ZIP_ERRORS as exc:
         raise error(f"is a damaged zip archive ({first_line(exc)})", path) from exc
 
 
@@ -124,5 +128,5 @@ def check_export_archive(path: Path) -> None:
                     raise CheckpointError(f"entry {name!r} is not plain tensor storage or the program's JSON "
                                           f"(a pickled object, or an archive from another torch release); {RESAVE}",
                                           path)
-    except zipfile.BadZipFile as exc:
+    except ZIP_ERRORS as exc:
         raise CheckpointError(f"is a damaged zip archive ({first_line(exc)})", path) from exc

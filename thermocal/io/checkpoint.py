@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from thermocal.errors import CheckpointError, DataError, InputError
-from thermocal.io.archives import check_export_archive, check_torch_zip
+from thermocal.io.archives import ZIP_ERRORS, check_export_archive, check_torch_zip
 from thermocal.io.files import sha256_file, sha256_listing
 from thermocal.io.user_code import call_user, import_callable
 from thermocal.measure import set_eval
@@ -110,7 +110,7 @@ def detect_format(path: Path) -> str:
             return SAFETENSORS
         with open(path, "rb") as handle:
             first = handle.read(1)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except ZIP_ERRORS as exc:
         raise CheckpointError(f"cannot be read ({_first_line(exc)})", path) from exc
     if first == b"\x80":  # a pickle protocol marker: torch.save's legacy (pre-zip) format
         return TORCH_SAVE
