@@ -26,14 +26,14 @@ COMMANDS = {
     "thermocal show FILE": ["show", str(GOLDEN)],
     "thermocal export FILE --format torch": ["export", str(GOLDEN), "--format", "torch"],
 }
-PROBE = ("import sys, json, runpy; sys.argv = ['thermocal'] + json.loads(sys.argv[1]); "
+PROBE = ("import sys, json; sys.argv = ['thermocal'] + json.loads(sys.argv[1]); "
          "from thermocal.cli import main\ntry:\n main()\nexcept SystemExit:\n pass\n"
          "print(json.dumps({m: m in sys.modules for m in ('torch', 'pyhessian')}), file=sys.stderr)")
 
 
 def main() -> None:
     sys.path.insert(0, str(HERE))
-    from evidence import provenance  # the same stamp as every result file
+    from provenance import stamp  # the same stamp as every result file
 
     rows = []
     for name, args in COMMANDS.items():
@@ -46,7 +46,7 @@ def main() -> None:
         imported = json.loads(done.stderr.strip().splitlines()[-1])
         rows.append({"command": name, "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
                      "imports_torch": imported["torch"], "imports_pyhessian": imported["pyhessian"]})
-    out = {"provenance": provenance(sys.argv), "cpus": os.cpu_count(), "runs": RUNS, "rows": rows}
+    out = {"provenance": stamp(sys.argv), "cpus": os.cpu_count(), "runs": RUNS, "rows": rows}
     (HERE / "cli_startup.json").write_text(json.dumps(out, indent=1) + "\n")
     print("| command | median s | range s | imports torch | imports pyhessian |\n| --- | --- | --- | --- | --- |")
     for r in rows:

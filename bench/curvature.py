@@ -2,12 +2,15 @@
 
     pip install -e ".[test]" && pip install --no-deps curvlinops-for-pytorch einops einconv \
         linear_operator opt-einsum tqdm          # bench-only peer (see README "Benchmarks")
-    python bench/curvature.py                    # all models; writes bench/results.json
+    python bench/curvature.py                    # all models; writes bench/results.json and bench/RESULTS.md
     python bench/curvature.py --quick            # tiny sizes, seconds: keeps the script from rotting
+    python bench/curvature.py --report           # RESULTS.md again from results.json (never edit it by hand)
 
 Each (model, contender) cell runs in its own child process, so that its peak resident memory
 (ru_maxrss, minus the resident size once model and data are loaded) is its own. Models are
-built once by the parent and saved to a temporary folder. Reported per cell: wall time,
+built once by the parent and saved to a temporary folder. Every timed cell runs first, the
+(untimed, long) reference cells last. The JSON is stamped with commit, dirty flag, argv and
+settings (bench/provenance.py), and RESULTS.md is generated from it. Reported per cell: wall time,
 Hessian-vector products (HVPs), extra peak memory, and the relative error of lambda_max,
 lambda_min and the trace against a reference:
   - `digits` (2.4k parameters): the dense Hessian (torch.autograd.functional.hessian + eigvalsh);
@@ -17,8 +20,13 @@ lambda_min and the trace against a reference:
     (ARPACK's smallest-algebraic search did not finish in 5 minutes on the 105k MLP: its
     restarts discard the Krylov space that resolves the cluster of small eigenvalues.)
 Contenders:
-  - thermocal (default probe): gradient noise at B=32 + both extremes (Lanczos, rtol 1e-3) +
-    trace (Hutch++ with the Lanczos basis) to 5% relative standard error;
+  - thermocal_default: `thermocal probe` as it runs with no options, i.e. what calibration v2
+    needs (gradient noise at B=32, lambda_max to the default rtol, the trace with the Lanczos
+    basis to the default relative standard error, the Hessian on at most `hessian_samples`
+    examples of the sample); its errors against the whole-sample reference include that
+    subsample's sampling error;
+  - thermocal (full accuracy): gradient noise at B=32 + both extremes (Lanczos, rtol 1e-3) on
+    the whole sample + trace (Hutch++ with the Lanczos basis) to 5% relative standard error;
   - pyhessian (defaults): `eigenvalues()` (power iteration, maxIter 100, tol 1e-3) and `trace()`
     (Hutchinson, maxIter 100, tol 1e-3); it has no lambda_min;
   - pyhessian_matched: pyhessian asked for thermocal's accuracy: power iteration at tol 1e-6
@@ -33,7 +41,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -50,9 +57,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import models as zoo  # noqa: E402
+from provenance import stamp  # noqa: E402
 
 MODELS = ["digits", "mlp", "cnn", "transformer"]
-CONTENDERS = ["step", "timing", "reference", "thermocal", "pyhessian", "pyhessian_matched", "curvlinops"]
+CONTENDERS = ["step", "timing", "thermocal_default", "thermocal", "pyhessian", "pyhessian_matched", "curvlinops", "reference"]
+UNTIMED = {"reference"}  # run after every timed cell, so that other work during it cannot move a timing
 QUICK_SIZES = {"digits": {}, "mlp": {"n": 256, "width": 32}, "cnn": {"n": 128},
                "transformer": {"n": 16, "context": 8, "width": 16, "layers": 1}}
 TIMING_ROUNDS = 7  # interleaved rounds of the timing cell
@@ -195,6 +204,21 @@ def cell_thermocal(model, x, y, loss_fn):
             "converged": h.converged, "timings": t}
 
 
+def cell_thermocal_default(model, x, y, loss_fn):
+    from thermocal.config import Config
+    from thermocal.measure import probe
+
+    start = time.perf_counter()
+    settings = Config(batch_size=min(32, len(x) // 4), loss="bench")
+    result = probe(model, x, y, settings, torch.device("cpu"), loss_fn=loss_fn)
+    elapsed = time.perf_counter() - start
+    h = result.measurements.hessian
+    t = result.timings
+    return {"time": elapsed, "time_curvature": t.get("extremes", 0) + t.get("trace", 0), "hvps": h.hvps,
+            "lambda_max": h.lambda_max, "lambda_min": h.lambda_min, "trace": h.trace, "trace_stderr": h.trace_stderr,
+            "converged": h.converged, "timings": t, "hessian_examples": result.hessian_samples}
+
+
 def cell_pyhessian(model, x, y, loss_fn):
     from thermocal.curvature.pyhessian_engine import _CountingHessian
 
@@ -283,7 +307,7 @@ def run_cell(model_name: str, contender: str, folder: Path, quick: bool) -> dict
     return out
 
 
-def report(cell) -> None:
+def emit(cell) -> None:
     """In a child: print the cell's result (or its error) as the RESULT line `child_result` reads."""
     try:
         print("RESULT " + json.dumps(cell()))
@@ -292,12 +316,6 @@ def report(cell) -> None:
 
 
 # ----------------------------------------------------------------------------- parent
-
-
-def finish(results: dict, text: str, out: Path) -> None:
-    """Print the machine and the table, and write every cell to `out`."""
-    print(f"\nMachine: {results['machine']}\n\n{text}")
-    out.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def child_result(script: str, flag: str, model_name: str, name: str, folder: str, quick: bool) -> dict:
@@ -317,42 +335,135 @@ def relative_error(value, reference):
     return abs(value - reference) / abs(reference)
 
 
+TABLED = ("thermocal_default", "thermocal", "pyhessian", "pyhessian_matched", "curvlinops")
+HOW_TO_READ = """How to read it: each (model, contender) cell ran in its own process, one after another, on the
+same models and data; every timed cell ran before the (untimed) reference cells. "extra peak MB"
+is the cell's peak resident memory above its baseline after loading. Errors are relative to the
+reference: dense `eigvalsh` for the 2.4k-parameter digits MLP, otherwise a float64 Lanczos run
+to residual 1e-6 (checked against ARPACK on the MLP and CNN) and a 2e-3 Hutchinson trace
+deflated by the Lanczos basis, all on the whole sample. "trace z" is (trace − reference) /
+√(se² + se_ref²) where the contender reports a standard error. A 2-se interval from 10 probes
+misses about 8% of the time by design (bench/trace_coverage.py measures that rate).
+
+Contenders (the docstring of bench/curvature.py says exactly what each runs):
+
+- **thermocal_default**: `thermocal probe` with no options: what calibration v2 uses (gradient
+  noise, lambda_max, the trace; no lambda_min), the Hessian on at most the default
+  `hessian_samples` examples, so its errors include that subsample's sampling error.
+- **thermocal**: full accuracy, as before calibration v2: both extremes by Lanczos to rtol 1e-3 on
+  the whole sample, Hutch++ trace to 5%.
+- **pyhessian**: pyhessian 0.1 with its defaults (power iteration tol 1e-3, Hutchinson tol 1e-3),
+  lambda_max and trace only.
+- **pyhessian_matched**: pyhessian at thermocal's full accuracy: power iteration tol 1e-6
+  (maxIter 1000), Hutchinson until the standard error is 5%.
+- **curvlinops**: `HessianLinearOperator` + scipy `eigsh` at tol 1e-3 for each end + `hutchpp_trace`
+  with 99 products."""
+
+
+def _fmt(value, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _trace_z(cell: dict, ref: dict) -> float | None:
+    if not cell.get("trace_stderr") or ref.get("trace") is None:
+        return None
+    return (cell["trace"] - ref["trace"]) / math.hypot(cell["trace_stderr"], ref.get("trace_stderr") or 0.0)
+
+
+def _ok(cell: dict | None) -> bool:
+    return bool(cell) and "error" not in cell
+
+
 def table(results: dict) -> str:
-    lines = ["| model | contender | wall s | curvature s | HVPs | extra peak MB | lambda_max err | lambda_min err | trace err | trace z |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    fmt = lambda v, spec: "—" if v is None else format(v, spec)  # noqa: E731
+    lines = ["| model | contender | wall s | curvature s | HVPs | Hessian examples | extra peak MB | lambda_max err | "
+             "lambda_min err | trace err | trace z |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for model_name, cells in results["models"].items():
-        ref = cells.get("reference", {})
-        for contender in ("thermocal", "pyhessian", "pyhessian_matched", "curvlinops"):
+        ref, examples = cells.get("reference", {}), results["sizes"][model_name]["examples"]
+        for contender in TABLED:
             c = cells.get(contender)
-            if not c or "error" in c:
-                lines.append(f"| {model_name} | {contender} | failed: {c.get('error', 'missing') if c else 'missing'} |||||||")
+            if c is None:
                 continue
-            z = None
-            if c.get("trace_stderr") and ref.get("trace") is not None:
-                z = (c["trace"] - ref["trace"]) / math.hypot(c["trace_stderr"], ref.get("trace_stderr") or 0.0)
+            if not _ok(c):
+                lines.append(f"| {model_name} | {contender} | failed: {c['error']} |||||||||")
+                continue
             lines.append(
                 f"| {model_name} | {contender} | {c['time']:.2f} | {c['time_curvature']:.2f} | {c['hvps']} | "
-                f"{c['peak_extra_mb']:.0f} | {fmt(relative_error(c['lambda_max'], ref.get('lambda_max')), '.1e')} | "
-                f"{fmt(relative_error(c['lambda_min'], ref.get('lambda_min')), '.1e')} | "
-                f"{fmt(relative_error(c['trace'], ref.get('trace')), '.1e')} | {fmt(z, '+.1f')} |"
+                f"{c.get('hessian_examples', examples):,} | {c['peak_extra_mb']:.0f} | "
+                f"{_fmt(relative_error(c['lambda_max'], ref.get('lambda_max')), '.1e')} | "
+                f"{_fmt(relative_error(c['lambda_min'], ref.get('lambda_min')), '.1e')} | "
+                f"{_fmt(relative_error(c['trace'], ref.get('trace')), '.1e')} | {_fmt(_trace_z(c, ref), '+.1f')} |"
             )
     lines += ["", "| model | params | examples | reference | gradient s | HVP rev-rev reused | rev-rev rebuilt | fwd-rev | "
               "rev-rev vmap×8 per vector | fwd-rev vmap×8 per vector | HVP/gradient, rev-rev (default) | HVP/gradient, faster mode "
-              "| step extra peak MB | probe peak / step peak |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| step extra peak MB |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for model_name, cells in results["models"].items():
         t, step, info = cells.get("timing", {}), cells.get("step", {}), results["sizes"][model_name]
         default = t["hvp_rev_rev_reused"] / t["gradient"] if "gradient" in t else None
         ratio = min(t.get("hvp_rev_rev_reused", math.inf), t.get("hvp_fwd_rev", math.inf)) / t["gradient"] if "gradient" in t else None
-        peak_ratio = cells["thermocal"]["peak_extra_mb"] / step["peak_extra_mb"] if step.get("peak_extra_mb") and "peak_extra_mb" in cells.get("thermocal", {}) else None
         lines.append(
             f"| {model_name} | {info['params']:,} | {info['examples']:,} | {cells.get('reference', {}).get('method', '—')} | "
-            + " | ".join(fmt(t.get(k), ".4f") for k in ("gradient", "hvp_rev_rev_reused", "hvp_rev_rev_rebuilt", "hvp_fwd_rev",
-                                                         "hvp_rev_rev_batched8_per_vector", "hvp_fwd_rev_batched8_per_vector"))
-            + f" | {fmt(default, '.2f')} | {fmt(ratio, '.2f')} | {fmt(step.get('peak_extra_mb'), '.0f')} | {fmt(peak_ratio, '.2f')} |"
+            + " | ".join(_fmt(t.get(k), ".4f") for k in ("gradient", "hvp_rev_rev_reused", "hvp_rev_rev_rebuilt", "hvp_fwd_rev",
+                                                          "hvp_rev_rev_batched8_per_vector", "hvp_fwd_rev_batched8_per_vector"))
+            + f" | {_fmt(default, '.2f')} | {_fmt(ratio, '.2f')} | {_fmt(step.get('peak_extra_mb'), '.0f')} |"
         )
     return "\n".join(lines)
+
+
+def _ratio(cells: dict, a: str, b: str, key: str) -> float | None:
+    if not (_ok(cells.get(a)) and _ok(cells.get(b))) or not cells[b].get(key):
+        return None
+    return cells[a][key] / cells[b][key]
+
+
+def targets(results: dict) -> str:
+    """Each target's value per model, computed from the cells, and whether it holds on every model."""
+    models = results["models"]
+
+    def lam_err(contender: str, which: str):
+        return lambda cells: relative_error(cells[contender][which], cells.get("reference", {}).get(which)) \
+            if _ok(cells.get(contender)) else None
+
+    def hvp_ratio(cells: dict) -> float | None:
+        t = cells.get("timing", {})
+        return t["hvp_rev_rev_reused"] / t["gradient"] if "gradient" in t else None
+
+    rows = [
+        ("thermocal_default wall time / pyhessian default (issue 15: ≤ 1)", lambda c: _ratio(c, "thermocal_default", "pyhessian", "time"), 1.0, ".2f"),
+        ("thermocal_default lambda_max error, subsample included (moves eta0 by it; issue 15: ≤ 1%)", lam_err("thermocal_default", "lambda_max"), 1e-2, ".1e"),
+        ("thermocal_default products / pyhessian default's", lambda c: _ratio(c, "thermocal_default", "pyhessian", "hvps"), None, ".2f"),
+        ("thermocal (full accuracy) lambda_max error (≤ 0.1%)", lam_err("thermocal", "lambda_max"), 1e-3, ".1e"),
+        ("thermocal (full accuracy) lambda_min error (≤ 0.1%)", lam_err("thermocal", "lambda_min"), 1e-3, ".1e"),
+        ("thermocal (full accuracy) wall time / pyhessian matched", lambda c: _ratio(c, "thermocal", "pyhessian_matched", "time"), None, ".2f"),
+        ("thermocal (full accuracy) wall time / curvlinops (< 1)", lambda c: _ratio(c, "thermocal", "curvlinops", "time"), 1.0, ".2f"),
+        ("one HVP / one gradient, default rev-rev (≤ 2.5)", hvp_ratio, 2.5, ".2f"),
+        ("thermocal_default peak / step peak (≤ 3)", lambda c: _ratio(c, "thermocal_default", "step", "peak_extra_mb"), 3.0, ".2f"),
+        ("thermocal (full accuracy) peak / step peak (≤ 3)", lambda c: _ratio(c, "thermocal", "step", "peak_extra_mb"), 3.0, ".2f"),
+        ("pyhessian default peak / step peak", lambda c: _ratio(c, "pyhessian", "step", "peak_extra_mb"), None, ".2f"),
+    ]
+    lines = ["| target | " + " | ".join(models) + " | holds? |", "| --- |" + " --- |" * (len(models) + 1)]
+    for label, value, bound, spec in rows:
+        values = [value(cells) for cells in models.values()]
+        if all(v is None for v in values):
+            continue
+        known = [v for v in values if v is not None]
+        verdict = "—" if bound is None else ("yes" if all(v <= bound for v in known) and len(known) == len(values)
+                                             else f"{sum(v <= bound for v in known)} of {len(values)}")
+        lines.append(f"| {label} | " + " | ".join(_fmt(v, spec) for v in values) + f" | {verdict} |")
+    return "\n".join(lines)
+
+
+def markdown(results: dict) -> str:
+    p = results["provenance"]
+    tree = "dirty tree" if p["dirty"] else "clean tree"
+    return "\n".join([
+        "# Curvature benchmark (generated by `python bench/curvature.py`; never edit by hand)", "",
+        f"One run of commit `{p['commit'][:12]}` ({tree}), thermocal {p['thermocal']}, torch {p['torch']}, Python "
+        f"{p['python']}, {p['created']}; command `{' '.join(p['argv'])}`; machine {p['machine']}"
+        + (" (quick sizes)" if p["quick"] else "") + ". Every cell is in `bench/results.json`.", "",
+        HOW_TO_READ, "", "## Against the targets", "", targets(results), "",
+        "## Accuracy, time and products", "", table(results), "",
+    ])
 
 
 def main() -> None:
@@ -361,34 +472,35 @@ def main() -> None:
     parser.add_argument("--contenders", default=",".join(CONTENDERS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
-    parser.add_argument("--reference-from", type=Path, help="Take the reference cells from this earlier results file "
-                        "(same sizes; the reference depends only on the seeded models and data) instead of rerunning them.")
+    parser.add_argument("--markdown", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--report", action="store_true", help="regenerate the markdown from --out's JSON")
     parser.add_argument("--cell", nargs=2, metavar=("MODEL", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.cell:
-        report(lambda: run_cell(args.cell[0], args.cell[1], args.folder, args.quick))
+        emit(lambda: run_cell(args.cell[0], args.cell[1], args.folder, args.quick))
         return
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}",
-               "quick": args.quick, "models": {}, "sizes": {}}
+    if args.report:
+        args.markdown.write_text(markdown(json.loads(args.out.read_text())))
+        return
+    names, contenders = args.models.split(","), args.contenders.split(",")
+    results = {"provenance": stamp(sys.argv, quick=args.quick, models=names, contenders=contenders,
+                                   sizes=QUICK_SIZES if args.quick else FULL_SIZES),
+               "models": {name: {} for name in names}, "sizes": {}}
     with tempfile.TemporaryDirectory() as folder:
-        for model_name in args.models.split(","):
+        for model_name in names:
             model, x, y, _ = build(model_name, args.quick)
             torch.save({"state": model.state_dict(), "x": x, "y": y}, Path(folder) / f"{model_name}.pt")
             results["sizes"][model_name] = {"params": zoo.num_params(model), "examples": len(x)}
-            results["models"][model_name] = {}
-            for contender in args.contenders.split(","):
-                if contender == "reference" and args.reference_from:
-                    earlier = json.loads(args.reference_from.read_text())
-                    if earlier["sizes"].get(model_name) != results["sizes"][model_name]:
-                        raise SystemExit(f"{args.reference_from}: {model_name} has other sizes there")
-                    results["models"][model_name][contender] = {**earlier["models"][model_name]["reference"],
-                                                                "reused_from": str(args.reference_from)}
-                    continue
+        timed = [c for c in contenders if c not in UNTIMED]
+        for contender in timed + [c for c in contenders if c in UNTIMED]:
+            for model_name in names:
                 results["models"][model_name][contender] = child_result(__file__, "--cell", model_name, contender, folder,
                                                                         args.quick)
-    finish(results, table(results), args.out)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.markdown.write_text(markdown(results))
+    print(markdown(results))
 
 
 if __name__ == "__main__":

@@ -36,9 +36,7 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -52,6 +50,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import tasks as task_sets  # noqa: E402
+from provenance import stamp  # noqa: E402
 import thermocal  # noqa: E402
 from thermocal.config import Config  # noqa: E402
 from thermocal.errors import ThermocalError  # noqa: E402
@@ -363,14 +362,9 @@ def paired(a: list[dict], b: list[dict]) -> tuple[float, float, float]:
 
 
 def provenance(argv: list[str]) -> dict:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else "unknown"
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "thermocal": thermocal.__version__, "torch": torch.__version__, "python": platform.python_version(),
-            "argv": argv, "seeds": SEEDS if not QUICK else 2, "quick": QUICK, "grid": GRID, "adamw_grid": ADAM_GRID,
-            "sweep_steps": SWEEP_STEPS, "probe_examples": PROBE_EXAMPLES, "defaults": Config().model_dump(mode="json"),
-            "candidates": CANDIDATES, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return stamp(argv, seeds=SEEDS if not QUICK else 2, quick=QUICK, grid=GRID, adamw_grid=ADAM_GRID,
+                 sweep_steps=SWEEP_STEPS, probe_examples=PROBE_EXAMPLES, defaults=Config().model_dump(mode="json"),
+                 candidates=CANDIDATES)
 
 
 def _summary(records: list[dict]) -> str:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -44,6 +43,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import curvature  # noqa: E402  (the benchmark's models, sizes, cells and memory readings)
 import models as zoo  # noqa: E402
+from provenance import stamp  # noqa: E402
 
 from thermocal import measure  # noqa: E402
 from thermocal.config import Config  # noqa: E402
@@ -174,21 +174,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "targets.json")
     parser.add_argument("--references", type=Path, default=HERE / "results.json")
-    parser.add_argument("--rows", help="Run only these rows (comma-separated) and update them in --out, keeping the rest.")
     parser.add_argument("--row", nargs=2, metavar=("MODEL", "ROW"), help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     if args.row:
-        curvature.report(lambda: run_row(args.row[0], args.row[1], args.folder, args.quick))
+        curvature.emit(lambda: run_row(args.row[0], args.row[1], args.folder, args.quick))
         return
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}"
-    results = {"machine": machine, "quick": args.quick, "models": {}, "sizes": {}, "references": {}}
-    if args.rows:
-        results = json.loads(args.out.read_text())
-        if results["machine"] != machine or results["quick"] != args.quick:
-            raise SystemExit(f"{args.out}: ran on another machine or size; rerun every row")
     earlier = None if args.quick else json.loads(args.references.read_text())
+    results = {"provenance": stamp(sys.argv, quick=args.quick, references_from=_commit_of(earlier)),
+               "models": {}, "sizes": {}, "references": {}}
     with tempfile.TemporaryDirectory() as folder:
         for model_name in args.models.split(","):
             model, x, y, _ = curvature.build(model_name, args.quick)
@@ -199,10 +194,16 @@ def main() -> None:
                     raise SystemExit(f"{args.references}: {model_name} has other sizes there")
                 results["references"][model_name] = earlier["models"][model_name]["reference"]
             results["models"].setdefault(model_name, {})
-            for row in (args.rows.split(",") if args.rows else ROWS[model_name]):
+            for row in ROWS[model_name]:
                 results["models"][model_name][row] = curvature.child_result(__file__, "--row", model_name, row, folder,
                                                                             args.quick)
-    curvature.finish(results, table(results), args.out)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+
+
+def _commit_of(results: dict | None) -> str | None:
+    """The commit the reference cells were computed by (None for --quick, "unstamped" for an old file)."""
+    return None if results is None else results.get("provenance", {}).get("commit", "unstamped")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import curvature  # noqa: E402  (the benchmark's models, sizes and criteria)
 import models as zoo  # noqa: E402
+from provenance import stamp  # noqa: E402
 
 from thermocal import measure  # noqa: E402
 from thermocal.config import Config  # noqa: E402
@@ -141,8 +141,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     earlier = None if args.quick else json.loads(args.reference_from.read_text())
-    results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}, torch {torch.__version__}",
-               "quick": args.quick, "trace_rtol": TRACE_RTOL, "models": {}}
+    references_from = None if earlier is None else earlier.get("provenance", {}).get("commit", "unstamped")
+    results = {"provenance": stamp(sys.argv, quick=args.quick, trace_rtol=TRACE_RTOL, references_from=references_from),
+               "models": {}}
     for name in args.models.split(","):
         reference = None
         if earlier is not None:
@@ -154,7 +155,8 @@ def main() -> None:
         r = results["models"][name]
         print(f"{name:12s} |z|<=2 {r['within_2']}/{r['seeds']}  mean z {r['mean_z']:+.2f}  "
               f"probes {r['probes_median']:g}  {r['seconds']:.0f} s", flush=True)
-    curvature.finish(results, table(results), args.out)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
 
 
 if __name__ == "__main__":

@@ -14,23 +14,33 @@ from conftest import ROOT
 
 @pytest.mark.bench
 def test_quick_benchmark_runs_and_thermocal_matches_the_dense_reference(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "curvature.py"), "--quick", "--models", "digits",
-         "--contenders", "step,timing,reference,thermocal,pyhessian", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )
+    """bench/curvature.py --quick on the digits MLP: the full-accuracy row meets the accuracy bar
+    against the dense Hessian, the default row resolves lambda_max alone on its Hessian subsample,
+    the JSON is stamped, and RESULTS.md is exactly what --report makes from the JSON."""
+    out, markdown = tmp_path / "results.json", tmp_path / "RESULTS.md"
+    command = [sys.executable, str(ROOT / "bench" / "curvature.py"), "--quick", "--models", "digits", "--contenders",
+               "step,timing,reference,thermocal_default,thermocal,pyhessian", "--out", str(out), "--markdown", str(markdown)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "| digits | thermocal |" in proc.stdout
-    cells = json.loads(out.read_text())["models"]["digits"]
+    results = json.loads(out.read_text())
+    cells = results["models"]["digits"]
     assert all("error" not in cell for cell in cells.values()), cells
-    ref, ours, theirs = cells["reference"], cells["thermocal"], cells["pyhessian"]
+    ref, ours, default, theirs = cells["reference"], cells["thermocal"], cells["thermocal_default"], cells["pyhessian"]
     assert ref["method"] == "dense eigvalsh"
     assert abs(ours["lambda_max"] / ref["lambda_max"] - 1) < 1e-3
     assert abs(ours["lambda_min"] / ref["lambda_min"] - 1) < 1e-3
     assert abs(ours["trace"] - ref["trace"]) <= 3 * ours["trace_stderr"]
-    assert ours["hvps"] > 0 and theirs["hvps"] > 0 and theirs["lambda_min"] is None
+    assert default["lambda_min"] is None and default["hessian_examples"] == 512 < results["sizes"]["digits"]["examples"]
+    assert 0 < default["hvps"] < ours["hvps"] and theirs["hvps"] > 0 and theirs["lambda_min"] is None
     assert cells["timing"]["hvp_rev_rev_reused"] > 0 and cells["step"]["peak_extra_mb"] > 0
+    provenance = results["provenance"]
+    assert len(provenance["commit"]) == 40 and provenance["quick"] is True and "--quick" in provenance["argv"]
+    text = markdown.read_text()
+    assert provenance["commit"][:12] in text and "| digits | thermocal_default |" in text and "## Against the targets" in text
+    again = tmp_path / "again.md"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "curvature.py"), "--report", "--out", str(out), "--markdown",
+                    str(again)], check=True, timeout=120)
+    assert again.read_text() == text
 
 
 @pytest.mark.bench
