@@ -29,7 +29,7 @@ from thermocal.config import Config
 from thermocal.distributed import SINGLE, Group
 from thermocal.errors import DataError, InputError
 from thermocal.io.checkpoint import LoadedModel, ModelOptions, load_model
-from thermocal.io.data import DataOptions, Sample, load_sample
+from thermocal.io.data import DataOptions, Sample, load_sample, subsample
 from thermocal.io.user_code import call_user, import_callable
 from thermocal.measure import NoProgress, Progress, ProbeResult, probe as measure
 from thermocal.schedule.file import DataInput, Environment, Inputs, ModelInput, ScheduleFileV2, sample_table
@@ -84,8 +84,8 @@ def _sample(data: tuple[torch.Tensor, torch.Tensor] | str | Path | None, config:
                            options=options)
     inputs, targets = data
     total = int(inputs.shape[0])
-    if config.max_samples is not None and config.max_samples < total:
-        keep = torch.randperm(total, generator=torch.Generator().manual_seed(config.seed))[: config.max_samples].sort().values
+    keep = subsample(total, config.max_samples, config.seed)
+    if keep is not None:
         inputs, targets = inputs[keep], targets[keep]
     return Sample(inputs=inputs, targets=targets, path=Path("<tensors>"), files=(), sha256=_tensor_digest(inputs, targets),
                   total_samples=total, format="tensors")

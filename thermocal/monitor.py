@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from thermocal.calibrate.loss_units import noise_curvature
 from thermocal.schedule.file import ScheduleFile
 from thermocal.schedule.runtime import LoadedSchedule, load_schedule
 
@@ -40,11 +41,9 @@ MAX_STRETCH = 10.0
 
 
 def relaxation_curvature(document: ScheduleFile) -> float:
-    """λ_noise from a schedule file: tr(HΣ_B)/tr(Σ_B) when measured and positive, else λ_max."""
+    """λ_noise of a schedule file's measurements (calibrate.loss_units.noise_curvature)."""
     m = document.measurements
-    lam = m.hessian.lambda_max
-    if m.noise_curvature is not None and m.gradient_noise.grad_var > 0 and m.noise_curvature.trace_h_sigma > 0:
-        lam = min(lam, m.noise_curvature.trace_h_sigma / m.gradient_noise.grad_var)
+    lam = noise_curvature(m.noise_curvature, m.gradient_noise, m.hessian)
     if not lam > 0:
         raise ValueError("the schedule file has no positive curvature to relax in")
     return lam

@@ -177,18 +177,22 @@ class HessianSpectrum(Record):
         on each record's own residual or standard error ([H1], [H3]), so a `converged` flag set
         by hand does not pass. `num_params` is d (it bounds the trace's scale, see trace_met)."""
         dominant = self.dominant
-        met = {"lambda_max": self.details["lambda_max"].eigenvalue_met(self.lambda_max, dominant),
-               "trace": self.details["trace"].trace_met(self.trace, self.trace_stderr, num_params * dominant)}
-        if self.lambda_min is not None:
-            met["lambda_min"] = self.details["lambda_min"].eigenvalue_met(self.lambda_min, dominant)
-        names = [name for name, rec in self.details.items() if not (rec.converged and met.get(name, True))]
+        eigenvalues = {"lambda_max": self.lambda_max, "lambda_min": self.lambda_min}
+        names = _missed(self.details, eigenvalues, self.trace, self.trace_stderr, num_params * dominant, dominant)
         for block in self.blocks or []:
-            block_met = {"lambda_max": block.details["lambda_max"].eigenvalue_met(block.lambda_max, dominant),
-                         "trace": block.details["trace"].trace_met(block.trace, block.trace_stderr,
-                                                                   block.num_params * dominant)}
-            names += [f"{block.name}.{name}" for name, rec in block.details.items()
-                      if not (rec.converged and block_met.get(name, True))]
+            names += [f"{block.name}.{name}" for name in _missed(block.details, {"lambda_max": block.lambda_max}, block.trace,
+                                                                 block.trace_stderr, block.num_params * dominant, dominant)]
         return names
+
+
+def _missed(details: dict[str, EstimateRecord], eigenvalues: dict[str, float | None], trace: float, trace_stderr: float,
+            scale_bound: float, dominant: float) -> list[str]:
+    """The estimates in `details` whose record says unconverged, or whose own residual or standard
+    error misses its tolerance (an eigenvalue of None was not resolved and is judged by its flag)."""
+    met = {name: details[name].eigenvalue_met(value, dominant) for name, value in eigenvalues.items()
+           if value is not None and name in details}
+    met["trace"] = details["trace"].trace_met(trace, trace_stderr, scale_bound)
+    return [name for name, rec in details.items() if not (rec.converged and met.get(name, True))]
 
 
 class Measurements(Record):

@@ -7,6 +7,7 @@ THERMOCAL_* variables, then `--config FILE`, then the defaults decide each setti
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import types
 import typing
@@ -83,11 +84,8 @@ def probe(
         quiet = quiet or not group.is_main  # under torchrun rank 0 alone prints and writes
         as_json = as_json and group.is_main
         console = stderr_console()
-        if quiet:
-            probed = run(model, data, config, progress=NoProgress(), group=group, device=device)
-        else:
-            with RichProgress(console) as progress:
-                probed = run(model, data, config, progress=progress, group=group, device=device)
+        with contextlib.nullcontext(NoProgress()) if quiet else RichProgress(console) as progress:
+            probed = run(model, data, config, progress=progress, group=group, device=device)
         document, result = probed.document, probed.result
         unconverged = document.measurements.hessian.unconverged(result.num_params)
         if unconverged and fail_unconverged:

@@ -48,6 +48,15 @@ _MODEL = re.compile(r"models/[^/]+\.json")
 _SAMPLE_INPUTS = re.compile(r"data/sample_inputs/[^/]+\.pt")
 
 
+def load_weights_only(source: Path | io.BytesIO) -> Any:
+    """`torch.load` with `weights_only=True`, always passed explicitly (so no environment variable
+    can turn it off), to the CPU; torch's warnings (pickle protocols, weights_only) are for torch's
+    users, not thermocal's. Raises pickle.UnpicklingError for anything but tensors and plain data."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(source, map_location="cpu", weights_only=True)
+
+
 def refuse_compressed(archive: zipfile.ZipFile, path: Path, error: type[ThermocalError] = CheckpointError,
                       code: bool = False) -> None:
     """Refuse, by name, a compressed entry where torch writes none (with `code`, TorchScript's
@@ -93,9 +102,7 @@ def _check_config(archive: zipfile.ZipFile, name: str, path: Path) -> None:
 
 def _check_sample_inputs(archive: zipfile.ZipFile, name: str, path: Path) -> None:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
+        load_weights_only(io.BytesIO(archive.read(name)))
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"entry {name!r} holds pickled Python objects, which thermocal does not unpickle "
                               f"(unpickling can run any code); {RESAVE}", path) from exc

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from thermocal.errors import CheckpointError, DataError, InputError
-from thermocal.io.archives import ZIP_ERRORS, check_export_archive, check_torch_zip
+from thermocal.io.archives import ZIP_ERRORS, check_export_archive, check_torch_zip, load_weights_only
 from thermocal.io.files import sha256_file, sha256_listing
 from thermocal.io.user_code import call_user, import_callable
 from thermocal.measure import set_eval
@@ -238,9 +238,7 @@ def _load_torch_save(path: Path, options: ModelOptions) -> tuple[torch.nn.Module
     if zipfile.is_zipfile(path):
         check_torch_zip(path)
     try:
-        with warnings.catch_warnings():  # torch's notes (pickle protocols, weights_only) are for torch, not for users
-            warnings.simplefilter("ignore")
-            content = torch.load(path, map_location="cpu", weights_only=True)
+        content = load_weights_only(path)
     except pickle.UnpicklingError as exc:
         if not options.trust_checkpoint:
             raise CheckpointError(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import pickle
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 
 from thermocal.errors import DataError, InputError
-from thermocal.io.archives import check_torch_zip
+from thermocal.io.archives import check_torch_zip, load_weights_only
 from thermocal.io.files import memory_budget, sha256_file, sha256_listing
 from thermocal.io.user_code import call_user, import_callable
 from thermocal.text import first_line
@@ -165,9 +164,7 @@ def _read_pt(file: Path, options: DataOptions) -> tuple[torch.Tensor, torch.Tens
     if zipfile.is_zipfile(file):
         check_torch_zip(file, DataError)
     try:
-        with warnings.catch_warnings():  # torch's notes (pickle protocols, weights_only) are for torch, not for users
-            warnings.simplefilter("ignore")
-            content = torch.load(file, map_location="cpu", weights_only=True)
+        content = load_weights_only(file)
     except pickle.UnpicklingError as exc:
         raise DataError("holds pickled Python objects, which thermocal does not unpickle (unpickling can run any "
                         "code); save tensors only: torch.save({'inputs': x, 'targets': y}, path)", file) from exc
@@ -382,6 +379,14 @@ def _combined_sha256(files: list[Path]) -> str:
     return sha256_listing((f, f.name) for f in files)
 
 
+def subsample(total: int, max_samples: int | None, seed: int) -> torch.Tensor | None:
+    """The sorted indices of `max_samples` of `total` examples drawn without replacement by `seed`
+    (the same draw for files and for tensors passed to thermocal.probe); None keeps them all."""
+    if max_samples is None or max_samples >= total:
+        return None
+    return torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:max_samples].sort().values
+
+
 def load_sample(path: Path | None, *, max_samples: int | None = None, seed: int = 0,
                 options: DataOptions | None = None) -> Sample:
     """Load and concatenate the sample; `max_samples` keeps a seeded random subset (in order)."""
@@ -407,10 +412,7 @@ def load_sample(path: Path | None, *, max_samples: int | None = None, seed: int 
     total = sum(int(pair[0].shape[0]) for _, pair in pairs)
     if total == 0:
         raise DataError("holds no examples", where)
-    keep = None
-    if max_samples is not None and max_samples < total:
-        generator = torch.Generator().manual_seed(seed)
-        keep = torch.randperm(total, generator=generator)[:max_samples].sort().values
+    keep = subsample(total, max_samples, seed)
     _fits([pair[0] for _, pair in pairs], [pair[1] for _, pair in pairs], total if keep is None else len(keep), where, total)
     inputs = _gather([pair[0] for _, pair in pairs], keep)
     targets = _gather([pair[1] for _, pair in pairs], keep)

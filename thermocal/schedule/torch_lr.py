@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from thermocal.records import Schedule, ScheduleV2
+from thermocal.records import ScheduleBase
 from thermocal.schedule.functions import learning_rate
 from thermocal.schedule.runtime import LoadedSchedule, load_schedule
 
@@ -26,8 +26,8 @@ class ThermocalLR(torch.optim.lr_scheduler.LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def _factor(self, step: int) -> float:
-        record = ScheduleV2 if "rule_set" in self.schedule["rules"] else Schedule  # a v2 file's, or a v1 file's
-        s = record.model_validate(self.schedule)
+        # The lr law reads only the fields v1 and v2 schedules share; the rules are not needed.
+        s = ScheduleBase.model_validate({k: v for k, v in self.schedule.items() if k != "rules"})
         return learning_rate(s)(step) / s.eta0
 
     def get_lr(self) -> list[float]:
