@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from sample_models.architectures import mlp as stack
+
 Built = tuple[torch.nn.Module, torch.Tensor, torch.Tensor, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
 
@@ -111,7 +113,7 @@ def digits(train: bool = True) -> Built:
     from pathlib import Path
 
     folder = Path(__file__).resolve().parents[1] / "sample_models" / "digits_mlp"
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10))
+    model = stack([64, 32, 10])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         model.load_state_dict(torch.jit.load(str(folder / "model.pt")).state_dict())

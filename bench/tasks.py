@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from models import TinyLM, _text, lm_loss
+from sample_models.architectures import mlp
 
 Split = tuple[torch.Tensor, torch.Tensor]
 
@@ -36,15 +37,6 @@ class Task:
     def params(self) -> int:
         torch.manual_seed(0)
         return sum(p.numel() for p in self.build().parameters())
-
-
-def mlp(sizes: list[int], activation: type[torch.nn.Module] = torch.nn.Tanh) -> torch.nn.Sequential:
-    layers: list[torch.nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-    return torch.nn.Sequential(*layers)
 
 
 def _split(x: torch.Tensor, y: torch.Tensor, train: int, val: int, seed: int = 0) -> tuple[Split, Split, Split]:

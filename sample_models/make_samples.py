@@ -15,6 +15,7 @@ is meant to run before (or early in) training, where gradient noise is still lar
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -22,15 +23,9 @@ import torch
 from sklearn.datasets import load_diabetes, load_digits
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
 
-
-def _mlp(sizes: list[int]) -> torch.nn.Sequential:
-    layers: list[torch.nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.Tanh())
-    return torch.nn.Sequential(*layers)
+from sample_models.architectures import mlp  # noqa: E402
 
 
 def _train(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, *, lr: float, epochs: int, batch: int) -> float:
@@ -61,7 +56,7 @@ def digits() -> None:
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:1024]
     x = torch.tensor(features, dtype=torch.float32)[order] / 16.0
     y = torch.tensor(labels, dtype=torch.int64)[order]
-    model = _mlp([64, 32, 10])
+    model = mlp([64, 32, 10])
     loss = _train(model, torch.nn.functional.cross_entropy, x, y, lr=0.05, epochs=40, batch=32)
     print(f"digits_mlp: {sum(p.numel() for p in model.parameters())} parameters, loss {loss:.4f}")
     _save("digits_mlp", model, x, y)
@@ -74,7 +69,7 @@ def diabetes() -> None:
     x = (x - x.mean(0)) / x.std(0)
     y = torch.tensor(target, dtype=torch.float32).unsqueeze(1)
     y = (y - y.mean()) / y.std()
-    model = _mlp([10, 16, 1])
+    model = mlp([10, 16, 1])
     loss = _train(model, torch.nn.functional.mse_loss, x, y, lr=0.01, epochs=40, batch=32)
     print(f"diabetes_mlp: {sum(p.numel() for p in model.parameters())} parameters, loss {loss:.4f}")
     _save("diabetes_mlp", model, x, y)

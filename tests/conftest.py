@@ -9,6 +9,7 @@ depend on what else the machine runs.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,11 +28,23 @@ settings.load_profile("thermocal")
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
+sys.path.insert(0, str(ROOT))  # for sample_models.architectures, the one MLP builder
+from sample_models import architectures  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _fresh_working_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+def run(*args: object, **kwargs):
+    """`thermocal ARGS…` through typer's CliRunner (arguments as strings, None left out; keyword
+    arguments such as env= go to CliRunner.invoke)."""
+    from typer.testing import CliRunner
+
+    from thermocal.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args if a is not None], **kwargs)
 
 
 def one_line_error(result, code: int, *needles: str) -> str:
@@ -73,13 +86,8 @@ def save_data(path: Path, **tensors: object) -> Path:
 
 
 def mlp(sizes: list[int], seed: int = 0) -> torch.nn.Sequential:
-    torch.manual_seed(seed)
-    layers: list[torch.nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.Tanh())
-    return torch.nn.Sequential(*layers)
+    """sample_models.architectures.mlp (tanh) with the initial weights of `seed`."""
+    return architectures.mlp(sizes, seed=seed)
 
 
 @pytest.fixture

@@ -10,19 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
 
-from conftest import SAMPLES, one_line_error, save_data, save_script
-from thermocal.cli import app
+from conftest import SAMPLES, one_line_error, run, save_data, save_script
 from thermocal.schedule.file import loads
 
-runner = CliRunner()
 DIGITS = SAMPLES / "digits_mlp"
 DIABETES = SAMPLES / "diabetes_mlp"
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from conftest import SAMPLES, one_line_error
-from thermocal.cli import app
+from conftest import SAMPLES, one_line_error, run
 from thermocal.config import Config, from_environment, make_config
 
 DIGITS = SAMPLES / "digits_mlp"
-
-
-def run(*args: object, env: dict | None = None):
-    return CliRunner().invoke(app, [str(a) for a in args], env=env)
 
 
 def same_result(a: Path, b: Path) -> None:

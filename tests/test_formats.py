@@ -19,15 +19,12 @@ import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
-from conftest import mlp, one_line_error, save_data, save_script
-from thermocal.cli import app
+from conftest import mlp, one_line_error, run, save_data, save_script
 from thermocal.errors import ThermocalError
 from thermocal.io.checkpoint import ModelOptions, load_model
 from thermocal.io.data import load_sample
 
-runner = CliRunner()
 
 ARCH = '''
 import torch
@@ -69,10 +66,6 @@ def dataset():
 def half_loss(outputs, targets):
     return 0.5 * torch.nn.functional.cross_entropy(outputs, targets)
 '''
-
-
-def run(*args: object, **kwargs):
-    return runner.invoke(app, [str(a) for a in args if a is not None], **kwargs)
 
 
 def probe_doc(model: object, data: object, tmp: Path, *extra: object) -> dict:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
+from conftest import run
 import thermocal
-from thermocal.cli import app
 from thermocal.config import Config
 from thermocal.monitor import CoolingMonitor, replay
 from thermocal.schedule.file import dumps
@@ -100,15 +99,15 @@ def test_the_command_replays_a_log_as_the_monitor_saw_it(world, tmp_path: Path) 
     schedule.write_text(dumps(world["doc"], "json"))
     again, firings = replay(rows, thermocal.load_schedule(schedule))
     assert [r.fired for r in again] == [r.fired for r in readings]
-    result = CliRunner().invoke(app, ["monitor", str(log), "--schedule", str(schedule)])
+    result = run("monitor", log, "--schedule", schedule)
     assert result.exit_code == 0, result.output
     assert f"fired at step {firings[0].first_step}" in result.stdout and "stretch tau by" in result.stdout
-    payload = json.loads(CliRunner().invoke(app, ["monitor", str(log), "--schedule", str(schedule), "--json"]).stdout)
+    payload = json.loads(run("monitor", log, "--schedule", schedule, "--json").stdout)
     assert payload["firings"][0]["first_step"] == firings[0].first_step
     quiet = tmp_path / "quiet.csv"
     quiet.write_text("step,loss,grad_norm,lr\n" + "".join(f"{t},1.0,1.0,0.1\n" for t in range(120)))
-    assert "the check did not fire" in CliRunner().invoke(app, ["monitor", str(quiet), "--schedule", str(schedule)]).stdout
-    missing = CliRunner().invoke(app, ["monitor", str(quiet), "--schedule", str(tmp_path / "none.json")])
+    assert "the check did not fire" in run("monitor", quiet, "--schedule", schedule).stdout
+    missing = run("monitor", quiet, "--schedule", tmp_path / "none.json")
     assert missing.exit_code == 2 and "none.json: no such file" in missing.stderr
 
 

@@ -13,13 +13,10 @@ import numpy as np
 import pytest
 import torch
 from rich.console import Console
-from typer.testing import CliRunner
 
-from conftest import ROOT, SAMPLES, mlp, save_data, save_script
+from conftest import ROOT, SAMPLES, mlp, run, save_data, save_script
 from thermocal import __version__
-from thermocal.cli import app
 
-runner = CliRunner()
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 README = (ROOT / "README.md").read_text()
 
@@ -54,8 +51,8 @@ def test_integer_labels_of_any_width_are_labels(tmp_path: Path, dtype) -> None:
     (tmp_path / "arrays").mkdir()
     np.save(tmp_path / "arrays" / "inputs.npy", x.numpy())
     np.save(tmp_path / "arrays" / "targets.npy", y.numpy().astype(dtype))
-    result = runner.invoke(app, ["probe", str(model), str(tmp_path / "arrays"), "--batch-size", "16", "-q",
-                                 "-o", str(tmp_path / "o.json")])
+    result = run("probe", str(model), str(tmp_path / "arrays"), "--batch-size", "16", "-q",
+                 "-o", str(tmp_path / "o.json"))
     assert result.exit_code == 0, result.output
     import json
 
@@ -70,33 +67,33 @@ def test_a_usage_error_is_one_line_with_exit_2() -> None:
     assert done.stderr == "thermocal: error: no such option --stepz (did you mean --steps or --seed?)\n"
     for args, needle in ((["probe"], "missing argument 'model'"), (["probe", "m", "--batch-size", "0"], "--batch-size"),
                          (["frobnicate"], "no such command 'frobnicate'"), (["export", "--format", "xml"], "--format")):
-        result = runner.invoke(app, args)
+        result = run(*args)
         assert result.exit_code == 2, args
         lines = result.stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("thermocal: error: ") and needle in lines[0], result.stderr
 
 
 def test_version() -> None:
-    result = runner.invoke(app, ["--version"])
+    result = run("--version")
     assert result.exit_code == 0 and result.stdout == f"thermocal {__version__}\n"
 
 
 def test_help_shows_flags_without_a_type() -> None:
-    text = runner.invoke(app, ["probe", "--help"], env={"COLUMNS": "200"}).stdout
+    text = run("probe", "--help", env={"COLUMNS": "200"}).stdout
     assert "<bool>" not in text and "--force" in text
     assert "(default: inputs or x; lm: tokens, input_ids)" in text  # not eaten as rich markup
 
 
 def test_env_leaves_out_what_a_flat_schedule_lacks(tmp_path: Path) -> None:
     golden = ROOT / "tests" / "golden" / "v1" / "digits_flat_if_cold_warmup.json"
-    text = runner.invoke(app, ["export", str(golden), "--format", "env"]).stdout
+    text = run("export", str(golden), "--format", "env").stdout
     assert "THERMOCAL_TAU" not in text and "THERMOCAL_ETA0=" in text
     assert all(line.split("=", 1)[1] for line in text.splitlines())
 
 
 def test_the_summary_explains_dropped_examples_and_what_converged_means(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["probe", str(SAMPLES / "diabetes_mlp" / "model.pt"), str(SAMPLES / "diabetes_mlp" / "data"),
-                                 "--steps", "500", "-o", str(tmp_path / "o.json")], env={"COLUMNS": "200"})
+    result = run("probe", str(SAMPLES / "diabetes_mlp" / "model.pt"), str(SAMPLES / "diabetes_mlp" / "data"),
+                 "--steps", "500", "-o", str(tmp_path / "o.json"), env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "13·32" in result.stderr and "26 of 442 left over, dropped" in result.stderr
     assert "converged: ± ≤ 0.02 of max(|trace|, curvature scale" in result.stderr
@@ -123,8 +120,8 @@ def test_probe_sets_the_threads_it_is_given(tmp_path: Path) -> None:
     data = save_data(tmp_path / "d.pt", inputs=torch.randn(64, 6), targets=torch.randint(0, 3, (64,)))
     before = torch.get_num_threads()
     try:
-        result = runner.invoke(app, ["probe", str(model), str(data), "--batch-size", "16", "-q", "--threads", "3",
-                                     "-o", str(tmp_path / "o.json")])
+        result = run("probe", str(model), str(data), "--batch-size", "16", "-q", "--threads", "3",
+                     "-o", str(tmp_path / "o.json"))
         assert result.exit_code == 0, result.output
         assert torch.get_num_threads() == 3
     finally:

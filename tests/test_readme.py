@@ -14,10 +14,8 @@ import torch
 
 import thermocal
 
-from typer.testing import CliRunner
 
-from conftest import ROOT, SAMPLES
-from thermocal.cli import app
+from conftest import ROOT, SAMPLES, run
 
 README = (ROOT / "README.md").read_text()
 
@@ -31,7 +29,7 @@ def test_ci_runs_the_readme_test_command_and_the_full_tier() -> None:
 
 def test_every_documented_flag_exists() -> None:
     for command in ("probe", "export", "check", "show", "plot", "monitor"):
-        help_text = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
+        help_text = run(command, "--help", env={"COLUMNS": "200"}).stdout
         section = README.split(f"### `thermocal {command}")[1].split("\n## ")[0].split("\n### ")[0]
         for flag in set(re.findall(r"(--[a-z][a-z-]+)", section)):
             assert flag in help_text, f"{command} {flag}"
@@ -44,8 +42,8 @@ def fenced(language: str, after: str) -> str:
 
 def test_use_the_schedule_pytorch_block_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["probe", str(SAMPLES / "digits_mlp" / "model.pt"), str(SAMPLES / "digits_mlp" / "data"),
-                                      "--steps", "300", "--warmup-steps", "10", "-q"])
+    result = run("probe", str(SAMPLES / "digits_mlp" / "model.pt"), str(SAMPLES / "digits_mlp" / "data"),
+                 "--steps", "300", "--warmup-steps", "10", "-q")
     assert result.exit_code == 0, result.output
     model = torch.nn.Linear(64, 10)
     namespace = {"model": model}

@@ -10,19 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from typer.testing import CliRunner
 
 import thermocal
-from conftest import ROOT, mlp, save_data, save_script
-from thermocal.cli import app
+from conftest import ROOT, mlp, run, save_data, save_script
 from thermocal.schedule.file import schema_text
 
-runner = CliRunner()
 GOLDEN = ROOT / "tests" / "golden"
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,8 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
-from typer.testing import CliRunner
 
-from conftest import ROOT, mlp, one_line_error, save_data, save_script
-from thermocal.cli import app
+from conftest import ROOT, mlp, one_line_error, run, save_data, save_script
 from thermocal.errors import DataError, InputError
 from thermocal.io.data import load_sample
 from thermocal.io.user_code import import_callable
@@ -27,13 +25,8 @@ from thermocal.schedule.export import render
 from thermocal.schedule.file import loads
 from thermocal.schedule.runtime import load_schedule
 
-runner = CliRunner()
 GOLDEN = ROOT / "tests" / "golden" / "v1"
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
-
-def run(*args: object):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 class Marker:

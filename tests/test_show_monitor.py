@@ -10,18 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 import thermocal
-from conftest import ROOT, SAMPLES
-from thermocal.cli import app
+from conftest import ROOT, SAMPLES, run
 
-runner = CliRunner()
 GOLDEN = ROOT / "tests" / "golden" / "v1"
-
-
-def run(*args: object, **kwargs):
-    return runner.invoke(app, [str(a) for a in args], **kwargs)
 
 
 # ----------------------------------------------------------------------------- show, plot, --json
