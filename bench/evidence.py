@@ -223,8 +223,7 @@ def thermocal_run(task: task_sets.Task, seed: int, **settings: object) -> dict:
     doc, cost, why = probe(task, model, task.steps, **settings)
     probe_seconds = time.perf_counter() - clock
     if doc is None:
-        return {"refused": why, "test": None, "val": None, "train": None, "diverged": False, "cost": cost,
-                "probe_cost": cost, "seconds": probe_seconds}
+        return _refused(why, cost, probe_seconds)
     run = train(task, model, learning_rate(doc.schedule), seed)
     return _record(run, task, cost, probe_seconds, kind=doc.schedule.kind, eta0=doc.schedule.eta0,
                    lambda_max=doc.measurements.hessian.lambda_max, stability_fraction=doc.settings.stability_fraction)
@@ -236,20 +235,24 @@ def reprobed_run(task: task_sets.Task, seed: int) -> dict:
     clock = time.perf_counter()
     first, cost, why = probe(task, model, task.steps)
     if first is None:
-        return {"refused": why, "test": None, "val": None, "train": None, "diverged": False, "cost": cost, "probe_cost": cost,
-                "seconds": time.perf_counter() - clock}
+        return _refused(why, cost, time.perf_counter() - clock)
     early = train(task, model, learning_rate(first.schedule), seed, stop=switch)
     if early.diverged:
         return _record(early, task, cost, time.perf_counter() - clock)
     second, more, why = probe(task, model, task.steps - switch)
     if second is None:
-        return {"refused": why, "test": None, "val": None, "train": None, "diverged": False, "cost": cost + more,
-                "probe_cost": cost + more, "seconds": time.perf_counter() - clock}
+        return _refused(why, cost + more, time.perf_counter() - clock)
     later = learning_rate(second.schedule)
     rest = train(task, model, lambda t: later(t - switch), seed, start=switch)
     rest.lr_start = early.lr_start
     return _record(rest, task, cost + more, time.perf_counter() - clock - rest.seconds - early.seconds,
                    eta0_reprobed=second.schedule.eta0, kind=second.schedule.kind)
+
+
+def _refused(why: str, probe_cost: float, seconds: float) -> dict:
+    """A probe that refused: no training ran, so the probe is the whole cost."""
+    return {"refused": why, "test": None, "val": None, "train": None, "diverged": False, "cost": probe_cost,
+            "probe_cost": probe_cost, "seconds": seconds}
 
 
 def _record(run: Run, task: task_sets.Task, probe_cost: float = 0.0, probe_seconds: float = 0.0, **extra: object) -> dict:
@@ -328,8 +331,7 @@ def run_task(name: str, candidates: list[str] | None, only_candidates: bool, see
             model = initial(task, seed)
             doc, cost, why = probe(task, model, task.steps)
             if doc is None:
-                return {"refused": why, "test": None, "val": None, "train": None, "diverged": False, "cost": cost,
-                        "probe_cost": cost, "seconds": 0.0}
+                return _refused(why, cost, 0.0)
             lr = doc.settings.stability_fraction * 2.0 / doc.measurements.hessian.lambda_max
             return _record(train(task, model, constant(lr), seed), task, cost, lr=lr)
 

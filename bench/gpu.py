@@ -7,8 +7,9 @@ For each benchmark model of bench/curvature.py (full sizes): one gradient and on
 product on the GPU (median of 5, synchronised); thermocal's default probe (the settings of
 curvature.py's thermocal cell) on the GPU, with and without --vmap-probes, and on the CPU;
 pyhessian's defaults (lambda_max + trace, cuda=True) on the GPU. Reported: wall time, HVPs and
-the relative difference of lambda_max, lambda_min and the trace from the CPU run. Prints a
-markdown table for bench/RESULTS.md. Exits 2 without a CUDA device.
+the relative difference of lambda_max, lambda_min and the trace from the CPU run. Writes the
+cells, stamped (bench/provenance.py), to --out and prints their markdown table. Exits 2 without
+a CUDA device.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import curvature  # noqa: E402
+from provenance import stamp  # noqa: E402
 
 MODELS = ["mlp", "cnn", "transformer"]
 
@@ -109,7 +111,7 @@ def main() -> None:
         print("bench/gpu.py: no CUDA device here", file=sys.stderr)
         raise SystemExit(2)
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    results = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "models": {}}
+    results = {"provenance": stamp(sys.argv, quick=args.quick, device=torch.cuda.get_device_name(0)), "models": {}}
     rows = ["| model | gradient ms | HVP ms | HVP/gradient | probe GPU s | HVPs | GPU peak MB | + vmap-probes s | "
             "probe CPU s | pyhessian GPU s (λmax+trace) | λmax diff | λmin diff | trace diff |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -131,7 +133,7 @@ def main() -> None:
                     f"{relative(g['lambda_min'], c['lambda_min'])} | {relative(g['trace'], c['trace'])} |")
         print(rows[-1], flush=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nDevice: {results['device']}, torch {results['torch']}\n")
+    print(f"\nDevice: {results['provenance']['device']}, torch {results['provenance']['torch']}\n")
     print("\n".join(rows))
 
 

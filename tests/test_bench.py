@@ -77,12 +77,18 @@ def test_the_evidence_harness_runs_end_to_end_and_reports_from_its_json(tmp_path
 
 @pytest.mark.bench
 def test_scaling_benchmark_runs_and_tables_memory_against_d(tmp_path: Path) -> None:
-    out = tmp_path / "scaling.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "scaling.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    out, markdown = tmp_path / "scaling.json", tmp_path / "SCALING.md"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "scaling.py"), "--quick", "--out", str(out), "--markdown",
+                           str(markdown)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "### Peak memory against d" in proc.stdout and "### Processes" in proc.stdout
+    text = markdown.read_text()
+    assert "### Peak memory against d" in text and "### Processes" in text
     results = json.loads(out.read_text())
+    assert len(results["provenance"]["commit"]) == 40 and results["provenance"]["quick"] is True and results["provenance"]["commit"][:12] in text
+    again = tmp_path / "again.md"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "scaling.py"), "--report", "--out", str(out), "--markdown",
+                    str(again)], check=True, timeout=120)
+    assert again.read_text() == text
     assert all("error" not in c for key in ("by_n", "by_d", "memory") for c in results[key]), results
     (memory,) = results["memory"]
     assert memory["peak_mb"] >= memory["extra_peak_mb"] > 0 and memory["hvps"] > 0
