@@ -36,7 +36,7 @@ def test_two_processes_give_the_single_process_numbers(tmp_path: Path) -> None:
     one = single("probe", *common, "--out", tmp_path / "one.json", "-q", cwd=tmp_path)
     assert one.returncode == 0, one.stderr
     a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("two", "one"))
-    for key in ("lambda_max", "lambda_min", "trace"):
+    for key in ("lambda_max", "lambda_min", "trace", "lambda_max_stderr"):
         assert a["measurements"]["hessian"][key] == pytest.approx(b["measurements"]["hessian"][key], rel=1e-6), key
     assert a["measurements"]["noise_curvature"]["trace_h_sigma"] == pytest.approx(
         b["measurements"]["noise_curvature"]["trace_h_sigma"], rel=1e-5)

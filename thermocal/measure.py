@@ -21,6 +21,7 @@ from thermocal.curvature.hvp import HessianOperator, supports_forward_mode
 from thermocal.curvature.lanczos import LanczosResult, lanczos
 from thermocal.losses import LossFn, LossSpec, check_callable, resolve_loss
 from thermocal.curvature.power import power_iteration
+from thermocal.curvature.sampling import mean_stderr, rayleigh_quotients
 from thermocal.curvature.trace import TraceEstimate, deflated_probes, hutchinson, hutchpp_sketch, sketch_trace
 from thermocal.records import (
     EIG_FLOOR_FRACTION, BlockCurvature, EstimateRecord, HessianSpectrum, Measurements, NoiseCurvature, SpectralDensity,
@@ -42,6 +43,8 @@ DENSITY_PROBES, DENSITY_STEPS = 4, 80  # stochastic Lanczos quadrature ([H9])
 # Deviations g_k − ḡ whose curvature gives tr(H·Σ_B) ([N8]), fewer when d numbers each would pass PROBE_MEMORY.
 NOISE_CURVATURE_MINIBATCHES = 8
 TRACE_CHUNK = 10
+# Groups of the Hessian's examples whose Rayleigh quotients give lambda_max's sampling error ([H13]).
+SAMPLING_GROUPS = 16
 GIB = 1 << 30
 # At most this many bytes of trace probe vectors (and their products) exist at once ([H11]).
 PROBE_MEMORY = GIB
@@ -204,7 +207,8 @@ def _check_finite(**values: float) -> None:
 
 
 def _pyhessian_spectrum(engine, s: Config, progress: Progress, generator: torch.Generator,
-                        timer: _Timer) -> HessianSpectrum:
+                        timer: _Timer) -> tuple[HessianSpectrum, torch.Tensor | None]:
+    """The spectrum, and lambda_max's eigenvector when the power iteration's end is lambda_max's."""
     rtol = s.eigen_rtol
     with timer("extremes"):
         progress.phase("Hessian: power iteration (pyhessian)", None)
@@ -228,7 +232,7 @@ def _pyhessian_spectrum(engine, s: Config, progress: Progress, generator: torch.
         engine=engine.name, hvp_mode="rev-rev", lambda_max=lam_max, lambda_min=lam_min, trace=trace.value,
         trace_stderr=trace.stderr, hvps=engine.hvps, converged=max_rec.converged and min_rec.converged and trace.converged,
         details={"lambda_max": max_rec, "lambda_min": min_rec, "trace": trace_record},
-    )
+    ), (top.vector if lam_max == top.value else None)
 
 
 def _operator(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: Config, on_hvp,
@@ -308,7 +312,8 @@ def _native_trace(op: HessianOperator, s: Config, krylov: tuple[torch.Tensor, fl
 
 
 def _native_spectrum(op: HessianOperator, s: Config, progress: Progress, generator: torch.Generator,
-                     timer: _Timer, names: Sequence[str]) -> HessianSpectrum:
+                     timer: _Timer, names: Sequence[str]) -> tuple[HessianSpectrum, torch.Tensor | None]:
+    """The spectrum, and lambda_max's eigenvector (None when the power iteration found lambda_min first)."""
     rtol = s.eigen_rtol
     top_values: list[float] | None = None
     if s.solver == "lanczos":
@@ -330,6 +335,7 @@ def _native_spectrum(op: HessianOperator, s: Config, progress: Progress, generat
             if s.top_k > 1:
                 top_values = [p.value for p in run.largest]
             krylov, scale = (run.basis, float(run.alphas.sum())), max(abs(lam_max), run.abs_trace)
+            top_vector = big.vector.clone()  # one d-vector, for lambda_max's sampling error ([H13])
             del run, big, small  # the Ritz vectors: d numbers each that the trace need not hold beside its own
         with timer("trace"):
             progress.phase("Hessian: trace", None)
@@ -347,6 +353,7 @@ def _native_spectrum(op: HessianOperator, s: Config, progress: Progress, generat
             trace, trace_rec = _native_trace(op, s, None, abs(top.value), generator)
         (lam_max, max_rec), (lam_min, min_rec) = _both_ends(op, op.matvec, (top.value, first), trace, s, generator,
                                                             op.device, torch.float64, timer, progress)
+        top_vector = top.vector if lam_max == top.value else None
     _check_finite(lambda_max=lam_max, lambda_min=lam_min if lam_min is not None else 0.0, trace=trace.value)
 
     density = None
@@ -369,7 +376,7 @@ def _native_spectrum(op: HessianOperator, s: Config, progress: Progress, generat
         engine="native", hvp_mode=op.mode, lambda_max=lam_max, lambda_min=lam_min, trace=trace.value,
         trace_stderr=trace.stderr, hvps=op.hvps, converged=all(rec.converged for rec in details.values()),
         details=details, top_eigenvalues=top_values, density=density, blocks=blocks,
-    )
+    ), top_vector
 
 
 def _block_curvature(op: HessianOperator, block, s: Config, generator: torch.Generator) -> BlockCurvature:
@@ -391,6 +398,27 @@ def _block_curvature(op: HessianOperator, block, s: Config, generator: torch.Gen
     return BlockCurvature(name=block.name, parameters=list(block.parameters), num_params=size, lambda_max=big.value,
                           trace=trace.value, trace_stderr=trace.stderr,
                           details={"lambda_max": eig_rec, "trace": trace_rec})
+
+
+def _lambda_max_sampling(model: torch.nn.Module, loss_fn, inputs: torch.Tensor, targets: torch.Tensor, params,
+                         vector: torch.Tensor, spectrum: HessianSpectrum, s: Config, progress: Progress,
+                         group: Group) -> HessianSpectrum:
+    """`spectrum` with lambda_max's sampling standard error ([H13]): at most SAMPLING_GROUPS equal
+    groups of whole minibatches of the Hessian's (shuffled) examples (whole minibatches, so that a
+    program exported for a fixed batch is fed what it takes), a remainder left out; one product
+    over the sample in all, counted as one HVP. Unchanged with fewer than two minibatches."""
+    batches = int(inputs.shape[0]) // s.batch_size
+    if batches < 2:
+        return spectrum
+    per = -(-batches // SAMPLING_GROUPS)  # minibatches per group: at most SAMPLING_GROUPS groups
+    count, size = batches // per, per * s.batch_size
+    groups = _split(inputs[: count * size], targets[: count * size], size)
+    progress.phase("Hessian: lambda_max's sampling error", count)
+    mode = "fwd-rev" if s.hvp == "fwd-rev" and s.engine == "native" else "rev-rev"
+    quotients = rayleigh_quotients(model, loss_fn, groups, params, vector, mode=mode, group=group)
+    progress.advance(count)
+    return spectrum.model_copy(update={"lambda_max_stderr": mean_stderr(quotients), "sampling_groups": count,
+                                       "hvps": spectrum.hvps + 1})
 
 
 def set_eval(module: torch.nn.Module) -> None:
@@ -507,7 +535,7 @@ def probe(
         with seeded_global_rng(s.seed, device):
             engine = PyHessianEngine(model, loss_fn, micro_batches, device, on_hvp=progress.advance)
             try:
-                spectrum = _pyhessian_spectrum(engine, s, progress, generator, timer)
+                spectrum, top_vector = _pyhessian_spectrum(engine, s, progress, generator, timer)
                 with timer("noise_curvature"):
                     curvature = _noise_curvature(engine.matvec, mean, deviations, k, progress, engine)
             finally:
@@ -515,11 +543,15 @@ def probe(
     else:
         op = _operator(model, loss_fn, micro_batches, params, s, progress.advance, group)
         try:
-            spectrum = _native_spectrum(op, s, progress, generator, timer, names)
+            spectrum, top_vector = _native_spectrum(op, s, progress, generator, timer, names)
             with timer("noise_curvature"):
                 curvature = _noise_curvature(op.matvec, mean, deviations, k, progress, op)
         finally:
             op.release()
+    if top_vector is not None:
+        with timer("sampling"):
+            spectrum = _lambda_max_sampling(model, loss_fn, inputs[:hessian_samples], targets[:hessian_samples], params,
+                                            top_vector, spectrum, s, progress, group)
     return ProbeResult(
         loss=loss_name,
         num_params=sum(p.numel() for p in params),

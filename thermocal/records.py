@@ -154,6 +154,12 @@ class HessianSpectrum(Record):
     hvp_mode: str | None = None
     lambda_max: float
     lambda_min: float | None = Field(description="null when not resolved (calibration v2 does not need it)")
+    # Added after v2's first files: left out when absent, so an older v2 file exports as it was read.
+    lambda_max_stderr: float | None = Field(
+        default=None, ge=0, exclude_if=lambda v: v is None, description="sampling standard error of lambda_max: how "
+        "far another sample of as many examples would move it, to first order (method.md [H13]); absent when not measured")
+    sampling_groups: int | None = Field(default=None, ge=2, exclude_if=lambda v: v is None,
+                                        description="groups of examples behind lambda_max_stderr")
     trace: float
     trace_stderr: float = Field(ge=0)
     hvps: int = Field(ge=0)

@@ -57,6 +57,11 @@ def _measurements(doc: ScheduleFile) -> Table:
             continue
         rec = hess.details[name]
         state = "converged" if rec.converged else "NOT converged"
+        if name == "lambda_max" and hess.lambda_max_stderr is not None:
+            _row(measured, name, _pm(value, hess.lambda_max_stderr),
+                 f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}{where}; ± its sampling error "
+                 f"({hess.sampling_groups} groups)")
+            continue
         _row(measured, name, _num(value), f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}{where}")
     rec = hess.details["trace"]
     if rec.converged:
@@ -88,8 +93,12 @@ def _loss_unit_schedule(doc: ScheduleFile) -> Table:
     sched = _table(f"Schedule ({s.kind}; calibration in loss units)", "constant", "value", "rule")
     bound = f"{rules.stability_fraction:g}·2/lambda_max stability bound" if rules.eta0_bound == "stability" \
         else "noisy-quadratic optimum"
+    spread = ""
+    if rules.eta0_bound == "stability" and doc.measurements.hessian.lambda_max_stderr is not None:
+        hess = doc.measurements.hessian
+        spread = f"; ± {hess.lambda_max_stderr / hess.lambda_max:.1%} from lambda_max's sampling error"
     _row(sched, "eta0", _num(s.eta0), f"{bound} ({rules.eta0_rule} rule; stable {_num(cal.eta_stable)}, "
-                                      f"optimal {_num(cal.eta_optimal)})")
+                                      f"optimal {_num(cal.eta_optimal)}){spread}")
     _row(sched, "noise floor", _num(cal.noise_floor), f"E(eta0) = eta0·tr Σ_B/4: excess loss SGD keeps at eta0, "
                                                        f"{cal.noise_floor / rules.epsilon:.3g}× epsilon")
     _row(sched, "T0", _pm(s.T0, cal.T0_stderr), f"eta0·tr Σ_B/(2·d_eff), d_eff = tr H/lambda_max = {cal.d_eff:.4g}")
