@@ -99,7 +99,8 @@ def user_loss(spec: str) -> Loss:
 
 def _fixed_batch(loaded: LoadedModel, config: Config) -> Config:
     """A torch.export program exported for batches of n is fed multiples of n: the batch size must
-    be one, and micro-batches are rounded down to one (an engine detail, not a setting)."""
+    be one, and micro-batches and the Hessian's examples are rounded down to one (engine details,
+    not settings: the file records the settings as given and the examples used)."""
     size = loaded.fixed_batch
     if size is None:
         return config
@@ -107,7 +108,10 @@ def _fixed_batch(loaded: LoadedModel, config: Config) -> Config:
         raise InputError(f"was exported for batches of exactly {size} examples (torch.export.export without "
                          f"dynamic_shapes), so --batch-size must be a multiple of {size}; or re-export with "
                          "dynamic_shapes=({0: torch.export.Dim('batch')},)", loaded.path)
-    return config.model_copy(update={"micro_batch": max(size, config.micro_batch - config.micro_batch % size)})
+    update = {"micro_batch": max(size, config.micro_batch - config.micro_batch % size)}
+    if config.hessian_samples is not None:
+        update["hessian_samples"] = max(size, config.hessian_samples - config.hessian_samples % size)
+    return config.model_copy(update=update)
 
 
 def run(model: torch.nn.Module | str | Path, data: tuple[torch.Tensor, torch.Tensor] | str | Path | None,
