@@ -8,6 +8,11 @@ Formats:
   dict under a common key is unwrapped, and DDP's `module.` prefix removed; the choice is
   reported in `LoadedModel.note`.
 - A whole pickled `nn.Module`: only with `--trust-checkpoint`, since unpickling runs code.
+- A Hugging Face `save_pretrained` directory (thermocal.io.huggingface).
+
+Each format has one loader in LOADERS, `(path, ModelOptions) -> Loaded` (thermocal.io.loaders);
+load_model then applies what every format shares (eval mode, --params, the finite check, the
+digest).
 
 `weights_only=True` is always passed explicitly (an environment variable cannot turn it off),
 and a refused pickle is never retried without it. Zip archives are inspected before torch reads
@@ -32,6 +37,8 @@ import torch
 from thermocal.errors import CheckpointError, DataError, InputError
 from thermocal.io.archives import ZIP_ERRORS, check_export_archive, check_torch_zip, load_weights_only
 from thermocal.io.files import sha256_file, sha256_listing
+from thermocal.io.huggingface import HUGGINGFACE, load_huggingface
+from thermocal.io.loaders import Loaded, Loader, ModelOptions
 from thermocal.io.user_code import call_user, import_callable
 from thermocal.measure import set_eval
 from thermocal.text import first_line as _first_line
@@ -40,22 +47,12 @@ TORCHSCRIPT = "torchscript"
 TORCH_EXPORT = "torch.export"
 TORCH_SAVE = "torch.save"
 SAFETENSORS = "safetensors"
-HUGGINGFACE = "huggingface"
 PICKLED_MODULE = "pickled-module"
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
 PREFIXES = ("module.", "_orig_mod.")  # DDP, torch.compile
 SAVE_ADVICE = ("save model.state_dict() (safetensors or torch.save) and pass --arch, or save "
                "torch.jit.script(model) / torch.export.export(model, ...)")
-
-
-@dataclass(frozen=True)
-class ModelOptions:
-    """How to load: the code building the module for a state dict, and whether to unpickle."""
-
-    arch: str | None = None
-    trust_checkpoint: bool = False
-    params: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,12 +115,12 @@ def detect_format(path: Path) -> str:
                           "safetensors)", path)
 
 
-def _load_torchscript(path: Path) -> torch.nn.Module:
+def _load_torchscript(path: Path, options: ModelOptions) -> Loaded:
     check_torch_zip(path, code=True)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=DeprecationWarning)
-            return torch.jit.load(str(path), map_location="cpu")
+            return Loaded(torch.jit.load(str(path), map_location="cpu"), TORCHSCRIPT)
     except Exception as exc:  # torch raises RuntimeError and friends with multi-line texts
         raise CheckpointError(f"cannot be loaded as TorchScript ({_first_line(exc)})", path) from exc
 
@@ -159,7 +156,7 @@ def fixed_batch(program: torch.export.ExportedProgram) -> int | None:
     return None
 
 
-def _load_export(path: Path) -> tuple[torch.nn.Module, str, int | None]:
+def _load_export(path: Path, options: ModelOptions) -> Loaded:
     """The program as a module (fed in chunks when exported with a fixed batch size), a note, and that size."""
     check_export_archive(path)
     try:
@@ -172,8 +169,9 @@ def _load_export(path: Path) -> tuple[torch.nn.Module, str, int | None]:
     note = "a torch.export program runs in the mode it was exported in"
     size = fixed_batch(program)
     if size is None:
-        return module, note, None
-    return FixedBatch(module, size), f"{note}; exported for batches of {size}, so fed {size} examples at a time", size
+        return Loaded(module, TORCH_EXPORT, note)
+    return Loaded(FixedBatch(module, size), TORCH_EXPORT, f"{note}; exported for batches of {size}, so fed {size} "
+                  "examples at a time", fixed_batch=size)
 
 
 def build_arch(spec: str) -> torch.nn.Module:
@@ -234,7 +232,13 @@ def _load_into_arch(state: dict[str, torch.Tensor], note: str | None, options: M
     return module, "; ".join(filter(None, [note, f"built by --arch {options.arch}"]))
 
 
-def _load_torch_save(path: Path, options: ModelOptions) -> tuple[torch.nn.Module, str | None, str]:
+def _built(state: dict[str, torch.Tensor], note: str | None, options: ModelOptions, path: Path, fmt: str) -> Loaded:
+    """A state dict loaded into the module --arch builds."""
+    module, note = _load_into_arch(state, note, options, path)
+    return Loaded(module, fmt, note)
+
+
+def _load_torch_save(path: Path, options: ModelOptions) -> Loaded:
     if zipfile.is_zipfile(path):
         check_torch_zip(path)
     try:
@@ -248,11 +252,10 @@ def _load_torch_save(path: Path, options: ModelOptions) -> tuple[torch.nn.Module
     except Exception as exc:
         raise CheckpointError(f"cannot be read as a torch.save file ({_first_line(exc)})", path) from exc
     state, note = find_state_dict(content, path)
-    module, note = _load_into_arch(state, note, options, path)
-    return module, note, TORCH_SAVE
+    return _built(state, note, options, path, TORCH_SAVE)
 
 
-def _load_trusted_pickle(path: Path) -> tuple[torch.nn.Module, str | None, str]:
+def _load_trusted_pickle(path: Path) -> Loaded:
     try:
         content = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
@@ -260,13 +263,13 @@ def _load_trusted_pickle(path: Path) -> tuple[torch.nn.Module, str | None, str]:
     if isinstance(content, Mapping):
         key = next((k for k in STATE_DICT_KEYS if isinstance(content.get(k), torch.nn.Module)), None)
         if key is not None:
-            return content[key], f"pickled nn.Module under {key!r} (--trust-checkpoint)", PICKLED_MODULE
+            return Loaded(content[key], PICKLED_MODULE, f"pickled nn.Module under {key!r} (--trust-checkpoint)")
     if not isinstance(content, torch.nn.Module):
         raise CheckpointError(f"unpickled to a {type(content).__name__}, not an nn.Module", path)
-    return content, "pickled nn.Module (--trust-checkpoint)", PICKLED_MODULE
+    return Loaded(content, PICKLED_MODULE, "pickled nn.Module (--trust-checkpoint)")
 
 
-def _load_safetensors(path: Path, options: ModelOptions) -> tuple[torch.nn.Module, str | None, str]:
+def _load_safetensors(path: Path, options: ModelOptions) -> Loaded:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -277,62 +280,7 @@ def _load_safetensors(path: Path, options: ModelOptions) -> tuple[torch.nn.Modul
     if not content:
         raise CheckpointError("is a safetensors file with no tensors", path)
     state, note = find_state_dict(content, path)
-    module, note = _load_into_arch(state, note, options, path)
-    return module, note, SAFETENSORS
-
-
-class HuggingFaceLogits(torch.nn.Module):
-    """A transformers model as `inputs -> logits`, the interface every engine probes; the
-    inputs go to the model's main input (input_ids for language models)."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**{self.model.main_input_name: inputs}).logits
-
-
-def huggingface_loss(architecture: str, config: Any) -> str | None:
-    """The loss transformers itself uses for this architecture (its `labels=` path)."""
-    if architecture.endswith(("ForCausalLM", "LMHeadModel", "ForTokenClassification")):
-        return "lm"  # cross-entropy over every position, ignore_index -100, as transformers does
-    if architecture.endswith("ForSequenceClassification") or architecture.endswith("ForImageClassification"):
-        problem = getattr(config, "problem_type", None)
-        if problem == "regression" or (problem is None and getattr(config, "num_labels", 2) == 1):
-            return "mse"
-        return "bce_with_logits" if problem == "multi_label_classification" else "cross_entropy"
-    return None
-
-
-def _load_huggingface(path: Path) -> tuple[torch.nn.Module, str, str | None]:
-    """A save_pretrained directory, offline, safetensors weights only, no remote code."""
-    try:
-        import transformers
-    except ImportError as exc:
-        raise CheckpointError("is a Hugging Face model directory; loading it needs transformers: "
-                              "pip install transformers (or, from a clone of thermocal, pip install '.[hf]')", path) from exc
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    except Exception as exc:
-        raise CheckpointError(f"has a config.json transformers cannot read ({_first_line(exc)})", path) from exc
-    architecture = (getattr(config, "architectures", None) or [None])[0]
-    model_class = getattr(transformers, architecture, None) if architecture else None
-    if model_class is None:
-        raise CheckpointError(f"config.json names architecture {architecture!r}, which this transformers "
-                              f"({transformers.__version__}) does not have (remote code is never run)", path)
-    try:
-        with warnings.catch_warnings():  # use_safetensors=True: nothing is unpickled
-            warnings.simplefilter("ignore")
-            model = model_class.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
-                                                trust_remote_code=False, attn_implementation="eager")
-    except Exception as exc:
-        raise CheckpointError(f"cannot be loaded as {architecture} from safetensors ({_first_line(exc)})", path) from exc
-    loss = huggingface_loss(architecture, config)
-    note = f"transformers {architecture}" + (f"; its own loss: {loss}" if loss else "")
-    return HuggingFaceLogits(model), note, loss
+    return _built(state, note, options, path, SAFETENSORS)
 
 
 def trainable_parameters(module: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -359,23 +307,22 @@ def restrict_parameters(module: torch.nn.Module, pattern: str, path: Path) -> li
     return kept
 
 
+# One loader per format detect_format names; each takes (path, options) and returns a Loaded.
+LOADERS: dict[str, Loader] = {
+    TORCHSCRIPT: _load_torchscript, TORCH_EXPORT: _load_export, TORCH_SAVE: _load_torch_save,
+    SAFETENSORS: _load_safetensors, HUGGINGFACE: load_huggingface,
+}
+SELF_BUILDING = (TORCHSCRIPT, TORCH_EXPORT, HUGGINGFACE)  # formats that need no --arch
+
+
 def load_model(path: Path, options: ModelOptions | None = None) -> LoadedModel:
     """Load a checkpoint on the CPU in eval mode and check that it can be probed."""
     options = options or ModelOptions()
     fmt = detect_format(path)
-    if options.arch is not None and fmt in (TORCHSCRIPT, TORCH_EXPORT, HUGGINGFACE):
+    if options.arch is not None and fmt in SELF_BUILDING:
         raise InputError(f"--arch is for state dicts; {path} is a {fmt} checkpoint that builds itself")
-    note, default_loss, batch = None, None, None
-    if fmt == TORCHSCRIPT:
-        module = _load_torchscript(path)
-    elif fmt == TORCH_EXPORT:
-        module, note, batch = _load_export(path)
-    elif fmt == TORCH_SAVE:
-        module, note, fmt = _load_torch_save(path, options)
-    elif fmt == SAFETENSORS:
-        module, note, fmt = _load_safetensors(path, options)
-    else:
-        module, note, default_loss = _load_huggingface(path)
+    loaded = LOADERS[fmt](path, options)
+    module = loaded.module
     set_eval(module)
     if options.params is not None:
         restrict_parameters(module, options.params, path)
@@ -386,8 +333,8 @@ def load_model(path: Path, options: ModelOptions | None = None) -> LoadedModel:
             raise CheckpointError(f"parameter {name!r} holds NaN or Inf values", path)
     digest = sha256_file(path) if path.is_file() else sha256_listing(
         (f, str(f.relative_to(path))) for f in sorted(path.rglob("*")) if f.is_file())
-    return LoadedModel(module=module, path=path, sha256=digest, format=fmt, note=note, default_loss=default_loss,
-                       fixed_batch=batch)
+    return LoadedModel(module=module, path=path, sha256=digest, format=loaded.format, note=loaded.note,
+                       default_loss=loaded.default_loss, fixed_batch=loaded.fixed_batch)
 
 
 def count_parameters(module: torch.nn.Module) -> int:
