@@ -270,3 +270,33 @@ def test_golden_files_of_every_version_keep_loading_and_checking(golden: Path) -
 
 def test_golden_files_exist() -> None:
     assert len(list((GOLDEN / "v1").glob("*.json"))) >= 3 and len(list((GOLDEN / "v2").glob("*.json"))) >= 5
+
+
+@pytest.mark.parametrize("kind", ["constant", "exponential"])
+@pytest.mark.parametrize("warmup_steps", [0, 7])
+@pytest.mark.parametrize("min_lr", [0.0, 0.02])
+@pytest.mark.parametrize("law", ["linear", "sqrt"])
+def test_every_text_form_of_the_lr_law_is_the_closure(kind: str, warmup_steps: int, min_lr: float, law: str) -> None:
+    """The file's Python expression and the Keras one, evaluated (Keras ops played by numpy, so
+    that this runs without Keras), give learning_rate(schedule)(t) at every step of a budget."""
+    import types
+
+    import numpy as np
+
+    from thermocal.records import ScheduleBase
+    from thermocal.schedule.functions import KERAS, gamma_of, learning_rate, lr_expression
+
+    tau = None if kind == "constant" else 40.0
+    schedule = ScheduleBase(kind=kind, eta0=0.3, T0=1.0, Tf=0.1, tau=tau, gamma=1.0 if tau is None else gamma_of(tau, law),
+                            steps=100, warmup_steps=warmup_steps, min_lr=min_lr, lr_law=law,
+                            lr_expression=lr_expression(kind, warmup_steps, min_lr, law), temperature_expression="T0")
+    expected = [learning_rate(schedule)(t) for t in range(warmup_steps + 101)]
+    python = [eval(schedule.lr_expression, {"exp": math.exp, "max": max, "eta0": 0.3, "tau": tau,
+                                            "warmup_steps": warmup_steps, "min_lr": min_lr, "t": t})
+              for t in range(warmup_steps + 101)]
+    keras = types.SimpleNamespace(ops=types.SimpleNamespace(exp=np.exp, where=np.where))
+    text = KERAS.floor("MIN_LR", f"({lr_expression(kind, warmup_steps, 0.0, law, KERAS)})")
+    step = np.arange(warmup_steps + 101, dtype=np.float64)
+    lr = eval(text, {"keras": keras, "ETA0": 0.3, "TAU": tau, "WARMUP_STEPS": warmup_steps, "MIN_LR": min_lr, "step": step})
+    assert python == pytest.approx(expected, rel=1e-15)
+    assert np.broadcast_to(lr, step.shape).tolist() == pytest.approx(expected, rel=1e-12)

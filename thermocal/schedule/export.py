@@ -1,7 +1,8 @@
 """The schedule in other frameworks' terms (`thermocal export --format ...`).
 
 Every snippet takes its numbers from the file (printed with repr, so they round-trip exactly)
-and its learning-rate law from the file's own `lr_expression`, so it cannot drift from
+and its learning-rate law from the file's own `lr_expression` (torch's lr_at) or from the same
+`functions.lr_expression` printed in Keras ops, so it cannot drift from
 `thermocal.load_schedule(path).lr(t)`. Plain exponential schedules use each framework's
 exponential type (torch ExponentialLR, optax.exponential_decay, keras ExponentialDecay);
 warmup and a floor use a function of the step built from the same expression.
@@ -14,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 
 from thermocal.records import ScheduleBase
 from thermocal.schedule.file import ScheduleFile, dumps
-from thermocal.schedule.functions import learning_rate, temperature, total_steps
+from thermocal.schedule.functions import KERAS, learning_rate, lr_expression, temperature, timescale_source, total_steps
 
 SNIPPETS = ("torch", "hf", "lightning", "optax", "keras")
 FORMATS = ("yaml", "json", "csv", *SNIPPETS, "env")
@@ -32,7 +33,7 @@ def _constants(doc: ScheduleFile) -> str:
     lines = [
         f"# thermocal schedule ({doc.format}); model sha256 {doc.inputs.model.sha256[:12]}, created {created}",
         f"ETA0 = {s.eta0!r}  # initial learning rate",
-        f"GAMMA = {s.gamma!r}  # per-step factor exp(-1/{'tau' if s.lr_law == 'linear' else '(2*tau)'})",
+        f"GAMMA = {s.gamma!r}  # per-step factor exp(-1/{timescale_source(s.lr_law)})",
         f"TAU = {s.tau!r}  # cooling time in optimizer steps",
         f"WARMUP_STEPS = {s.warmup_steps!r}",
         f"MIN_LR = {s.min_lr!r}",
@@ -126,18 +127,15 @@ def keras_snippet(doc: ScheduleFile) -> str:
             "schedule = keras.optimizers.schedules.ExponentialDecay(initial_learning_rate=ETA0, decay_steps=1, decay_rate=GAMMA)\n"
             "optimizer = keras.optimizers.SGD(learning_rate=schedule)\n"
         )
-    timescale = "TAU" if s.lr_law == "linear" else "(2.0 * TAU)"
-    cool = "ETA0" if s.kind == "constant" else f"ETA0 * keras.ops.exp(-(step - WARMUP_STEPS) / {timescale})"
-    warm = "keras.ops.where(step < WARMUP_STEPS, ETA0 * (step + 1.0) / WARMUP_STEPS, cool)" if s.warmup_steps else "cool"
+    lr = lr_expression(s.kind, s.warmup_steps, 0.0, s.lr_law, KERAS)  # the floor comes last, always
     return text + (
         "\n\nclass ThermocalSchedule(keras.optimizers.schedules.LearningRateSchedule):\n"
         f'    """{s.lr_expression}"""\n\n'
         "    def __call__(self, step):\n"
         "        dtype = keras.config.floatx()\n"
         "        step = keras.ops.cast(step, dtype)\n"
-        f"        cool = {cool}\n"
-        f"        lr = {warm}\n"
-        "        return keras.ops.where(lr > MIN_LR, lr, MIN_LR)  # not ops.maximum: it drops float64 on torch\n\n"
+        f"        lr = {lr}\n"
+        f"        return {KERAS.floor('MIN_LR', 'lr')}  # not ops.maximum: it drops float64 on torch\n\n"
         "    def get_config(self):\n"
         "        return {}\n\n\n"
         "optimizer = keras.optimizers.SGD(learning_rate=ThermocalSchedule())\n"

@@ -7,6 +7,7 @@ warmup and the learning-rate floor compose by functions (`join`, `floored`), not
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Literal
 
 from thermocal.records import ScheduleBase
@@ -98,14 +99,45 @@ def temperature(schedule: ScheduleBase) -> StepFn:
     return join(constant(schedule.T0), cooling, schedule.warmup_steps) if schedule.warmup_steps else cooling
 
 
-def lr_expression(kind: str, warmup_steps: int, min_lr: float, law: Literal["linear", "sqrt"] = "sqrt") -> str:
-    """The closed form of `learning_rate`, as a Python expression in the schedule's own field
-    names and the step t (with exp = math.exp)."""
-    timescale = "tau" if law == "linear" else "(2 * tau)"
-    since = "t" if not warmup_steps else "(t - warmup_steps)"
-    cooling = "eta0" if kind == "constant" else f"eta0 * exp(-{since} / {timescale})"
-    expression = f"eta0 * (t + 1) / warmup_steps if t < warmup_steps else {cooling}" if warmup_steps else cooling
-    return f"max(min_lr, {expression})" if min_lr > 0 else expression
+@dataclass(frozen=True)
+class Syntax:
+    """How one language spells the pieces of the lr law: the schedule's names, the step, the
+    exponential, a two-way choice and the floor. Every text form of the law (the file's
+    `lr_expression`, the Keras snippet) is printed from `lr_expression` in one Syntax."""
+
+    eta0: str
+    tau: str
+    warmup_steps: str
+    min_lr: str
+    t: str
+    two: str
+    exp: str
+    select: Callable[[str, str, str], str]  # (condition, if true, if false)
+    floor: Callable[[str, str], str]  # (minimum, value)
+
+
+PYTHON = Syntax("eta0", "tau", "warmup_steps", "min_lr", "t", "2", "exp",
+                lambda c, a, b: f"{a} if {c} else {b}", lambda m, v: f"max({m}, {v})")
+# Keras ops on the snippet's constants; the floor by where, not ops.maximum (it drops float64 on torch).
+KERAS = Syntax("ETA0", "TAU", "WARMUP_STEPS", "MIN_LR", "step", "2.0", "keras.ops.exp",
+               lambda c, a, b: f"keras.ops.where({c}, {a}, {b})", lambda m, v: f"keras.ops.where({v} > {m}, {v}, {m})")
+
+
+def timescale_source(law: str, syntax: Syntax = PYTHON) -> str:
+    """`timescale_of` as text: tau, or 2·tau for the seed's eta ∝ √T."""
+    return syntax.tau if law == "linear" else f"({syntax.two} * {syntax.tau})"
+
+
+def lr_expression(kind: str, warmup_steps: int, min_lr: float, law: Literal["linear", "sqrt"] = "sqrt",
+                  syntax: Syntax = PYTHON) -> str:
+    """The closed form of `learning_rate` as an expression in `syntax` (by default Python, in the
+    schedule's own field names and the step t, with exp = math.exp: what files hold)."""
+    n = syntax
+    since = n.t if not warmup_steps else f"({n.t} - {n.warmup_steps})"
+    cooling = n.eta0 if kind == "constant" else f"{n.eta0} * {n.exp}(-{since} / {timescale_source(law, n)})"
+    if warmup_steps:
+        cooling = n.select(f"{n.t} < {n.warmup_steps}", f"{n.eta0} * ({n.t} + 1) / {n.warmup_steps}", cooling)
+    return n.floor(n.min_lr, cooling) if min_lr > 0 else cooling
 
 
 def temperature_expression(kind: str, warmup_steps: int) -> str:
