@@ -24,7 +24,8 @@ from thermocal.curvature.power import power_iteration
 from thermocal.curvature.sampling import mean_stderr, rayleigh_quotients
 from thermocal.curvature.trace import TraceEstimate, deflated_probes, hutchinson, hutchpp_sketch, sketch_trace
 from thermocal.records import (
-    EIG_FLOOR_FRACTION, BlockCurvature, EstimateRecord, HessianSpectrum, Measurements, NoiseCurvature, SpectralDensity,
+    EIG_FLOOR_FRACTION, BlockCurvature, EstimateRecord, Estimator, HessianSpectrum, Measurements, NoiseCurvature,
+    SpectralDensity,
 )
 
 # pyhessian's own stopping rule (relative change between iterations) for its power iteration;
@@ -162,14 +163,16 @@ def opposite_shift(extreme: float, trace_bound: float) -> float:
     return extreme + SHIFT_FRACTION * (trace_bound - extreme)
 
 
-def _record(method: str, hvps: int, iterations: int, residual: float | None, tolerance: float, converged: bool) -> EstimateRecord:
-    return EstimateRecord(method=method, hvps=hvps, iterations=iterations, residual=residual,
-                          tolerance=tolerance, converged=converged)
+def _record(estimator: Estimator, method: str, hvps: int, iterations: int, residual: float | None, tolerance: float,
+            converged: bool, restarts: int | None = None) -> EstimateRecord:
+    return EstimateRecord(method=method, estimator=estimator, restarts=restarts, hvps=hvps, iterations=iterations,
+                          residual=residual, tolerance=tolerance, converged=converged)
 
 
-def _trace_record(method: str, hvps: int, estimate: TraceEstimate, rtol: float, scale: float) -> EstimateRecord:
-    return EstimateRecord(method=method, hvps=hvps, iterations=estimate.probes, residual=None, tolerance=rtol,
-                          converged=estimate.converged, scale=scale)
+def _trace_record(estimator: Estimator, method: str, hvps: int, estimate: TraceEstimate, rtol: float,
+                  scale: float) -> EstimateRecord:
+    return EstimateRecord(method=method, estimator=estimator, hvps=hvps, iterations=estimate.probes, residual=None,
+                          tolerance=rtol, converged=estimate.converged, scale=scale)
 
 
 def _other_end(matvec: Callable[[torch.Tensor], torch.Tensor], dominant: float, trace: TraceEstimate, dim: int,
@@ -195,7 +198,7 @@ def _both_ends(counter, matvec: Callable[[torch.Tensor], torch.Tensor], dominant
         progress.phase("Hessian: shifted power iteration", None)
         start = counter.hvps
         found = _other_end(matvec, dominant[0], trace, counter.dim, s, generator, device, dtype)
-        other = (found.value, _record("power iteration on H - sigma*I", counter.hvps - start, found.iterations,
+        other = (found.value, _record("shifted_power", "power iteration on H - sigma*I", counter.hvps - start, found.iterations,
                                       found.residual, s.eigen_rtol, found.converged))
     return (dominant, other) if dominant[0] >= other[0] else (other, dominant)
 
@@ -217,13 +220,13 @@ def _pyhessian_spectrum(engine, s: Config, progress: Progress, generator: torch.
         # pyhessian stops when the Rayleigh quotient stops changing, which can be well before the
         # eigenvector is resolved; continue the same iteration until the residual test passes.
         top = power_iteration(engine.matvec, vector, rtol=rtol, max_iter=s.iterations)
-        first = _record("power iteration (pyhessian), continued until the residual test passed",
+        first = _record("pyhessian_power", "power iteration (pyhessian), continued until the residual test passed",
                         engine.hvps - start, engine.hvps - start, top.residual, rtol, top.converged)
     with timer("trace"):
         progress.phase("Hessian: Hutchinson trace (pyhessian)", None)
         start = engine.hvps
         trace = hutchinson(engine.trace_probes, rtol=s.trace_rtol, max_probes=s.max_probes, scale=abs(top.value))
-        trace_record = _trace_record("Hutchinson, Rademacher probes (pyhessian)", engine.hvps - start, trace, s.trace_rtol,
+        trace_record = _trace_record("pyhessian_hutchinson", "Hutchinson, Rademacher probes (pyhessian)", engine.hvps - start, trace, s.trace_rtol,
                                      abs(top.value))
     (lam_max, max_rec), (lam_min, min_rec) = _both_ends(engine, engine.matvec, (top.value, first), trace, s, generator,
                                                         vector.device, vector.dtype, timer, progress)
@@ -295,20 +298,21 @@ def _native_trace(op: HessianOperator, s: Config, krylov: tuple[torch.Tensor, fl
     if s.trace_estimator == "hutch++":
         if krylov is not None:
             sketch, offset = krylov
-            method = "Hutch++ with the Lanczos basis as sketch: tr(QHQ^T) = sum(alpha) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
+            estimator, method = "hutchpp_lanczos", ("Hutch++ with the Lanczos basis as sketch: tr(QHQ^T) = sum(alpha) + "
+                                                    "Hutchinson on (I-QQ^T)H(I-QQ^T)")
         elif (columns := _sketch_rows(op)) >= 2:
             sketch = hutchpp_sketch(op.matmat, op.dim, columns, generator, op.device)
             offset = sketch_trace(op.matmat, sketch)
-            method = "Hutch++ (sketch Q = orth(H S)): tr(QHQ^T) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
+            estimator, method = "hutchpp_sketch", "Hutch++ (sketch Q = orth(H S)): tr(QHQ^T) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
         else:
             sketch = None
-            method = "Hutchinson, Rademacher probes (a Hutch++ sketch of H S would pass the probe memory bound)"
+            estimator, method = "hutchinson", "Hutchinson, Rademacher probes (a Hutch++ sketch of H S would pass the probe memory bound)"
     else:
-        sketch, method = None, "Hutchinson, Rademacher probes"
+        sketch, estimator, method = None, "hutchinson", "Hutchinson, Rademacher probes"
     matmat = partial(op.matmat, dtype=sketch.dtype if sketch is not None else torch.float64)  # the probes' dtype
     estimate = hutchinson(deflated_probes(matmat, sketch, op.dim, generator, op.device, _probe_rows(op)), rtol=s.trace_rtol,
                           max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=offset, scale=scale)
-    return estimate, _trace_record(method, op.hvps - start, estimate, s.trace_rtol, scale)
+    return estimate, _trace_record(estimator, method, op.hvps - start, estimate, s.trace_rtol, scale)
 
 
 def _native_spectrum(op: HessianOperator, s: Config, progress: Progress, generator: torch.Generator,
@@ -325,11 +329,12 @@ def _native_spectrum(op: HessianOperator, s: Config, progress: Progress, generat
             hvps = op.hvps - start
             big = run.largest[0]
             method = _lanczos_method("Lanczos, full reorthogonalization, Ritz residual test", run)
-            max_rec = _record(method, hvps, run.iterations, big.residual, rtol, big.converged)
+            max_rec = _record("lanczos", method, hvps, run.iterations, big.residual, rtol, big.converged, run.restarts)
             lam_max = big.value
             if both:
                 small = run.smallest[0]
-                min_rec, lam_min = _record(method, hvps, run.iterations, small.residual, rtol, small.converged), small.value
+                min_rec = _record("lanczos", method, hvps, run.iterations, small.residual, rtol, small.converged, run.restarts)
+                lam_min = small.value
             else:
                 small, min_rec, lam_min = None, None, None
             if s.top_k > 1:
@@ -347,7 +352,7 @@ def _native_spectrum(op: HessianOperator, s: Config, progress: Progress, generat
             start = op.hvps
             v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(op.device)
             top = power_iteration(op.matvec, v0, rtol=rtol, max_iter=s.iterations)
-            first = _record("power iteration", op.hvps - start, top.iterations, top.residual, rtol, top.converged)
+            first = _record("power", "power iteration", op.hvps - start, top.iterations, top.residual, rtol, top.converged)
         with timer("trace"):
             progress.phase("Hessian: trace", None)
             trace, trace_rec = _native_trace(op, s, None, abs(top.value), generator)
@@ -385,15 +390,15 @@ def _block_curvature(op: HessianOperator, block, s: Config, generator: torch.Gen
     start = op.hvps
     run = _krylov(op, s, generator, top_k=1, bottom_k=0, index=block.index)
     big = run.largest[0]
-    eig_rec = _record(_lanczos_method("Lanczos on the diagonal block", run), op.hvps - start, run.iterations, big.residual,
-                      s.eigen_rtol, big.converged)
+    eig_rec = _record("lanczos_block", _lanczos_method("Lanczos on the diagonal block", run), op.hvps - start,
+                      run.iterations, big.residual, s.eigen_rtol, big.converged, run.restarts)
     start = op.hvps
     # the block's probes are short, but their products pass through the whole d-length operator
     matmat = restricted(partial(op.matmat, dtype=run.basis.dtype), block.index, op.dim)
     scale = max(abs(big.value), run.abs_trace)
     trace = hutchinson(deflated_probes(matmat, run.basis, size, generator, op.device, _probe_rows(op)), rtol=s.trace_rtol,
                        max_probes=s.max_probes, chunk=TRACE_CHUNK, offset=float(run.alphas.sum()), scale=scale)
-    trace_rec = _trace_record("Hutch++ with the block's Lanczos basis as sketch", op.hvps - start, trace, s.trace_rtol,
+    trace_rec = _trace_record("hutchpp_block_lanczos", "Hutch++ with the block's Lanczos basis as sketch", op.hvps - start, trace, s.trace_rtol,
                               scale)
     return BlockCurvature(name=block.name, parameters=list(block.parameters), num_params=size, lambda_max=big.value,
                           trace=trace.value, trace_stderr=trace.stderr,

@@ -83,10 +83,22 @@ EIG_FLOOR_FRACTION = 1e-3
 MIN_TRACE_PROBES = 10
 
 
+Estimator = Literal[
+    "lanczos", "lanczos_block", "power", "shifted_power", "pyhessian_power",
+    "hutchinson", "pyhessian_hutchinson", "hutchpp_lanczos", "hutchpp_sketch", "hutchpp_block_lanczos",
+]
+
+
 class EstimateRecord(Record):
-    """How one curvature estimate was obtained (method.md §2)."""
+    """How one curvature estimate was obtained (method.md §2): `method` in words for people,
+    `estimator` and `restarts` as data for programs."""
 
     method: str
+    # Added after v2's first files: left out when absent, so an older file exports as it was read.
+    estimator: Estimator | None = Field(default=None, exclude_if=lambda v: v is None,
+                                        description="which estimator ran (method.md §2)")
+    restarts: int | None = Field(default=None, ge=0, exclude_if=lambda v: v is None,
+                                 description="Lanczos: thick restarts within --lanczos-memory")
     hvps: int = Field(ge=0)
     iterations: int = Field(ge=0)
     residual: float | None = Field(default=None, ge=0)
