@@ -69,7 +69,7 @@ def _default_operator(model, x, y, loss_fn):
     """The default probe's settings and Hessian operator (micro-batches, product mode) on the sample."""
     settings = Config(lambda_min=True, hessian_samples=None, loss="bench", trace_rtol=TRACE_RTOL)
     params = [p for p in model.parameters() if p.requires_grad]
-    return settings, measure._operator(model, loss_fn, measure._split(x, y, settings.micro_batch), params, settings,
+    return settings, measure.hessian_operator(model, loss_fn, measure.split_batches(x, y, settings.micro_batch), params, settings,
                                        lambda n: None)
 
 
@@ -79,10 +79,10 @@ def _top_and_trace(model, x, y, loss_fn) -> dict:
     settings, op = _default_operator(model, x, y, loss_fn)
     generator = torch.Generator().manual_seed(settings.seed)
     start = time.perf_counter()
-    run = measure._krylov(op, settings, generator, top_k=1, bottom_k=0)
+    run = measure.krylov_run(op, settings, generator, top_k=1, bottom_k=0)
     lanczos_time, lanczos_hvps = time.perf_counter() - start, op.hvps
     top = run.largest[0]
-    trace, _ = measure._native_trace(op, settings, (run.basis, float(run.alphas.sum())), max(abs(top.value), run.abs_trace),
+    trace, _ = measure.native_trace(op, settings, (run.basis, float(run.alphas.sum())), max(abs(top.value), run.abs_trace),
                                      generator)
     return {"time": time.perf_counter() - start, "hvps": op.hvps, "lambda_max": top.value, "lambda_min": None,
             "trace": trace.value, "converged": top.converged and trace.converged,

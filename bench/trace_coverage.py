@@ -71,18 +71,18 @@ def coverage(name: str, quick: bool, seeds: int, reference: dict | None) -> dict
     loss_fn = curvature._criterion(name)
     settings = Config(lambda_min=True, hessian_samples=None, batch_size=min(32, len(x) // 4), loss="bench", trace_rtol=TRACE_RTOL)
     params = [p for p in model.parameters() if p.requires_grad]
-    op = measure._operator(model, loss_fn, measure._split(x, y, settings.micro_batch), params, settings, lambda count: None)
+    op = measure.hessian_operator(model, loss_fn, measure.split_batches(x, y, settings.micro_batch), params, settings, lambda count: None)
     try:
         if reference is None:
             reference = {"trace": exact_trace(op), "trace_stderr": 0.0, "method": "exact, d unit-vector products"}
         generator = torch.Generator().manual_seed(0)
         start = time.perf_counter()
-        run = measure._krylov(op, settings, generator, top_k=1, bottom_k=1)
+        run = measure.krylov_run(op, settings, generator, top_k=1, bottom_k=1)
         scale = max(abs(run.largest[0].value), run.abs_trace)
         krylov = (run.basis, float(run.alphas.sum()))
         draws = []
         for seed in range(1, seeds + 1):
-            estimate, _ = measure._native_trace(op, settings, krylov, scale, torch.Generator().manual_seed(seed))
+            estimate, _ = measure.native_trace(op, settings, krylov, scale, torch.Generator().manual_seed(seed))
             z = (estimate.value - reference["trace"]) / math.hypot(estimate.stderr, reference["trace_stderr"])
             draws.append({"seed": seed, "trace": estimate.value, "stderr": estimate.stderr, "probes": estimate.probes,
                           "converged": estimate.converged, "z": z})

@@ -1,4 +1,7 @@
-"""Wire the estimators: sample → minibatches → gradient noise and Hessian spectrum (method.md §0–§2)."""
+"""Wire the estimators: sample → minibatches → gradient noise and Hessian spectrum (method.md §0–§2).
+
+`probe` is the recipe. Its public steps (split_batches, hessian_operator, krylov_run,
+native_trace) are what bench/targets.py and bench/trace_coverage.py run piece by piece."""
 
 from __future__ import annotations
 
@@ -109,7 +112,8 @@ def _gradients(model: torch.nn.Module, loss_fn: LossFn, batches: list[Batch], pa
     return group.unshard(grads, len(batches)), group.unshard(losses, len(batches))
 
 
-def _split(inputs: torch.Tensor, targets: torch.Tensor, size: int) -> list[Batch]:
+def split_batches(inputs: torch.Tensor, targets: torch.Tensor, size: int) -> list[Batch]:
+    """(inputs, targets) in consecutive batches of `size` (the last may be shorter)."""
     return list(zip(torch.split(inputs, size), torch.split(targets, size)))
 
 
@@ -238,8 +242,8 @@ def _pyhessian_spectrum(engine, s: Config, progress: Progress, generator: torch.
     ), (top.vector if lam_max == top.value else None)
 
 
-def _operator(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: Config, on_hvp,
-              group: Group = SINGLE) -> HessianOperator:
+def hessian_operator(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: Config, on_hvp,
+                     group: Group = SINGLE) -> HessianOperator:
     """The native operator in the asked mode. `auto` is reverse-over-reverse: it was the faster on
     every benchmark model, with and without graph reuse (bench/RESULTS.md)."""
     mode = "rev-rev" if s.hvp == "auto" else s.hvp
@@ -257,8 +261,8 @@ def _basis_bounds(op: HessianOperator, s: Config, size: int | None = None) -> di
     return {"dtype": dtype, "max_basis": rows if rows < min(s.iterations, size) else None}
 
 
-def _krylov(op: HessianOperator, s: Config, generator: torch.Generator, *, top_k: int, bottom_k: int,
-            index: torch.Tensor | None = None) -> LanczosResult:
+def krylov_run(op: HessianOperator, s: Config, generator: torch.Generator, *, top_k: int, bottom_k: int,
+               index: torch.Tensor | None = None) -> LanczosResult:
     """Lanczos from a seeded Gaussian start on H, or on its diagonal block on `index` ([H10]),
     within the basis bounds of [H11]. The start is drawn in float64 and kept in the basis's
     dtype, and the products come back in it: a float32 model's are never copied to float64
@@ -289,8 +293,8 @@ def _sketch_rows(op: HessianOperator) -> int:
     return min(HUTCHPP_SKETCH, op.dim, PROBE_MEMORY // (3 * 8 * op.dim))
 
 
-def _native_trace(op: HessianOperator, s: Config, krylov: tuple[torch.Tensor, float] | None, scale: float,
-                  generator: torch.Generator) -> tuple[TraceEstimate, EstimateRecord]:
+def native_trace(op: HessianOperator, s: Config, krylov: tuple[torch.Tensor, float] | None, scale: float,
+                 generator: torch.Generator) -> tuple[TraceEstimate, EstimateRecord]:
     """Trace by Hutch++ (sketch: the Lanczos basis when given, whose tr(QHQ^T) = Σ alpha is
     already known, else Meyer et al.'s H·S sketch) or by plain Hutchinson ([H3], [H8])."""
     start = op.hvps
@@ -325,7 +329,7 @@ def _native_spectrum(op: HessianOperator, s: Config, progress: Progress, generat
             both = s.resolves_lambda_min
             progress.phase("Hessian: Lanczos (both ends)" if both else "Hessian: Lanczos (lambda_max)", None)
             start = op.hvps
-            run = _krylov(op, s, generator, top_k=s.top_k, bottom_k=1 if both else 0)
+            run = krylov_run(op, s, generator, top_k=s.top_k, bottom_k=1 if both else 0)
             hvps = op.hvps - start
             big = run.largest[0]
             method = _lanczos_method("Lanczos, full reorthogonalization, Ritz residual test", run)
@@ -344,7 +348,7 @@ def _native_spectrum(op: HessianOperator, s: Config, progress: Progress, generat
             del run, big, small  # the Ritz vectors: d numbers each that the trace need not hold beside its own
         with timer("trace"):
             progress.phase("Hessian: trace", None)
-            trace, trace_rec = _native_trace(op, s, krylov, scale, generator)
+            trace, trace_rec = native_trace(op, s, krylov, scale, generator)
             del krylov
     else:
         with timer("extremes"):
@@ -355,7 +359,7 @@ def _native_spectrum(op: HessianOperator, s: Config, progress: Progress, generat
             first = _record("power", "power iteration", op.hvps - start, top.iterations, top.residual, rtol, top.converged)
         with timer("trace"):
             progress.phase("Hessian: trace", None)
-            trace, trace_rec = _native_trace(op, s, None, abs(top.value), generator)
+            trace, trace_rec = native_trace(op, s, None, abs(top.value), generator)
         (lam_max, max_rec), (lam_min, min_rec) = _both_ends(op, op.matvec, (top.value, first), trace, s, generator,
                                                             op.device, torch.float64, timer, progress)
         top_vector = top.vector if lam_max == top.value else None
@@ -388,7 +392,7 @@ def _block_curvature(op: HessianOperator, block, s: Config, generator: torch.Gen
     """lambda_max by Lanczos on H_bb, trace by Hutch++ on H_bb with that Lanczos basis ([H10])."""
     size = len(block.index)
     start = op.hvps
-    run = _krylov(op, s, generator, top_k=1, bottom_k=0, index=block.index)
+    run = krylov_run(op, s, generator, top_k=1, bottom_k=0, index=block.index)
     big = run.largest[0]
     eig_rec = _record("lanczos_block", _lanczos_method("Lanczos on the diagonal block", run), op.hvps - start,
                       run.iterations, big.residual, s.eigen_rtol, big.converged, run.restarts)
@@ -417,7 +421,7 @@ def _lambda_max_sampling(model: torch.nn.Module, loss_fn, inputs: torch.Tensor, 
         return spectrum
     per = -(-batches // SAMPLING_GROUPS)  # minibatches per group: at most SAMPLING_GROUPS groups
     count, size = batches // per, per * s.batch_size
-    groups = _split(inputs[: count * size], targets[: count * size], size)
+    groups = split_batches(inputs[: count * size], targets[: count * size], size)
     progress.phase("Hessian: lambda_max's sampling error", count)
     mode = "fwd-rev" if s.hvp == "fwd-rev" and s.engine == "native" else "rev-rev"
     quotients = rayleigh_quotients(model, loss_fn, groups, params, vector, mode=mode, group=group)
@@ -526,14 +530,14 @@ def probe(
 
     with timer("gradient_noise"):
         progress.phase("Gradient noise", k)
-        grads, losses = _gradients(model, loss_fn, _split(inputs, targets, b), params, progress.advance, group)
+        grads, losses = _gradients(model, loss_fn, split_batches(inputs, targets, b), params, progress.advance, group)
         noise = noise_statistics(grads, losses, batch_size=b, samples_dropped=n - k * b, resamples=BOOTSTRAP,
                                  generator=generator)
         mean, deviations = _deviations(grads)
         del grads
 
     hessian_samples = min(s.hessian_samples or k * b, k * b)
-    micro_batches = _split(inputs[:hessian_samples], targets[:hessian_samples], s.micro_batch)
+    micro_batches = split_batches(inputs[:hessian_samples], targets[:hessian_samples], s.micro_batch)
     if s.engine == "pyhessian":
         from thermocal.curvature.pyhessian_engine import PyHessianEngine, seeded_global_rng  # only where it is used
 
@@ -546,7 +550,7 @@ def probe(
             finally:
                 engine.release()
     else:
-        op = _operator(model, loss_fn, micro_batches, params, s, progress.advance, group)
+        op = hessian_operator(model, loss_fn, micro_batches, params, s, progress.advance, group)
         try:
             spectrum, top_vector = _native_spectrum(op, s, progress, generator, timer, names)
             with timer("noise_curvature"):
