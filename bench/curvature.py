@@ -189,34 +189,28 @@ def cell_reference(model, x, y, loss_fn, name):
             "lambda_min": lam_min, "trace": trace.value, "trace_stderr": trace.stderr}
 
 
-def cell_thermocal(model, x, y, loss_fn):
+def _probe_cell(model, x, y, loss_fn, **settings) -> dict:
+    """thermocal's probe (measure.probe, the library's) at B = min(32, N/4) with `settings`."""
     from thermocal.config import Config
     from thermocal.measure import probe
 
     start = time.perf_counter()
-    settings = Config(lambda_min=True, hessian_samples=None, batch_size=min(32, len(x) // 4), loss="bench", trace_rtol=0.05)
-    result = probe(model, x, y, settings, torch.device("cpu"), loss_fn=loss_fn)
-    elapsed = time.perf_counter() - start
-    h = result.measurements.hessian
-    t = result.timings
-    return {"time": elapsed, "time_curvature": t.get("extremes", 0) + t.get("trace", 0), "hvps": h.hvps,
-            "lambda_max": h.lambda_max, "lambda_min": h.lambda_min, "trace": h.trace, "trace_stderr": h.trace_stderr,
-            "converged": h.converged, "timings": t}
-
-
-def cell_thermocal_default(model, x, y, loss_fn):
-    from thermocal.config import Config
-    from thermocal.measure import probe
-
-    start = time.perf_counter()
-    settings = Config(batch_size=min(32, len(x) // 4), loss="bench")
-    result = probe(model, x, y, settings, torch.device("cpu"), loss_fn=loss_fn)
+    result = probe(model, x, y, Config(batch_size=min(32, len(x) // 4), loss="bench", **settings), torch.device("cpu"),
+                   loss_fn=loss_fn)
     elapsed = time.perf_counter() - start
     h = result.measurements.hessian
     t = result.timings
     return {"time": elapsed, "time_curvature": t.get("extremes", 0) + t.get("trace", 0), "hvps": h.hvps,
             "lambda_max": h.lambda_max, "lambda_min": h.lambda_min, "trace": h.trace, "trace_stderr": h.trace_stderr,
             "converged": h.converged, "timings": t, "hessian_examples": result.hessian_samples}
+
+
+def cell_thermocal(model, x, y, loss_fn):
+    return _probe_cell(model, x, y, loss_fn, lambda_min=True, hessian_samples=None, trace_rtol=0.05)
+
+
+def cell_thermocal_default(model, x, y, loss_fn):
+    return _probe_cell(model, x, y, loss_fn)
 
 
 def cell_pyhessian(model, x, y, loss_fn):

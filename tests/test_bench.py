@@ -12,6 +12,14 @@ import pytest
 from conftest import ROOT
 
 
+def assert_report_regenerates(script: str, out: Path, text: str, tmp_path: Path) -> None:
+    """`bench/<script> --report` makes exactly `text` again from the JSON `out` (never edited by hand)."""
+    again = tmp_path / "again.md"
+    subprocess.run([sys.executable, str(ROOT / "bench" / script), "--report", "--out", str(out), "--markdown", str(again)],
+                   check=True, timeout=120)
+    assert again.read_text() == text
+
+
 @pytest.mark.bench
 def test_quick_benchmark_runs_and_thermocal_matches_the_dense_reference(tmp_path: Path) -> None:
     """bench/curvature.py --quick on the digits MLP: the full-accuracy row meets the accuracy bar
@@ -37,10 +45,7 @@ def test_quick_benchmark_runs_and_thermocal_matches_the_dense_reference(tmp_path
     assert len(provenance["commit"]) == 40 and provenance["quick"] is True and "--quick" in provenance["argv"]
     text = markdown.read_text()
     assert provenance["commit"][:12] in text and "| digits | thermocal_default |" in text and "## Against the targets" in text
-    again = tmp_path / "again.md"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "curvature.py"), "--report", "--out", str(out), "--markdown",
-                    str(again)], check=True, timeout=120)
-    assert again.read_text() == text
+    assert_report_regenerates("curvature.py", out, text, tmp_path)
 
 
 @pytest.mark.bench
@@ -69,10 +74,7 @@ def test_the_evidence_harness_runs_end_to_end_and_reports_from_its_json(tmp_path
         assert task["grid"]["runs"] >= 3 and task["methods"]["thermocal"][0]["probe_cost"] > 0
     text = markdown.read_text()
     assert "## Calibration v2 candidates on the tuning tasks" in text and "## Targets on the held-out tasks" in text and "friedman_mlp" in text and provenance["commit"][:12] in text
-    again = tmp_path / "again.md"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "evidence.py"), "--report", "--out", str(out), "--markdown",
-                    str(again)], check=True, timeout=120)
-    assert again.read_text() == text
+    assert_report_regenerates("evidence.py", out, text, tmp_path)
 
 
 @pytest.mark.bench
@@ -85,10 +87,7 @@ def test_scaling_benchmark_runs_and_tables_memory_against_d(tmp_path: Path) -> N
     assert "### Peak memory against d" in text and "### Processes" in text
     results = json.loads(out.read_text())
     assert len(results["provenance"]["commit"]) == 40 and results["provenance"]["quick"] is True and results["provenance"]["commit"][:12] in text
-    again = tmp_path / "again.md"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "scaling.py"), "--report", "--out", str(out), "--markdown",
-                    str(again)], check=True, timeout=120)
-    assert again.read_text() == text
+    assert_report_regenerates("scaling.py", out, text, tmp_path)
     assert all("error" not in c for key in ("by_n", "by_d", "memory") for c in results[key]), results
     (memory,) = results["memory"]
     assert memory["peak_mb"] >= memory["extra_peak_mb"] > 0 and memory["hvps"] > 0
