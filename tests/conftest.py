@@ -20,7 +20,10 @@ os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gett
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from torch.func import functional_call  # noqa: E402
 from hypothesis import settings  # noqa: E402
+
+from thermocal.records import EstimateRecord, GradientNoise, HessianSpectrum  # noqa: E402
 
 torch.set_num_threads(THREADS)
 settings.register_profile("thermocal", database=None)
@@ -97,3 +100,53 @@ def classifier(tmp_path: Path) -> tuple[Path, Path]:
     x = torch.randn(96, 6, generator=generator)
     y = torch.randint(0, 3, (96,), generator=generator)
     return save_script(mlp([6, 8, 3]), tmp_path / "model.pt"), save_data(tmp_path / "data.pt", inputs=x, targets=y)
+
+
+# ----------------------------------------------------------------------------- shared ground truths and records
+
+
+def noise(grad_var: float = 0.5, grad_norm_mean: float = 2.0, grad_sq_mean: float = 5.0, **errors: float) -> GradientNoise:
+    return GradientNoise(
+        batch_size=32, num_batches=10, samples_used=320, samples_dropped=0, loss=1.0,
+        grad_norm_mean=grad_norm_mean, grad_norm_mean_stderr=errors.get("norm_se", 0.0),
+        grad_sq_mean=grad_sq_mean, grad_sq_mean_stderr=0.0,
+        grad_var=grad_var, grad_var_stderr=errors.get("var_se", 0.0),
+        full_grad_sq=1.0, full_grad_sq_stderr=0.0, noise_scale=16.0, noise_scale_stderr=0.0,
+        grad_var_norm_cov=errors.get("cov", 0.0), bootstrap_resamples=0,
+    )
+
+
+def spectrum(lambda_max: float = 4.0, lambda_min: float = -0.05, trace: float = 20.0) -> HessianSpectrum:
+    record = EstimateRecord(method="test", hvps=0, iterations=0, residual=0.0, tolerance=0.0, converged=True)
+    return HessianSpectrum(
+        engine="test", lambda_max=lambda_max, lambda_min=lambda_min, trace=trace, trace_stderr=0.0, hvps=0,
+        converged=True, details={"lambda_max": record, "lambda_min": record, "trace": record},
+    )
+
+
+def symmetric_with_spectrum(eigenvalues: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return q @ torch.diag(eigenvalues) @ q.T
+
+
+def dense_hessian(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Dense float64 Hessian of loss_fn(model(x), y) over the flattened parameters."""
+    model = model.double()
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(v: torch.Tensor) -> torch.Tensor:
+        params, i = {}, 0
+        for name, shape in zip(names, shapes):
+            params[name] = v[i:i + shape.numel()].reshape(shape)
+            i += shape.numel()
+        return loss_fn(functional_call(model, params, (x.double(),)), y)
+
+    return torch.autograd.functional.hessian(loss, flat)
+
+
+def used_examples(n: int, settings) -> torch.Tensor:
+    """The K·B examples the probe uses, in its order (method.md §0)."""
+    k = n // settings.batch_size
+    return torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed))[: k * settings.batch_size]

@@ -8,26 +8,11 @@ import pytest
 
 from thermocal.calibrate.literal import CalibrationSettings, calibrate, temperature_t0
 from thermocal.errors import DegenerateError
-from thermocal.records import EstimateRecord, GradientNoise, HessianSpectrum
+from conftest import noise, spectrum
 
 
-def noise(grad_var: float = 0.5, grad_norm_mean: float = 2.0, grad_sq_mean: float = 5.0, **errors: float) -> GradientNoise:
-    return GradientNoise(
-        batch_size=32, num_batches=10, samples_used=320, samples_dropped=0, loss=1.0,
-        grad_norm_mean=grad_norm_mean, grad_norm_mean_stderr=errors.get("norm_se", 0.0),
-        grad_sq_mean=grad_sq_mean, grad_sq_mean_stderr=0.0,
-        grad_var=grad_var, grad_var_stderr=errors.get("var_se", 0.0),
-        full_grad_sq=1.0, full_grad_sq_stderr=0.0, noise_scale=16.0, noise_scale_stderr=0.0,
-        grad_var_norm_cov=errors.get("cov", 0.0), bootstrap_resamples=0,
-    )
 
 
-def spectrum(lambda_max: float = 4.0, lambda_min: float = -0.05, trace: float = 20.0) -> HessianSpectrum:
-    record = EstimateRecord(method="test", hvps=0, iterations=0, residual=0.0, tolerance=0.0, converged=True)
-    return HessianSpectrum(
-        engine="test", lambda_max=lambda_max, lambda_min=lambda_min, trace=trace, trace_stderr=0.0, hvps=0,
-        converged=True, details={"lambda_max": record, "lambda_min": record, "trace": record},
-    )
 
 
 def test_budget_schedule_by_hand() -> None:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from test_calibrate import noise, spectrum
+from conftest import noise, spectrum
 from thermocal.calibrate.literal import CalibrationSettings, calibrate
 from thermocal.calibrate.literal_diagnostics import diagnose
 from thermocal.schedule.file import sample_table

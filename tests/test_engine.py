@@ -8,9 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import engine_config, mlp
-from test_estimators import symmetric_with_spectrum
-from test_hessian_truth import dense_hessian, used_examples
+from conftest import dense_hessian, engine_config, mlp, symmetric_with_spectrum, used_examples
 from thermocal.curvature.blocks import partition
 from thermocal.curvature.density import slq_density
 from thermocal.noise import gram_matrix

@@ -10,11 +10,9 @@ import torch
 from thermocal.noise import noise_statistics
 from thermocal.curvature.power import power_iteration
 from thermocal.curvature.trace import hutchinson
+from conftest import symmetric_with_spectrum
 
 
-def symmetric_with_spectrum(eigenvalues: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    q, _ = torch.linalg.qr(torch.randn(len(eigenvalues), len(eigenvalues), generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
-    return q @ torch.diag(eigenvalues) @ q.T
 
 
 @pytest.mark.parametrize("shift_from_top", [False, True])

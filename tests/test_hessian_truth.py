@@ -5,35 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
 
-from conftest import engine_config, SAMPLES, load_script, mlp
+from conftest import SAMPLES, dense_hessian, engine_config, load_script, mlp, used_examples
 from thermocal.measure import probe
 
 CPU = torch.device("cpu")
 
 
-def dense_hessian(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Dense float64 Hessian of loss_fn(model(x), y) over the flattened parameters."""
-    model = model.double()
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def loss(v: torch.Tensor) -> torch.Tensor:
-        params, i = {}, 0
-        for name, shape in zip(names, shapes):
-            params[name] = v[i:i + shape.numel()].reshape(shape)
-            i += shape.numel()
-        return loss_fn(functional_call(model, params, (x.double(),)), y)
-
-    return torch.autograd.functional.hessian(loss, flat)
 
 
-def used_examples(n: int, settings) -> torch.Tensor:
-    """The K·B examples the probe uses, in its order (method.md §0)."""
-    k = n // settings.batch_size
-    return torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed))[: k * settings.batch_size]
 
 
 ENGINES = ["native", "pyhessian"]
