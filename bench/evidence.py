@@ -25,7 +25,7 @@ is scored by the loss on the test split; everything that tunes, tunes on the val
 A refusal (no schedule) or a divergence (a non-finite loss) is a result: its test loss is
 infinite, never replaced. Cost is in example-gradients (a forward and backward of one example):
 training S·B; a probe K·B minibatch gradients plus 2 per example and Hessian-vector product
-(an HVP measured 1.6–2.2 gradients in bench/RESULTS.md); the sweep 100·B; the grid all its runs.
+(an HVP measured 1.5–3.1 gradients in bench/RESULTS.md); the sweep 100·B; the grid all its runs.
 """
 
 from __future__ import annotations
