@@ -108,9 +108,12 @@ def _fixed_batch(loaded: LoadedModel, config: Config) -> Config:
         raise InputError(f"was exported for batches of exactly {size} examples (torch.export.export without "
                          f"dynamic_shapes), so --batch-size must be a multiple of {size}; or re-export with "
                          "dynamic_shapes=({0: torch.export.Dim('batch')},)", loaded.path)
-    update = {"micro_batch": max(size, config.micro_batch - config.micro_batch % size)}
+    def whole(count: int) -> int:  # rounded down to whole batches of the program's size
+        return max(size, count - count % size)
+
+    update = {"micro_batch": whole(config.micro_batch)}
     if config.hessian_samples is not None:
-        update["hessian_samples"] = max(size, config.hessian_samples - config.hessian_samples % size)
+        update["hessian_samples"] = whole(config.hessian_samples)
     return config.model_copy(update=update)
 
 

@@ -20,7 +20,7 @@ from thermocal.errors import DataError, InputError, NumericalError
 from thermocal.curvature.blocks import partition, restricted
 from thermocal.curvature.density import slq_density
 from thermocal.noise import Batch, minibatch_gradients, noise_statistics
-from thermocal.curvature.hvp import HessianOperator, supports_forward_mode
+from thermocal.curvature.hvp import HessianOperator, Mode, supports_forward_mode
 from thermocal.curvature.lanczos import LanczosResult, lanczos
 from thermocal.losses import LossFn, LossSpec, check_callable, resolve_loss
 from thermocal.curvature.power import power_iteration
@@ -242,11 +242,16 @@ def _pyhessian_spectrum(engine, s: Config, progress: Progress, generator: torch.
     ), (top.vector if lam_max == top.value else None)
 
 
+def hvp_mode(s: Config) -> Mode:
+    """The native products' mode: `auto` is reverse-over-reverse; pyhessian's engine is always rev-rev."""
+    return "rev-rev" if s.hvp == "auto" or s.engine != "native" else s.hvp
+
+
 def hessian_operator(model: torch.nn.Module, loss_fn, batches: list[Batch], params, s: Config, on_hvp,
                      group: Group = SINGLE) -> HessianOperator:
     """The native operator in the asked mode. `auto` is reverse-over-reverse: it was the faster on
     every benchmark model, with and without graph reuse (bench/RESULTS.md)."""
-    mode = "rev-rev" if s.hvp == "auto" else s.hvp
+    mode = hvp_mode(s)
     total = sum(int(x.shape[0]) for x, _ in batches)
     return HessianOperator(model, loss_fn, group.shard(batches), params, mode=mode, vmap=s.vmap_probes, on_hvp=on_hvp,
                            total_examples=total, reduce=group.sum, graph_memory=int(s.graph_memory * GIB))
@@ -344,7 +349,7 @@ def _native_spectrum(op: HessianOperator, s: Config, progress: Progress, generat
             if s.top_k > 1:
                 top_values = [p.value for p in run.largest]
             krylov, scale = (run.basis, float(run.alphas.sum())), max(abs(lam_max), run.abs_trace)
-            top_vector = big.vector.clone()  # one d-vector, for lambda_max's sampling error ([H13])
+            top_vector = big.vector  # kept (d numbers) for lambda_max's sampling error ([H13])
             del run, big, small  # the Ritz vectors: d numbers each that the trace need not hold beside its own
         with timer("trace"):
             progress.phase("Hessian: trace", None)
@@ -423,8 +428,7 @@ def _lambda_max_sampling(model: torch.nn.Module, loss_fn, inputs: torch.Tensor, 
     count, size = batches // per, per * s.batch_size
     groups = split_batches(inputs[: count * size], targets[: count * size], size)
     progress.phase("Hessian: lambda_max's sampling error", count)
-    mode = "fwd-rev" if s.hvp == "fwd-rev" and s.engine == "native" else "rev-rev"
-    quotients = rayleigh_quotients(model, loss_fn, groups, params, vector, mode=mode, group=group)
+    quotients = rayleigh_quotients(model, loss_fn, groups, params, vector, mode=hvp_mode(s), group=group)
     progress.advance(count)
     return spectrum.model_copy(update={"lambda_max_stderr": mean_stderr(quotients), "sampling_groups": count,
                                        "hvps": spectrum.hvps + 1})

@@ -83,6 +83,12 @@ EIG_FLOOR_FRACTION = 1e-3
 MIN_TRACE_PROBES = 10
 
 
+def _absent(value: object) -> bool:
+    """Fields added after v2's first files are left out of a dump when None, so that an older
+    file exports exactly as it was read."""
+    return value is None
+
+
 Estimator = Literal[
     "lanczos", "lanczos_block", "power", "shifted_power", "pyhessian_power",
     "hutchinson", "pyhessian_hutchinson", "hutchpp_lanczos", "hutchpp_sketch", "hutchpp_block_lanczos",
@@ -94,10 +100,10 @@ class EstimateRecord(Record):
     `estimator` and `restarts` as data for programs."""
 
     method: str
-    # Added after v2's first files: left out when absent, so an older file exports as it was read.
-    estimator: Estimator | None = Field(default=None, exclude_if=lambda v: v is None,
+    # Added after v2's first files (_absent).
+    estimator: Estimator | None = Field(default=None, exclude_if=_absent,
                                         description="which estimator ran (method.md §2)")
-    restarts: int | None = Field(default=None, ge=0, exclude_if=lambda v: v is None,
+    restarts: int | None = Field(default=None, ge=0, exclude_if=_absent,
                                  description="Lanczos: thick restarts within --lanczos-memory")
     hvps: int = Field(ge=0)
     iterations: int = Field(ge=0)
@@ -166,11 +172,11 @@ class HessianSpectrum(Record):
     hvp_mode: str | None = None
     lambda_max: float
     lambda_min: float | None = Field(description="null when not resolved (calibration v2 does not need it)")
-    # Added after v2's first files: left out when absent, so an older v2 file exports as it was read.
+    # Added after v2's first files (_absent).
     lambda_max_stderr: float | None = Field(
-        default=None, ge=0, exclude_if=lambda v: v is None, description="sampling standard error of lambda_max: how "
+        default=None, ge=0, exclude_if=_absent, description="sampling standard error of lambda_max: how "
         "far another sample of as many examples would move it, to first order (method.md [H13]); absent when not measured")
-    sampling_groups: int | None = Field(default=None, ge=2, exclude_if=lambda v: v is None,
+    sampling_groups: int | None = Field(default=None, ge=2, exclude_if=_absent,
                                         description="groups of examples behind lambda_max_stderr")
     trace: float
     trace_stderr: float = Field(ge=0)
