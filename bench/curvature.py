@@ -145,9 +145,9 @@ def cell_timing(model, x, y, loss_fn):
 
 
 def cell_reference(model, x, y, loss_fn, name):
+    from thermocal.curvature.hutchinson import deflated_probes, hutchinson
     from thermocal.curvature.hvp import HessianOperator
     from thermocal.curvature.lanczos import lanczos
-    from thermocal.curvature.trace import deflated_probes, hutchinson
 
     model = model.double()
     x = x.double() if x.is_floating_point() else x
@@ -170,10 +170,10 @@ def cell_reference(model, x, y, loss_fn, name):
         eig = torch.linalg.eigvalsh(h)
         return {"time": time.perf_counter() - start, "method": "dense eigvalsh", "lambda_max": float(eig[-1]),
                 "lambda_min": float(eig[0]), "trace": float(h.trace()), "trace_stderr": 0.0}
-    op = HessianOperator(model, loss_fn, [(x, y)], params)
+    op = HessianOperator(model, loss_fn, [(x, y)], params).counted()
     generator = torch.Generator().manual_seed(123)
     # The float64 basis costs 8·d bytes an iteration: 600 iterations of the 1M transformer are 4.8 GB.
-    run = lanczos(op.matvec, torch.randn(dim, generator=generator, dtype=torch.float64), rtol=1e-6,
+    run = lanczos(op, torch.randn(dim, generator=generator, dtype=torch.float64), rtol=1e-6,
                   max_iter=600 if name == "transformer" else 2000)
     lam_max, lam_min = run.largest[0].value, run.smallest[0].value
     basis, offset = run.basis, float(run.alphas.sum())
@@ -184,8 +184,8 @@ def cell_reference(model, x, y, loss_fn, name):
         linear = LinearOperator((dim, dim), matvec=lambda v: op.matvec(torch.from_numpy(v.reshape(-1))).numpy(), dtype="float64")
         arpack = float(eigsh(linear, k=1, which="LA", tol=1e-10, ncv=64, return_eigenvectors=False)[0])
         method += f"; ARPACK lambda_max differs by {abs(arpack - lam_max) / abs(arpack):.1e}"
-    trace = hutchinson(deflated_probes(op.matmat, basis, dim, generator), rtol=2e-3, max_probes=4000, chunk=20, offset=offset)
-    return {"time": time.perf_counter() - start, "method": method, "hvps": op.hvps, "lambda_max": lam_max,
+    trace = hutchinson(deflated_probes(op, basis, generator), rtol=2e-3, max_probes=4000, chunk=20, offset=offset)
+    return {"time": time.perf_counter() - start, "method": method, "hvps": op.products, "lambda_max": lam_max,
             "lambda_min": lam_min, "trace": trace.value, "trace_stderr": trace.stderr}
 
 

@@ -47,6 +47,9 @@ from provenance import stamp  # noqa: E402
 
 from thermocal import measure  # noqa: E402
 from thermocal.config import Config  # noqa: E402
+from thermocal.curvature.memory import GIB  # noqa: E402
+from thermocal.curvature.native import NativeEngine  # noqa: E402
+from thermocal.noise import split_batches  # noqa: E402
 
 TRACE_RTOL = 0.05  # the benchmark's default probe (bench/curvature.py cell_thermocal)
 COMMON = ["pyhessian", "step", "default", "eig-rtol 3e-3", "eig-rtol 1e-2", "lambda_max + trace", "live tensors"]
@@ -59,32 +62,32 @@ def _settings(row: str, dim: int, examples: int) -> Config:
     if row.startswith("eig-rtol"):
         extra["eig_rtol"] = float(row.split()[1])
     elif row.startswith("basis"):
-        extra["lanczos_memory"] = int(row.split()[1]) * dim * 4 / measure.GIB  # float32 rows
+        extra["lanczos_memory"] = int(row.split()[1]) * dim * 4 / GIB  # float32 rows
     elif row == "fwd-rev":
         extra["hvp"] = "fwd-rev"
     return Config(lambda_min=True, hessian_samples=None, batch_size=min(32, examples // 4), loss="bench", trace_rtol=TRACE_RTOL, **extra)
 
 
-def _default_operator(model, x, y, loss_fn):
-    """The default probe's settings and Hessian operator (micro-batches, product mode) on the sample."""
+def _default_engine(model, x, y, loss_fn) -> NativeEngine:
+    """The default probe's native engine (micro-batches, product mode) on the sample."""
     settings = Config(lambda_min=True, hessian_samples=None, loss="bench", trace_rtol=TRACE_RTOL)
-    params = [p for p in model.parameters() if p.requires_grad]
-    return settings, measure.hessian_operator(model, loss_fn, measure.split_batches(x, y, settings.micro_batch), params, settings,
-                                       lambda n: None)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return NativeEngine(model, loss_fn, split_batches(x, y, settings.micro_batch), [p for _, p in named],
+                        [n for n, _ in named], settings)
 
 
 def _top_and_trace(model, x, y, loss_fn) -> dict:
     """Lanczos for lambda_max alone, then the default Hutch++ trace with its basis (method.md
     [H7], [H8]): the default probe's machinery on pyhessian's task."""
-    settings, op = _default_operator(model, x, y, loss_fn)
-    generator = torch.Generator().manual_seed(settings.seed)
+    engine = _default_engine(model, x, y, loss_fn)
+    generator = torch.Generator().manual_seed(engine.settings.seed)
     start = time.perf_counter()
-    run = measure.krylov_run(op, settings, generator, top_k=1, bottom_k=0)
-    lanczos_time, lanczos_hvps = time.perf_counter() - start, op.hvps
+    run = engine.krylov(generator, top_k=1, bottom_k=0)
+    lanczos_time, lanczos_hvps = time.perf_counter() - start, engine.hvps
     top = run.largest[0]
-    trace, _ = measure.native_trace(op, settings, (run.basis, float(run.alphas.sum())), max(abs(top.value), run.abs_trace),
-                                     generator)
-    return {"time": time.perf_counter() - start, "hvps": op.hvps, "lambda_max": top.value, "lambda_min": None,
+    trace, _ = engine.trace((run.basis, float(run.alphas.sum())), max(abs(top.value), run.abs_trace), generator)
+    engine.release()
+    return {"time": time.perf_counter() - start, "hvps": engine.hvps, "lambda_max": top.value, "lambda_min": None,
             "trace": trace.value, "converged": top.converged and trace.converged,
             "timings": {"extremes": lanczos_time, "trace": time.perf_counter() - start - lanczos_time},
             "hvps_extremes": lanczos_hvps}
@@ -107,9 +110,9 @@ def _live_tensors(model, x, y, loss_fn) -> dict:
     """Live tensor peaks of one training step and of the operator's graph and two products."""
     step = _live_peak_mb(lambda: loss_fn(model(x), y).backward())
     model.zero_grad(set_to_none=True)
-    _, op = _default_operator(model, x, y, loss_fn)
-    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(0))
-    product = _live_peak_mb(lambda: [op.matvec(v, dtype=torch.float32) for _ in range(2)])
+    op = _default_engine(model, x, y, loss_fn).operator
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(0))  # float32: products in float32
+    product = _live_peak_mb(lambda: [op.matvec(v) for _ in range(2)])
     return {"time": 0.0, "live_step_mb": step, "live_product_mb": product}
 
 

@@ -41,8 +41,9 @@ import curvature  # noqa: E402  (the benchmark's models, sizes and criteria)
 import models as zoo  # noqa: E402
 from provenance import stamp  # noqa: E402
 
-from thermocal import measure  # noqa: E402
 from thermocal.config import Config  # noqa: E402
+from thermocal.curvature.native import NativeEngine  # noqa: E402
+from thermocal.noise import split_batches  # noqa: E402
 
 TRACE_RTOL = 0.05  # the benchmark's default probe (bench/curvature.py cell_thermocal)
 
@@ -70,25 +71,27 @@ def coverage(name: str, quick: bool, seeds: int, reference: dict | None) -> dict
     model, x, y, _ = curvature.build(name, quick)
     loss_fn = curvature._criterion(name)
     settings = Config(lambda_min=True, hessian_samples=None, batch_size=min(32, len(x) // 4), loss="bench", trace_rtol=TRACE_RTOL)
-    params = [p for p in model.parameters() if p.requires_grad]
-    op = measure.hessian_operator(model, loss_fn, measure.split_batches(x, y, settings.micro_batch), params, settings, lambda count: None)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    engine = NativeEngine(model, loss_fn, split_batches(x, y, settings.micro_batch), [p for _, p in named],
+                          [n for n, _ in named], settings)
+    op = engine.operator
     try:
         if reference is None:
             reference = {"trace": exact_trace(op), "trace_stderr": 0.0, "method": "exact, d unit-vector products"}
         generator = torch.Generator().manual_seed(0)
         start = time.perf_counter()
-        run = measure.krylov_run(op, settings, generator, top_k=1, bottom_k=1)
+        run = engine.krylov(generator, top_k=1, bottom_k=1)
         scale = max(abs(run.largest[0].value), run.abs_trace)
         krylov = (run.basis, float(run.alphas.sum()))
         draws = []
         for seed in range(1, seeds + 1):
-            estimate, _ = measure.native_trace(op, settings, krylov, scale, torch.Generator().manual_seed(seed))
+            estimate, _ = engine.trace(krylov, scale, torch.Generator().manual_seed(seed))
             z = (estimate.value - reference["trace"]) / math.hypot(estimate.stderr, reference["trace_stderr"])
             draws.append({"seed": seed, "trace": estimate.value, "stderr": estimate.stderr, "probes": estimate.probes,
                           "converged": estimate.converged, "z": z})
         elapsed = time.perf_counter() - start
     finally:
-        op.release()
+        engine.release()
     return {"params": op.dim, "examples": len(x), "reference": reference["trace"], "reference_stderr": reference["trace_stderr"],
             "reference_method": reference["method"], "lanczos_iterations": run.iterations, "seconds": elapsed,
             **summarize(draws, reference["trace"]), "draws": draws}

@@ -11,11 +11,13 @@ import torch.nn.functional as F
 from conftest import dense_hessian, engine_config, mlp, symmetric_with_spectrum, used_examples
 from thermocal.curvature.blocks import partition
 from thermocal.curvature.density import slq_density
-from thermocal.noise import gram_matrix
+from thermocal.curvature.hutchinson import deflated_probes, hutchinson, rademacher
+from thermocal.curvature.hutchpp import hutchpp_sketch, sketch_trace
 from thermocal.curvature.hvp import HessianOperator
 from thermocal.curvature.lanczos import lanczos
+from thermocal.curvature.operator import Dense
 from thermocal.measure import probe
-from thermocal.curvature.trace import deflated_probes, hutchinson, hutchpp_sketch, rademacher, sketch_trace
+from thermocal.noise import gram_matrix
 
 CPU = torch.device("cpu")
 
@@ -33,7 +35,7 @@ def test_lanczos_finds_both_ends_and_the_top_k(kind: str) -> None:
     else:
         eigenvalues = torch.cat([torch.tensor([-2.0, -1.5]), torch.linspace(-0.1, 0.1, 296), torch.tensor([4.0, 5.0])]).double()
     h = torch.diag(eigenvalues) if kind == "diagonal" else symmetric_with_spectrum(eigenvalues, seed=5)
-    run = lanczos(lambda v: h @ v, start(300), rtol=1e-8, max_iter=300, top_k=3, bottom_k=1)
+    run = lanczos(Dense(h), start(300), rtol=1e-8, max_iter=300, top_k=3, bottom_k=1)
     exact = torch.sort(eigenvalues).values
     assert run.converged
     for pair, expected in zip(run.largest, exact.flip(0)[:3].tolist()):
@@ -48,7 +50,7 @@ def test_lanczos_finds_both_ends_and_the_top_k(kind: str) -> None:
 
 def test_lanczos_reports_an_unmet_tolerance() -> None:
     h = symmetric_with_spectrum(torch.linspace(0.0, 1.0, 200).double())
-    run = lanczos(lambda v: h @ v, start(200), rtol=1e-12, max_iter=8)
+    run = lanczos(Dense(h), start(200), rtol=1e-12, max_iter=8)
     assert run.iterations == 8 and not run.converged
     assert all(p.residual > 1e-12 * abs(p.value) for p in run.largest + run.smallest)
 
@@ -62,7 +64,7 @@ def indefinite(dim: int = 400) -> tuple[torch.Tensor, torch.Tensor]:
 def test_thick_restarts_bound_the_basis_and_still_find_both_ends(dtype: torch.dtype) -> None:
     eigenvalues, h = indefinite()
     rtol = 1e-8 if dtype == torch.float64 else 1e-5  # a float32 basis resolves residuals to about 1e-6
-    run = lanczos(lambda v: (h.to(v.dtype) @ v), start(400), rtol=rtol, max_iter=2000, top_k=2, bottom_k=1,
+    run = lanczos(Dense(h), start(400), rtol=rtol, max_iter=2000, top_k=2, bottom_k=1,
                   max_basis=8, dtype=dtype)
     assert run.restarts > 0 and run.basis.shape[0] <= 8 and run.basis.dtype == dtype
     assert run.converged
@@ -81,8 +83,8 @@ def test_a_restarted_run_agrees_with_an_unbounded_one_on_a_slow_spectrum() -> No
     # Evenly spaced eigenvalues: the hard case for Lanczos; restarts cost products, not accuracy.
     eigenvalues = torch.linspace(0.01, 10.0, 600).double()
     h = torch.diag(eigenvalues)
-    free = lanczos(lambda v: h @ v, start(600), rtol=1e-6, max_iter=3000, top_k=3, bottom_k=1)
-    bounded = lanczos(lambda v: h @ v, start(600), rtol=1e-6, max_iter=3000, top_k=3, bottom_k=1, max_basis=30)
+    free = lanczos(Dense(h), start(600), rtol=1e-6, max_iter=3000, top_k=3, bottom_k=1)
+    bounded = lanczos(Dense(h), start(600), rtol=1e-6, max_iter=3000, top_k=3, bottom_k=1, max_basis=30)
     assert free.restarts == 0 and bounded.restarts > 0 and free.converged and bounded.converged
     assert bounded.iterations >= free.iterations
     for a, b in zip(free.largest + free.smallest, bounded.largest + bounded.smallest):
@@ -97,7 +99,7 @@ def test_a_basis_that_must_grow_gives_the_same_run_as_a_reserved_one(monkeypatch
 
     eigenvalues = torch.linspace(0.01, 10.0, 600).double()
     h = torch.diag(eigenvalues)
-    reserved = lanczos(lambda v: h @ v, start(600), rtol=1e-6, max_iter=3000, top_k=3, bottom_k=1)
+    reserved = lanczos(Dense(h), start(600), rtol=1e-6, max_iter=3000, top_k=3, bottom_k=1)
     empty = torch.empty
 
     def refuse_big(*shape, **kwargs):  # the reservation (all 600 rows) is refused, growth steps are not
@@ -106,7 +108,7 @@ def test_a_basis_that_must_grow_gives_the_same_run_as_a_reserved_one(monkeypatch
         return empty(*shape, **kwargs)
 
     monkeypatch.setattr(module.torch, "empty", refuse_big)
-    grown = lanczos(lambda v: h @ v, start(600), rtol=1e-6, max_iter=3000, top_k=3, bottom_k=1)
+    grown = lanczos(Dense(h), start(600), rtol=1e-6, max_iter=3000, top_k=3, bottom_k=1)
     monkeypatch.undo()
     assert reserved.iterations > 64 and grown.iterations == reserved.iterations
     torch.testing.assert_close(grown.basis, reserved.basis, rtol=0, atol=0)
@@ -120,9 +122,9 @@ def test_lanczos_estimates_the_total_curvature_magnitude_for_free() -> None:
     h = torch.diag(eigenvalues)
     exact = float(eigenvalues.abs().sum())
     for seed in range(3):
-        run = lanczos(lambda v: h @ v, start(2000, seed), rtol=1e-3, max_iter=300)
+        run = lanczos(Dense(h), start(2000, seed), rtol=1e-3, max_iter=300)
         assert run.abs_trace == pytest.approx(exact, rel=0.2)
-    bounded = lanczos(lambda v: h @ v, start(2000), rtol=1e-3, max_iter=600, max_basis=20)
+    bounded = lanczos(Dense(h), start(2000), rtol=1e-3, max_iter=600, max_basis=20)
     assert bounded.restarts > 0 and bounded.abs_trace == pytest.approx(exact, rel=0.2)  # from the first cycle
 
 
@@ -145,16 +147,16 @@ def test_a_trace_with_cancelling_curvature_stops_at_the_scale_of_the_total_curva
 def test_hutchpp_converges_and_beats_plain_hutchinson_on_a_decaying_spectrum() -> None:
     eigenvalues = 1.0 / torch.arange(1, 401, dtype=torch.float64) ** 1.5
     h = symmetric_with_spectrum(eigenvalues, seed=2)
-    matmat = lambda m: m @ h  # noqa: E731  (rows are vectors; h is symmetric)
+    op = Dense(h)
     exact = float(eigenvalues.sum())
     generator = torch.Generator().manual_seed(0)
-    plain = hutchinson(deflated_probes(matmat, None, 400, generator), rtol=0.0, max_probes=60)
-    sketch = hutchpp_sketch(matmat, 400, 20, generator, CPU)
-    plus = hutchinson(deflated_probes(matmat, sketch, 400, generator), rtol=0.0, max_probes=20, offset=sketch_trace(matmat, sketch))
+    plain = hutchinson(deflated_probes(op, None, generator), rtol=0.0, max_probes=60)
+    sketch = hutchpp_sketch(op, 20, generator)
+    plus = hutchinson(deflated_probes(op, sketch, generator), rtol=0.0, max_probes=20, offset=sketch_trace(op, sketch))
     for est in (plain, plus):
         assert abs(est.value - exact) <= 4 * est.stderr
     assert plus.stderr < plain.stderr / 3  # same 60 products, far lower error
-    tight = hutchinson(deflated_probes(matmat, sketch, 400, generator), rtol=1e-3, max_probes=10**5, offset=sketch_trace(matmat, sketch))
+    tight = hutchinson(deflated_probes(op, sketch, generator), rtol=1e-3, max_probes=10**5, offset=sketch_trace(op, sketch))
     assert tight.converged and abs(tight.value - exact) <= 4 * tight.stderr and tight.stderr <= 1e-3 * tight.value
 
 
@@ -162,7 +164,7 @@ def test_slq_density_integrates_to_one_and_puts_mass_where_the_eigenvalues_are()
     # 75% of the eigenvalues near 0, 25% near 5
     eigenvalues = torch.cat([torch.linspace(-0.05, 0.05, 150), torch.linspace(4.9, 5.1, 50)]).double()
     h = symmetric_with_spectrum(eigenvalues, seed=1)
-    d = slq_density(lambda v: h @ v, 200, probes=30, steps=40, generator=torch.Generator().manual_seed(0), device=CPU)
+    d = slq_density(Dense(h), probes=30, steps=40, generator=torch.Generator().manual_seed(0))
     grid, density = torch.tensor(d.grid), torch.tensor(d.density)
     step = float(grid[1] - grid[0])
     assert float(density.sum()) * step == pytest.approx(1.0, abs=0.01)
@@ -185,13 +187,14 @@ def test_operator_modes_batching_and_micro_batches_agree() -> None:
     for mode in ("rev-rev", "fwd-rev"):
         for size in (96, 40):
             op = HessianOperator(model, F.cross_entropy, list(zip(x.split(size), y.split(size))), params, mode=mode)
-            torch.testing.assert_close(op.matmat(vectors), reference, rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(op.matvec(vectors[0]), reference[0], rtol=1e-5, atol=1e-6)
-            # in the basis's dtype (accumulated over the micro-batches in it): no float64 copy
-            single = op.matvec(vectors[0].float(), dtype=torch.float32)
-            assert single.dtype == torch.float32 and op.matmat(vectors.float(), dtype=torch.float32).dtype == torch.float32
+            counted = op.counted()
+            torch.testing.assert_close(counted.matmat(vectors), reference, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(counted.matvec(vectors[0]), reference[0], rtol=1e-5, atol=1e-6)
+            # in the vectors' dtype (a float32 basis's; accumulated over the micro-batches in it): no float64 copy
+            single = counted.matvec(vectors[0].float())
+            assert single.dtype == torch.float32 and counted.matmat(vectors.float()).dtype == torch.float32
             torch.testing.assert_close(single.double(), reference[0], rtol=1e-5, atol=1e-6)
-            assert op.hvps == 10
+            assert counted.products == 10
     with pytest.raises(ValueError, match="forward-over-reverse needs an eager module"):
         HessianOperator(torch.jit.script(model), F.cross_entropy, [(x, y)], params, mode="fwd-rev")
 
@@ -269,12 +272,8 @@ def test_gram_and_probe_pieces_bound_memory_without_changing_the_numbers() -> No
     exact = rows.double() @ rows.double().T
     torch.testing.assert_close(gram_matrix(rows, chunk=7), exact, rtol=1e-12, atol=1e-12)
     seen: list[int] = []
-
-    def scaled_identity(z: torch.Tensor) -> torch.Tensor:
-        seen.append(z.shape[0])
-        return 3.0 * z
-
-    draw = deflated_probes(scaled_identity, None, 50, torch.Generator().manual_seed(0), max_rows=3)
+    scaled_identity = Dense(3.0 * torch.eye(50, dtype=torch.float64)).counted(seen.append)
+    draw = deflated_probes(scaled_identity, None, torch.Generator().manual_seed(0), max_rows=3)
     assert draw(10) == [150.0] * 10 and seen == [3, 3, 3, 1]  # zᵀ(3I)z = 3·d for every ±1 probe
     # The probes are the same draws in any dtype, so a float32 sketch (the Lanczos basis of a
     # float32 model) projects the probes a float64 one does, to float32 rounding.
@@ -282,7 +281,7 @@ def test_gram_and_probe_pieces_bound_memory_without_changing_the_numbers() -> No
     assert torch.equal(ones[0].double(), ones[1]) and set(ones[1].unique().tolist()) == {-1.0, 1.0}
     h = symmetric_with_spectrum(torch.linspace(-1.0, 4.0, 300).double())
     sketch = torch.linalg.qr(torch.randn(300, 12, generator=torch.Generator().manual_seed(2), dtype=torch.float64))[0].T
-    values = [deflated_probes(lambda z: z @ h.to(z.dtype), q, 300, torch.Generator().manual_seed(7))(6)
+    values = [deflated_probes(Dense(h), q, torch.Generator().manual_seed(7))(6)
               for q in (sketch, sketch.float())]
     assert values[1] == pytest.approx(values[0], rel=1e-4, abs=1e-4)
 
@@ -302,7 +301,7 @@ def test_power_method_and_plain_hutchinson_on_the_native_engine() -> None:
 def test_without_room_for_a_sketch_the_power_method_traces_by_plain_hutchinson(monkeypatch) -> None:
     """[H11]: Meyer et al.'s sketch H·S of `--method power` holds its columns at once; where
     fewer than two fit the probe memory bound the trace is plain Hutchinson, and says so."""
-    import thermocal.measure as measure
+    import thermocal.curvature.memory as memory
 
     x, y = classification_sample(90, seed=3)
     eager = mlp([5, 6, 3], seed=5)
@@ -312,7 +311,7 @@ def test_without_room_for_a_sketch_the_power_method_traces_by_plain_hutchinson(m
     roomy = probe(eager, x, y, settings, CPU).measurements.hessian
     assert roomy.details["trace"].estimator == "hutchpp_sketch"
     dim = sum(p.numel() for p in eager.parameters())
-    monkeypatch.setattr(measure, "PROBE_MEMORY", 3 * 8 * dim)  # room for one column
+    monkeypatch.setattr(memory, "PROBE_MEMORY", 3 * 8 * dim)  # room for one column
     tight = probe(eager, x, y, settings, CPU).measurements.hessian
     assert tight.details["trace"].estimator == "hutchinson"  # asked for Hutch++, fell back for memory
     for spec in (roomy, tight):

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from thermocal.noise import noise_statistics
+from thermocal.curvature.hutchinson import hutchinson
+from thermocal.curvature.operator import Dense
 from thermocal.curvature.power import power_iteration
-from thermocal.curvature.trace import hutchinson
+from thermocal.noise import noise_statistics
 from conftest import symmetric_with_spectrum
 
 
@@ -21,7 +22,7 @@ def test_power_iteration_finds_both_ends_of_an_indefinite_spectrum(shift_from_to
     h = symmetric_with_spectrum(eigenvalues)
     v0 = torch.randn(50, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     shift = 3.0 if shift_from_top else 0.0
-    est = power_iteration(lambda v: h @ v, v0, shift=shift, rtol=1e-6, max_iter=20000)
+    est = power_iteration(Dense(h), v0, shift=shift, rtol=1e-6, max_iter=20000)
     expected = -0.3 if shift_from_top else 3.0
     assert est.converged
     assert est.residual <= 1e-6 * abs(est.value)
@@ -32,13 +33,13 @@ def test_power_iteration_finds_both_ends_of_an_indefinite_spectrum(shift_from_to
 
 def test_power_iteration_on_a_diagonal_operator_with_negative_dominant() -> None:
     d = torch.tensor([-5.0, 1.0, 2.0, 3.0], dtype=torch.float64)
-    est = power_iteration(lambda v: d * v, torch.ones(4, dtype=torch.float64), rtol=1e-10, max_iter=1000)
+    est = power_iteration(Dense(torch.diag(d)), torch.ones(4, dtype=torch.float64), rtol=1e-10, max_iter=1000)
     assert est.converged and est.value == pytest.approx(-5.0, rel=1e-9)
 
 
 def test_power_iteration_reports_an_unmet_tolerance() -> None:
     h = symmetric_with_spectrum(torch.linspace(1.0, 2.0, 30).double())
-    est = power_iteration(lambda v: h @ v, torch.ones(30, dtype=torch.float64), rtol=1e-12, max_iter=5)
+    est = power_iteration(Dense(h), torch.ones(30, dtype=torch.float64), rtol=1e-12, max_iter=5)
     assert not est.converged
     assert est.iterations == 5
     assert est.residual > 1e-12 * est.value
@@ -115,3 +116,37 @@ def test_noise_scale_is_absent_when_the_mean_gradient_is_all_noise() -> None:
     grads = grads - grads.mean(0)  # ḡ = 0 exactly: no signal
     rec = noise_statistics(grads, torch.zeros(8), batch_size=4, samples_dropped=0, resamples=50, generator=generator)
     assert rec.full_grad_sq == 0.0 and rec.noise_scale is None and rec.noise_scale_stderr is None
+
+
+def test_the_operator_algebra_agrees_with_the_dense_matrices_and_counts_every_product() -> None:
+    a = symmetric_with_spectrum(torch.linspace(-1.0, 3.0, 12).double(), seed=1)
+    b = symmetric_with_spectrum(torch.linspace(0.5, 2.0, 12).double(), seed=2)
+    rows = torch.randn(3, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    index = torch.tensor([0, 3, 4, 9])
+    seen: list[int] = []
+    op = Dense(a).counted(seen.append)
+    cases = {
+        "shift": (op.shift(0.7), a - 0.7 * torch.eye(12, dtype=torch.float64)),
+        "scale": (2.5 * op, 2.5 * a),
+        "sum": (op + Dense(b), a + b),
+        "difference": (op - Dense(b), a - b),
+        "block": (op.restrict(index), a[index][:, index]),
+        "shifted block": (op.restrict(index).shift(-1.5), a[index][:, index] + 1.5 * torch.eye(4, dtype=torch.float64)),
+    }
+    for name, (composite, matrix) in cases.items():
+        x = rows[:, : composite.dim]
+        torch.testing.assert_close(composite.matmat(x), x @ matrix, rtol=1e-12, atol=1e-12, msg=name)
+        torch.testing.assert_close(composite.matvec(x[0]), matrix @ x[0], rtol=1e-12, atol=1e-12, msg=name)
+        assert composite.matvec(x[0].float()).dtype == torch.float32  # products come back in the vectors' dtype
+    # every composite went through the counted A: 3 rows + 1 vector + 1 float32 vector each
+    assert op.products == sum(seen) == 5 * len(cases)
+    with pytest.raises(ValueError, match="dimensions 12 and 4"):
+        op + op.restrict(index)
+
+
+def test_the_shifted_power_iteration_pays_one_product_per_iteration() -> None:
+    eigenvalues = torch.cat([torch.tensor([-0.3]), torch.linspace(0.0, 2.0, 28), torch.tensor([3.0])]).double()
+    op = Dense(symmetric_with_spectrum(eigenvalues)).counted()
+    est = power_iteration(op, torch.ones(30, dtype=torch.float64), shift=3.0, rtol=1e-8, max_iter=5000)
+    assert est.converged and est.value == pytest.approx(float(eigenvalues[0]), abs=est.residual)
+    assert op.products == est.iterations

@@ -62,7 +62,7 @@ def test_the_engine_keeps_its_vectors_on_the_gpu() -> None:
     x, y = (t.to(CUDA) for t in sample())
     model = mlp([5, 16, 3], seed=2).to(CUDA)
     op = HessianOperator(model, torch.nn.functional.cross_entropy, [(x, y)], list(model.parameters()))
-    run = lanczos(op.matvec, torch.randn(op.dim, dtype=torch.float64, device=CUDA), max_iter=50, max_basis=12,
+    run = lanczos(op, torch.randn(op.dim, dtype=torch.float64, device=CUDA), max_iter=50, max_basis=12,
                   dtype=torch.float32)
     assert run.basis.device.type == "cuda" and run.largest[0].vector.device.type == "cuda"
     assert op.matmat(torch.ones(4, op.dim, dtype=torch.float64, device=CUDA)).device.type == "cuda"

@@ -17,7 +17,12 @@ from pathlib import Path
 from conftest import ROOT, SAMPLES
 
 PACKAGE = ROOT / "thermocal"
-MATH = [*sorted((PACKAGE / "curvature").glob("*.py")), PACKAGE / "measure.py", PACKAGE / "noise.py", PACKAGE / "losses.py"]
+MATH = [*sorted((PACKAGE / "curvature").glob("*.py")), PACKAGE / "measure.py", PACKAGE / "noise.py", PACKAGE / "losses.py",
+        PACKAGE / "prepare.py"]
+# The estimators: pure functions over an Operator (curvature/operator.py), one per file.
+ESTIMATORS = ["power", "lanczos", "hutchinson", "hutchpp", "density"]
+ESTIMATOR_IMPORTS = {"thermocal.curvature.operator", "thermocal.records",
+                     *(f"thermocal.curvature.{name}" for name in ESTIMATORS)}
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
@@ -36,6 +41,15 @@ def test_the_torch_math_never_imports_io() -> None:
     for path in MATH:
         bad = sorted(name for name in imports(path) if name.startswith("thermocal.io") or name.startswith("thermocal.cli"))
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_the_estimators_see_only_operators() -> None:
+    """No estimator knows a model, a loss, an engine or a setting: each takes an Operator."""
+    for name in ESTIMATORS:
+        path = PACKAGE / "curvature" / f"{name}.py"
+        ours = {module for module in imports(path) if module.startswith("thermocal")}
+        assert ours <= ESTIMATOR_IMPORTS, f"{path.relative_to(ROOT)} imports {sorted(ours - ESTIMATOR_IMPORTS)}"
+        assert "thermocal.curvature.operator" in ours, path
 
 
 def loaded_after(code: str) -> dict:

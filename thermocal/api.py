@@ -31,7 +31,8 @@ from thermocal.errors import DataError, InputError
 from thermocal.io.checkpoint import LoadedModel, ModelOptions, load_model
 from thermocal.io.data import DataOptions, Sample, load_sample, subsample
 from thermocal.io.user_code import call_user, import_callable
-from thermocal.measure import NoProgress, Progress, ProbeResult, probe as measure
+from thermocal.measure import ProbeResult, probe as measure
+from thermocal.progress import NoProgress, Progress
 from thermocal.schedule.file import DataInput, Environment, Inputs, ModelInput, ScheduleFileV2, sample_table
 from thermocal.text import printable
 

@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from thermocal.errors import NumericalError
+from thermocal.distributed import SINGLE, Group
+from thermocal.errors import DataError, NumericalError
 from thermocal.losses import LossFn
 from thermocal.records import GradientNoise
 
@@ -45,6 +46,31 @@ def minibatch_gradients(
         losses.append(loss.detach().to(torch.float64))
         on_batch()
     return torch.stack(grads), torch.stack(losses)
+
+
+def split_batches(inputs: torch.Tensor, targets: torch.Tensor, size: int) -> list[Batch]:
+    """(inputs, targets) in consecutive batches of `size` (the last may be shorter)."""
+    return list(zip(torch.split(inputs, size), torch.split(targets, size)))
+
+
+def gathered_gradients(model: torch.nn.Module, loss_fn: LossFn, batches: list[Batch], params: Sequence[torch.Tensor],
+                       on_batch: Callable[[], None], group: Group = SINGLE) -> tuple[torch.Tensor, torch.Tensor]:
+    """The K minibatch gradients and losses; under torchrun each process takes every world-th
+    minibatch and the rows are gathered back into order. A non-finite value on any process
+    stops all of them with the same error (no process is left waiting in a collective)."""
+    if not group.distributed:
+        return minibatch_gradients(model, loss_fn, batches, params, on_batch)
+    if len(batches) < group.world:
+        raise DataError(f"{len(batches)} minibatches for {group.world} processes: use fewer processes or more data")
+    error: NumericalError | None = None
+    try:
+        grads, losses = minibatch_gradients(model, loss_fn, group.shard(batches), params, on_batch)
+    except NumericalError as exc:
+        error, grads, losses = exc, None, None
+    failed = group.sum(torch.tensor([1.0 if error else 0.0], device=params[0].device))
+    if float(failed) > 0:
+        raise error or NumericalError("another process met a non-finite loss or gradient")
+    return group.unshard(grads, len(batches)), group.unshard(losses, len(batches))
 
 
 def gram_matrix(rows: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:

@@ -218,7 +218,7 @@ def render(doc: ScheduleFile, console: Console) -> None:
 
 
 class RichProgress:
-    """The probe's progress sink (probe.measure.Progress) drawn as a rich progress bar.
+    """The probe's progress sink (thermocal.progress.Progress) drawn as a rich progress bar.
 
     A phase of known length (the minibatch gradients, the density's Lanczos steps) shows done/total
     and the time left; an iterative solver, which stops when converged, shows its products so

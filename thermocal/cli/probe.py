@@ -73,7 +73,7 @@ def probe(
     from thermocal.distributed import default_threads, distributed
     from thermocal.io.files import ensure_writable, write_text_atomic
     from thermocal.report import RichProgress, render
-    from thermocal.measure import NoProgress
+    from thermocal.progress import NoProgress
     from thermocal.schedule.file import dumps
 
     flags = {name: tuple(value) if isinstance(value, list) else value for name, value in settings.items() if value is not None}

@@ -1,8 +1,8 @@
 """Per-block curvature (method.md §2, [H10]): lambda_max and trace of each diagonal block H_bb
 of the Hessian, for a partition of the parameters into blocks.
 
-The blocks partition θ, so Σ_b tr(H_bb) = tr(H). H_bb·u is the b-part of H·(u embedded with
-zeros elsewhere), one full product each.
+The blocks partition θ, so Σ_b tr(H_bb) = tr(H). H_bb is `op.restrict(block.index)`
+(curvature/operator.py): the b-part of H·(u embedded with zeros elsewhere), one full product each.
 """
 
 from __future__ import annotations
@@ -58,13 +58,3 @@ def partition(names: Sequence[str], sizes: Sequence[int], *, per_layer: bool, pa
         blocks.append(Block(name=key, parameters=tuple(names[i] for i in members), index=index))
     return blocks
 
-
-def restricted(matvec, index: torch.Tensor, dim: int):
-    """u ↦ (H·embed(u))[index]: the diagonal block of H on `index`, as a matvec/matmat."""
-
-    def apply(u: torch.Tensor) -> torch.Tensor:
-        full = torch.zeros(*u.shape[:-1], dim, dtype=u.dtype, device=u.device)
-        full[..., index.to(u.device)] = u
-        return matvec(full)[..., index.to(u.device)]
-
-    return apply

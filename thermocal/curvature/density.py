@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
-
 import torch
 
+from thermocal.curvature.hutchinson import rademacher
 from thermocal.curvature.lanczos import lanczos, tridiagonal
-from thermocal.curvature.trace import rademacher
+from thermocal.curvature.operator import Operator
 
 
 @dataclass(frozen=True)
@@ -30,20 +29,20 @@ class Density:
 
 
 def slq_density(
-    matvec: Callable[[torch.Tensor], torch.Tensor],
-    dim: int,
+    op: Operator,
     *,
     probes: int,
     steps: int,
     generator: torch.Generator,
-    device: torch.device,
     grid_points: int = 200,
     sigma_fraction: float = 0.01,
 ) -> Density:
+    """The smoothed spectral density of `op` from `probes` Rademacher starts of `steps` Lanczos steps."""
     nodes, weights = [], []
+    dim = op.dim
     for _ in range(probes):
-        start = rademacher(1, dim, generator, device)[0]
-        run = lanczos(matvec, start, rtol=0.0, max_iter=min(steps, dim), top_k=0, bottom_k=0)
+        start = rademacher(1, dim, generator, op.device)[0]
+        run = lanczos(op, start, rtol=0.0, max_iter=min(steps, dim), top_k=0, bottom_k=0)
         values, vectors = torch.linalg.eigh(tridiagonal(run.alphas, run.betas))
         nodes.extend(values.tolist())
         weights.extend((vectors[0] ** 2 / probes).tolist())

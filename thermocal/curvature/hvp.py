@@ -1,9 +1,9 @@
 """The Hessian of the mean loss over the sample as a matrix-free operator (method.md §2, [H6]).
 
-Vectors are flat tensors of length d on the model's device; products are computed in the
-model's dtype and returned in float64, or in the dtype the caller asks for (Lanczos asks for
-its basis's: float32 for a float32 model, which saves two float64 copies of d numbers per
-product; method.md [H6]). Two ways to get H·v:
+An `Operator` (curvature/operator.py): vectors are flat tensors of length d on the model's
+device; products are computed in the model's dtype and returned in the vectors' dtype (Lanczos
+keeps a float32 model's basis in float32, which saves two float64 copies of d numbers per
+product; method.md [H6]). Counting is the caller's (`op.counted()`). Two ways to get H·v:
 
 - reverse-over-reverse (`rev-rev`): differentiate the gradient's dot product with v. When the
   sample is one micro-batch, the gradient graph is built once and reused for every product;
@@ -24,6 +24,7 @@ import torch
 from torch.func import functional_call, grad, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from thermocal.curvature.operator import Operator
 from thermocal.losses import LossFn
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -36,7 +37,7 @@ def supports_forward_mode(model: torch.nn.Module) -> bool:
     return not isinstance(model, torch.jit.ScriptModule)
 
 
-class HessianOperator:
+class HessianOperator(Operator):
     """v ↦ H v for H the Hessian of the mean loss over `batches` (weighted by batch size)."""
 
     def __init__(
@@ -48,7 +49,6 @@ class HessianOperator:
         *,
         mode: Mode = "rev-rev",
         vmap: bool = True,
-        on_hvp: Callable[[int], None] = lambda n: None,
         total_examples: int | None = None,
         reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
         graph_memory: int = 0,
@@ -69,8 +69,6 @@ class HessianOperator:
         total = total_examples if total_examples is not None else sum(int(x.shape[0]) for x, _ in self.batches)
         self.weights = [int(x.shape[0]) / total for x, _ in self.batches]
         self._reduce = reduce
-        self.hvps = 0
-        self._on_hvp = on_hvp
         self.graph_memory = graph_memory
         self._graphs: dict[int, list[torch.Tensor]] = {}  # micro-batch index → its kept gradient graph
         self._rebuilt: set[int] = set()  # micro-batches whose graph did not fit
@@ -158,8 +156,8 @@ class HessianOperator:
         tangents = tuple(pieces)
         return list(vmap(product)(tangents) if batched else product(tangents))
 
-    def _apply(self, v: torch.Tensor, batched: bool, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        lead = v.shape[:-1]
+    def _apply(self, v: torch.Tensor, batched: bool) -> torch.Tensor:
+        lead, dtype = v.shape[:-1], v.dtype
         pieces = self._unflatten(v)
         total: torch.Tensor | None = None
         with sdpa_kernel([SDPBackend.MATH]):
@@ -172,24 +170,20 @@ class HessianOperator:
                 total = flat.mul_(weight) if total is None else total.add_(flat, alpha=weight)
         if total is None:  # a process whose share of the sample is empty
             total = torch.zeros((*lead, self.dim), dtype=dtype, device=self.device)
-        total = self._reduce(total)
-        count = int(v.shape[0]) if batched else 1
-        self.hvps += count
-        self._on_hvp(count)
-        return total
+        return self._reduce(total)
 
-    def matvec(self, v: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """H v for one flat vector v (length d), accumulated over micro-batches and returned in `dtype`."""
-        return self._apply(v, batched=False, dtype=dtype)
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """H v for one flat vector v (length d), accumulated over micro-batches, in v's dtype."""
+        return self._apply(v, batched=False)
 
-    def matmat(self, vectors: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """H vᵢ for each row of `vectors` (m × d), in `dtype`: batched through vmap, or one by one
-        when the operator was made with vmap=False; counts m products either way."""
+    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
+        """H vᵢ for each row of `vectors` (m × d), in their dtype: batched through vmap, or one by
+        one when the operator was made with vmap=False."""
         if self.vmap:
-            return self._apply(vectors, batched=True, dtype=dtype)
+            return self._apply(vectors, batched=True)
         if len(vectors) == 1:  # the trace's default, one probe at a time: no stacked copy
-            return self._apply(vectors[0], batched=False, dtype=dtype).unsqueeze(0)
-        return torch.stack([self._apply(v, batched=False, dtype=dtype) for v in vectors])
+            return self._apply(vectors[0], batched=False).unsqueeze(0)
+        return torch.stack([self._apply(v, batched=False) for v in vectors])
 
     def release(self) -> None:
         """Drop the kept gradient graphs."""

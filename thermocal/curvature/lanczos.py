@@ -27,11 +27,10 @@ anyway; the projected matrix and all scalars are float64.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-Matvec = Callable[[torch.Tensor], torch.Tensor]  # returns a new tensor (Lanczos updates it in place)
+from thermocal.curvature.operator import Operator
 # Columns of the basis rebuilt at a time during a restart (bounds the temporary).
 RESTART_CHUNK = 1 << 20
 
@@ -138,7 +137,7 @@ def _kept(n: int, top_k: int, bottom_k: int) -> list[int]:
 
 
 def lanczos(
-    matvec: Matvec,
+    op: Operator,
     v0: torch.Tensor,
     *,
     rtol: float = 1e-3,
@@ -150,7 +149,8 @@ def lanczos(
     max_basis: int | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> LanczosResult:
-    """Run until the `top_k` largest and `bottom_k` smallest Ritz pairs pass
+    """Lanczos on `op` (whose products are new tensors in the vectors' dtype: updated in place
+    here). Run until the `top_k` largest and `bottom_k` smallest Ritz pairs pass
     ‖Hy − θy‖ ≤ rtol·max(|θ|, floor_fraction·max|θ|), or `max_iter` products (at least `min_iter`).
     With nothing wanted (top_k = bottom_k = 0) it runs `max_iter` steps, for quadrature.
     `max_basis` (at least top_k + bottom_k + 2) bounds the rows kept, by thick restarts.
@@ -170,8 +170,7 @@ def lanczos(
     while True:
         basis.append(v)
         j = basis.size - 1
-        w = matvec(v)
-        w, c = basis.orthogonalize(w if w.dtype == dtype else w.to(dtype))
+        w, c = basis.orthogonalize(op.matvec(v))
         products += 1
         projected[: j + 1, j] = c
         projected[j, : j + 1] = c
@@ -213,8 +212,7 @@ def lanczos(
         y = rows.T @ vectors[:, i].to(rows.dtype).to(rows.device)
         y /= torch.linalg.vector_norm(y)
         theta = float(values[i])
-        hy = matvec(y)
-        hy = hy if hy.dtype == y.dtype else hy.to(y.dtype)
+        hy = op.matvec(y)
         residual = float(torch.linalg.vector_norm(hy.sub_(y, alpha=theta)))
         return RitzPair(theta, y, residual, residual <= rtol * max(abs(theta), floor))
 

@@ -7,8 +7,9 @@ forward and double backward per micro-batch per product (its dataloader mode). I
 iteration finds the eigenvalue of largest magnitude, and its Hutchinson loop supplies the
 trace probes.
 The other end of the spectrum comes from `power.power_iteration` on the shifted operator
-H − σI, built on the same products. pyhessian draws its random vectors from torch's global
-generator, so every call here runs inside `seeded_global_rng`.
+H − σI, built on the same products (`operator`, which counts through pyhessian's own counter,
+since its loops call its products directly). pyhessian draws its random vectors from torch's
+global generator, so its loops run inside `seeded_global_rng`.
 """
 
 from __future__ import annotations
@@ -21,14 +22,24 @@ from typing import Callable, Iterator, Sequence
 import torch
 from pyhessian import hessian as PyHessian
 
+from thermocal.config import Config
+from thermocal.curvature.hutchinson import hutchinson
+from thermocal.curvature.operator import Operator
+from thermocal.curvature.power import power_iteration
+from thermocal.curvature.spectrum import both_ends, check_finite, record, trace_record
 from thermocal.errors import InputError
-from thermocal.noise import Batch
 from thermocal.losses import LossFn
+from thermocal.noise import Batch
+from thermocal.progress import Progress, Timer
+from thermocal.records import HessianSpectrum
 
 NAME = "pyhessian"
 # `pyhessian.hessian` is shadowed by the class of that name in the package namespace.
 _PYHESSIAN_MODULE = importlib.import_module("pyhessian.hessian")
 _CYCLE_WARNING = "Using backward\\(\\) with create_graph=True"
+# pyhessian's own stopping rule (relative change between iterations) for its power iteration;
+# tight, because the residual test that follows is what decides "converged".
+PYHESSIAN_POWER_TOL = 1e-7
 
 
 @contextlib.contextmanager
@@ -82,6 +93,30 @@ class _CountingHessian(PyHessian):
 _ORIGINAL_HVP = _PYHESSIAN_MODULE.hessian_vector_product
 
 
+class _Products(Operator):
+    """pyhessian's Hessian-vector products as an `Operator` on flat vectors (counted by pyhessian's counter)."""
+
+    def __init__(self, hessian: _CountingHessian, params: list[torch.Tensor]) -> None:
+        self._hessian, self.params = hessian, params
+        self.dim = sum(p.numel() for p in params)
+        self.device = params[0].device
+
+    def _unflatten(self, v: torch.Tensor) -> list[torch.Tensor]:
+        pieces = torch.split(v, [p.numel() for p in self.params])
+        return [piece.view_as(p).to(p.dtype) for piece, p in zip(pieces, self.params)]
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        pieces = self._unflatten(v)
+        if self._hessian.full_dataset:
+            _, hv = self._hessian.dataloader_hv_product(pieces)
+        else:
+            hv = self._hessian.single_batch_hv_product(pieces)
+        return torch.cat([h.reshape(-1) for h in hv]).to(v.dtype)
+
+    def matmat(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.matvec(v) for v in rows])
+
+
 class PyHessianEngine:
     """Matrix-free Hessian of the mean loss over `batches`, with pyhessian's estimators."""
 
@@ -93,6 +128,7 @@ class PyHessianEngine:
         loss_fn: LossFn,
         batches: Sequence[Batch],
         device: torch.device,
+        settings: Config,
         on_hvp: Callable[[], None] = lambda: None,
     ) -> None:
         cuda = device.type == "cuda"
@@ -106,24 +142,13 @@ class PyHessianEngine:
         else:
             self._hessian = _CountingHessian(model, loss_fn, dataloader=list(batches), cuda=cuda, on_hvp=on_hvp)
         self.params: list[torch.Tensor] = list(self._hessian.params)
-        self.dim = sum(p.numel() for p in self.params)
+        self.operator = _Products(self._hessian, self.params)
+        self.dim = self.operator.dim
+        self.settings, self.device = settings, device
 
     @property
     def hvps(self) -> int:
         return self._hessian.hvps
-
-    def _unflatten(self, v: torch.Tensor) -> list[torch.Tensor]:
-        pieces = torch.split(v, [p.numel() for p in self.params])
-        return [piece.view_as(p).to(p.dtype) for piece, p in zip(pieces, self.params)]
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """H v for a flat vector v of length d."""
-        pieces = self._unflatten(v)
-        if self._hessian.full_dataset:
-            _, hv = self._hessian.dataloader_hv_product(pieces)
-        else:
-            hv = self._hessian.single_batch_hv_product(pieces)
-        return torch.cat([h.reshape(-1) for h in hv]).to(v.dtype)
 
     def dominant_eigenvector(self, *, tol: float, max_iter: int) -> torch.Tensor:
         """pyhessian's power iteration (relative-change stopping rule); returns the flat vector."""
@@ -135,6 +160,40 @@ class PyHessianEngine:
         """`count` Hutchinson probe values zᵀHz from pyhessian's trace loop."""
         with self._hessian.counting():
             return [float(s) for s in self._hessian.trace(maxIter=count, tol=float("-inf"))]
+
+    def spectrum(self, generator: torch.Generator, progress: Progress,
+                 timer: Timer) -> tuple[HessianSpectrum, torch.Tensor | None]:
+        """pyhessian's power iteration (continued to the residual test) and Hutchinson trace, then
+        the far end by shifted power iteration; lambda_max's eigenvector when the power iteration's
+        end is lambda_max."""
+        s = self.settings
+        rtol = s.eigen_rtol
+        with seeded_global_rng(s.seed, self.device):
+            with timer("extremes"):
+                progress.phase("Hessian: power iteration (pyhessian)", None)
+                start = self.hvps
+                vector = self.dominant_eigenvector(tol=PYHESSIAN_POWER_TOL, max_iter=s.iterations)
+                # pyhessian stops when the Rayleigh quotient stops changing, which can be well before the
+                # eigenvector is resolved; continue the same iteration until the residual test passes.
+                top = power_iteration(self.operator, vector, rtol=rtol, max_iter=s.iterations)
+                first = record("pyhessian_power", "power iteration (pyhessian), continued until the residual test passed",
+                               self.hvps - start, self.hvps - start, top.residual, rtol, top.converged)
+            with timer("trace"):
+                progress.phase("Hessian: Hutchinson trace (pyhessian)", None)
+                start = self.hvps
+                trace = hutchinson(self.trace_probes, rtol=s.trace_rtol, max_probes=s.max_probes, scale=abs(top.value))
+                trace_rec = trace_record("pyhessian_hutchinson", "Hutchinson, Rademacher probes (pyhessian)",
+                                         self.hvps - start, trace, s.trace_rtol, abs(top.value))
+        with timer("extremes"):
+            progress.phase("Hessian: shifted power iteration", None)
+            (lam_max, max_rec), (lam_min, min_rec) = both_ends(self.operator, (top.value, first), trace, s, generator)
+        check_finite(lambda_max=lam_max, lambda_min=lam_min, trace=trace.value)
+        return HessianSpectrum(
+            engine=self.name, hvp_mode="rev-rev", lambda_max=lam_max, lambda_min=lam_min, trace=trace.value,
+            trace_stderr=trace.stderr, hvps=self.hvps,
+            converged=max_rec.converged and min_rec.converged and trace.converged,
+            details={"lambda_max": max_rec, "lambda_min": min_rec, "trace": trace_rec},
+        ), (top.vector if lam_max == top.value else None)
 
     def release(self) -> None:
         """Drop the retained graph and the gradients pyhessian left on the parameters."""

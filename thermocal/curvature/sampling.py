@@ -21,6 +21,12 @@ import torch
 from thermocal.curvature.hvp import Batch, HessianOperator, Mode
 from thermocal.distributed import SINGLE, Group
 from thermocal.losses import LossFn
+from thermocal.noise import split_batches
+from thermocal.progress import NoProgress, Progress
+from thermocal.records import HessianSpectrum
+
+# At most this many groups of whole minibatches give lambda_max's sampling error.
+SAMPLING_GROUPS = 16
 
 
 def rayleigh_quotients(model: torch.nn.Module, loss_fn: LossFn, groups: Sequence[Batch], params: Sequence[torch.nn.Parameter],
@@ -45,3 +51,25 @@ def mean_stderr(values: torch.Tensor) -> float:
     if count < 2:
         raise ValueError("a standard error needs at least two groups")
     return float(values.std(correction=1)) / math.sqrt(count)
+
+
+def with_sampling_error(spectrum: HessianSpectrum, model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
+                        targets: torch.Tensor, params: Sequence[torch.nn.Parameter], vector: torch.Tensor, *,
+                        batch_size: int, mode: Mode, group: Group = SINGLE,
+                        progress: Progress = NoProgress()) -> HessianSpectrum:
+    """`spectrum` with lambda_max's sampling standard error: at most SAMPLING_GROUPS equal groups
+    of whole minibatches of the Hessian's (shuffled) examples (whole minibatches, so that a
+    program exported for a fixed batch is fed what it takes), a remainder left out; one product
+    over the sample in all, counted as one HVP. Unchanged with fewer than two minibatches."""
+    batches = int(inputs.shape[0]) // batch_size
+    if batches < 2:
+        return spectrum
+    per = -(-batches // SAMPLING_GROUPS)  # minibatches per group: at most SAMPLING_GROUPS groups
+    count, size = batches // per, per * batch_size
+    groups = split_batches(inputs[: count * size], targets[: count * size], size)
+    progress.phase("Hessian: lambda_max's sampling error", count)
+    quotients = rayleigh_quotients(model, loss_fn, groups, params, vector, mode=mode, group=group)
+    progress.advance(count)
+    return spectrum.model_copy(update={"lambda_max_stderr": mean_stderr(quotients), "sampling_groups": count,
+                                       "hvps": spectrum.hvps + 1})
+

@@ -40,7 +40,7 @@ from thermocal.io.files import sha256_file, sha256_listing
 from thermocal.io.huggingface import HUGGINGFACE, load_huggingface
 from thermocal.io.loaders import Loaded, Loader, ModelOptions
 from thermocal.io.user_code import call_user, import_callable
-from thermocal.measure import set_eval
+from thermocal.prepare import set_eval
 from thermocal.text import first_line as _first_line
 
 TORCHSCRIPT = "torchscript"

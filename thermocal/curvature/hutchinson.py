@@ -1,10 +1,8 @@
-"""Stochastic trace estimation (method.md §2, [H3], [H8]).
+"""Hutchinson's trace estimator (method.md §2, [H3], [H8]).
 
-Hutchinson: tr H = E[zᵀHz] for Rademacher z. Deflated (Hutch++-style): with an orthonormal
-sketch Q (rows), tr H = tr(QHQᵀ) + E[(Pz)ᵀH(Pz)], P = I − QᵀQ; the first term is exact and the
-second has far less variance when Q spans the large eigendirections. The sketch is either
-the Lanczos basis (its products are already paid for) or, as in Meyer et al.'s Hutch++,
-an orthonormal basis of H·S for random S.
+tr H = E[zᵀHz] for Rademacher z. Deflated (the remainder term of Hutch++, curvature/hutchpp.py):
+with an orthonormal sketch Q (rows), tr H = tr(QHQᵀ) + E[(Pz)ᵀH(Pz)], P = I − QᵀQ; the first
+term is exact and the second has far less variance when Q spans the large eigendirections.
 
 The estimate is offset + the mean of the probe values, its standard error their sample
 standard deviation over √n. Probing stops once the standard error is at most
@@ -23,9 +21,8 @@ from typing import Callable, Sequence
 
 import torch
 
+from thermocal.curvature.operator import Operator
 from thermocal.records import MIN_TRACE_PROBES
-
-Matmat = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -75,22 +72,21 @@ def rademacher(count: int, dim: int, generator: torch.Generator, device: torch.d
     return torch.randint(0, 2, (count, dim), generator=generator, dtype=dtype).mul_(2).sub_(1).to(device)
 
 
-def deflated_probes(matmat: Matmat, sketch: torch.Tensor | None, dim: int, generator: torch.Generator,
-                    device: torch.device | None = None, max_rows: int | None = None) -> Callable[[int], list[float]]:
+def deflated_probes(op: Operator, sketch: torch.Tensor | None, generator: torch.Generator,
+                    max_rows: int | None = None) -> Callable[[int], list[float]]:
     """A `draw_probes` for Hutchinson on P H P, P = I − QᵀQ (plain Hutchinson when sketch is None).
-    Probes live on `device` (default: the sketch's, else the CPU) in the sketch's dtype (else
-    float64), and `matmat` should return that dtype: then no float64 copy of a probe or a product
-    is made. The probe values zᵀHz are summed in float64. `max_rows` bounds how many probe
-    vectors exist at once (memory): a request for more is served in pieces, drawn in turn from
-    the same generator."""
-    device = device or (sketch.device if sketch is not None else torch.device("cpu"))
+    Probes live on the operator's device in the sketch's dtype (else float64), and so do their
+    products: no float64 copy of a probe or a product is made. The probe values zᵀHz are summed
+    in float64. `max_rows` bounds how many probe vectors exist at once (memory): a request for
+    more is served in pieces, drawn in turn from the same generator."""
+    dim, device = op.dim, op.device
     dtype = sketch.dtype if sketch is not None else torch.float64
 
     def draw_some(count: int) -> list[float]:
         z = rademacher(count, dim, generator, device, dtype)
         if sketch is not None:
             z.sub_((z @ sketch.T) @ sketch)
-        return matmat(z).mul_(z).sum(dim=1, dtype=torch.float64).tolist()
+        return op.matmat(z).mul_(z).sum(dim=1, dtype=torch.float64).tolist()
 
     def draw(count: int) -> list[float]:
         if max_rows is None or count <= max_rows:
@@ -101,15 +97,3 @@ def deflated_probes(matmat: Matmat, sketch: torch.Tensor | None, dim: int, gener
         return values
 
     return draw
-
-
-def sketch_trace(matmat: Matmat, sketch: torch.Tensor) -> float:
-    """tr(Q H Qᵀ) for orthonormal rows Q."""
-    return float((sketch * matmat(sketch)).sum())
-
-
-def hutchpp_sketch(matmat: Matmat, dim: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Hutch++'s sketch: orthonormal rows spanning H·S for a Rademacher S with `size` columns."""
-    hs = matmat(rademacher(size, dim, generator, device))
-    q, _ = torch.linalg.qr(hs.T)
-    return q.T.contiguous()

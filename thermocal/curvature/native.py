@@ -1,0 +1,195 @@
+"""The native engine (method.md §2): Lanczos for lambda_max (and lambda_min when the rules or
+the user ask for it), Hutch++ with the Lanczos basis for the trace, per-block curvature and the
+spectral density, all over one counted `HessianOperator`. `--solver power` takes the same route
+as pyhessian's engine: power iteration, Hutchinson, then shifted power iteration for the far end.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from thermocal.config import Config
+from thermocal.curvature import memory
+from thermocal.curvature.blocks import Block, partition
+from thermocal.curvature.density import slq_density
+from thermocal.curvature.hutchinson import TraceEstimate, deflated_probes, hutchinson
+from thermocal.curvature.hutchpp import hutchpp_sketch, sketch_trace
+from thermocal.curvature.hvp import HessianOperator, Mode
+from thermocal.curvature.lanczos import LanczosResult, lanczos
+from thermocal.curvature.power import power_iteration
+from thermocal.curvature.spectrum import both_ends, check_finite, record, trace_record
+from thermocal.distributed import SINGLE, Group
+from thermocal.losses import LossFn
+from thermocal.noise import Batch
+from thermocal.progress import Progress, Timer
+from thermocal.records import EIG_FLOOR_FRACTION, BlockCurvature, EstimateRecord, HessianSpectrum, SpectralDensity
+
+# Lanczos runs at least this many steps: its basis deflates the trace's probes ([H8]), and 20 rows
+# cost fewer products in all than stopping at lambda_max's 6-12 and probing longer ([H12]).
+LANCZOS_MIN_ITER = 20
+TRACE_CHUNK = 10
+DENSITY_PROBES, DENSITY_STEPS = 4, 80  # stochastic Lanczos quadrature ([H9])
+
+
+def hvp_mode(s: Config) -> Mode:
+    """The native products' mode: `auto` is reverse-over-reverse, the faster on every benchmark
+    model, with and without graph reuse (bench/RESULTS.md); pyhessian's engine is always rev-rev."""
+    return "rev-rev" if s.hvp == "auto" or s.engine != "native" else s.hvp
+
+
+def _lanczos_method(name: str, run: LanczosResult) -> str:
+    return name if not run.restarts else f"{name}, {run.restarts} thick restart(s) within --lanczos-memory"
+
+
+class NativeEngine:
+    """H of the mean loss over `batches` (this process's share under torchrun, summed over
+    processes), counted: `operator.products` is every product the engine has paid for."""
+
+    name = "native"
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn, batches: Sequence[Batch],
+                 params: Sequence[torch.nn.Parameter], names: Sequence[str], s: Config,
+                 on_products: Callable[[int], None] = lambda count: None, group: Group = SINGLE) -> None:
+        total = sum(int(x.shape[0]) for x, _ in batches)
+        self.hessian = HessianOperator(model, loss_fn, group.shard(batches), params, mode=hvp_mode(s), vmap=s.vmap_probes,
+                                       total_examples=total, reduce=group.sum,
+                                       graph_memory=int(s.graph_memory * memory.GIB))
+        self.operator = self.hessian.counted(on_products)
+        self.settings, self.names = s, list(names)
+
+    @property
+    def hvps(self) -> int:
+        return self.operator.products
+
+    def release(self) -> None:
+        self.hessian.release()
+
+    def krylov(self, generator: torch.Generator, *, top_k: int, bottom_k: int,
+               index: torch.Tensor | None = None) -> LanczosResult:
+        """Lanczos from a seeded Gaussian start on H, or on its diagonal block on `index` ([H10]),
+        within the basis bounds of [H11]. The start is drawn in float64 and kept in the basis's
+        dtype, and so are the products: a float32 model's are never copied to float64 ([H6])."""
+        s = self.settings
+        op = self.operator if index is None else self.operator.restrict(index)
+        dtype = memory.basis_dtype(self.hessian.dtype)
+        v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(dtype).to(op.device)
+        return lanczos(op, v0, rtol=s.eigen_rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=s.iterations,
+                       top_k=top_k, bottom_k=bottom_k, min_iter=min(LANCZOS_MIN_ITER, op.dim), dtype=dtype,
+                       max_basis=memory.basis_rows(op.dim, dtype, int(s.lanczos_memory * memory.GIB), s.iterations))
+
+    def trace(self, krylov: tuple[torch.Tensor, float] | None, scale: float,
+              generator: torch.Generator) -> tuple[TraceEstimate, EstimateRecord]:
+        """Trace by Hutch++ (sketch: the Lanczos basis when given, whose tr(QHQ^T) = Σ alpha is
+        already known, else Meyer et al.'s H·S sketch) or by plain Hutchinson ([H3], [H8])."""
+        s, op = self.settings, self.operator.counted()
+        offset = 0.0
+        if s.trace_estimator == "hutch++":
+            if krylov is not None:
+                sketch, offset = krylov
+                estimator, method = "hutchpp_lanczos", ("Hutch++ with the Lanczos basis as sketch: tr(QHQ^T) = sum(alpha) + "
+                                                        "Hutchinson on (I-QQ^T)H(I-QQ^T)")
+            elif (columns := memory.sketch_rows(op.dim)) >= 2:
+                sketch = hutchpp_sketch(op, columns, generator)
+                offset = sketch_trace(op, sketch)
+                estimator, method = "hutchpp_sketch", "Hutch++ (sketch Q = orth(H S)): tr(QHQ^T) + Hutchinson on (I-QQ^T)H(I-QQ^T)"
+            else:
+                sketch = None
+                estimator, method = "hutchinson", "Hutchinson, Rademacher probes (a Hutch++ sketch of H S would pass the probe memory bound)"
+        else:
+            sketch, estimator, method = None, "hutchinson", "Hutchinson, Rademacher probes"
+        rows = memory.probe_rows(op.dim, self.hessian.vmap)
+        estimate = hutchinson(deflated_probes(op, sketch, generator, rows), rtol=s.trace_rtol, max_probes=s.max_probes,
+                              chunk=TRACE_CHUNK, offset=offset, scale=scale)
+        return estimate, trace_record(estimator, method, op.products, estimate, s.trace_rtol, scale)
+
+    def spectrum(self, generator: torch.Generator, progress: Progress,
+                 timer: Timer) -> tuple[HessianSpectrum, torch.Tensor | None]:
+        """The spectrum, and lambda_max's eigenvector (None when the power iteration found lambda_min first)."""
+        s = self.settings
+        top_values: list[float] | None = None
+        if s.solver == "lanczos":
+            with timer("extremes"):
+                both = s.resolves_lambda_min
+                progress.phase("Hessian: Lanczos (both ends)" if both else "Hessian: Lanczos (lambda_max)", None)
+                start = self.hvps
+                run = self.krylov(generator, top_k=s.top_k, bottom_k=1 if both else 0)
+                hvps = self.hvps - start
+                big = run.largest[0]
+                method = _lanczos_method("Lanczos, full reorthogonalization, Ritz residual test", run)
+                max_rec = record("lanczos", method, hvps, run.iterations, big.residual, s.eigen_rtol, big.converged, run.restarts)
+                lam_max = big.value
+                if both:
+                    small = run.smallest[0]
+                    min_rec = record("lanczos", method, hvps, run.iterations, small.residual, s.eigen_rtol, small.converged,
+                                     run.restarts)
+                    lam_min = small.value
+                else:
+                    small, min_rec, lam_min = None, None, None
+                if s.top_k > 1:
+                    top_values = [p.value for p in run.largest]
+                krylov, scale = (run.basis, float(run.alphas.sum())), max(abs(lam_max), run.abs_trace)
+                top_vector = big.vector  # kept (d numbers) for lambda_max's sampling error ([H13])
+                del run, big, small  # the Ritz vectors: d numbers each that the trace need not hold beside its own
+            with timer("trace"):
+                progress.phase("Hessian: trace", None)
+                trace, trace_rec = self.trace(krylov, scale, generator)
+                del krylov
+        else:
+            with timer("extremes"):
+                progress.phase("Hessian: power iteration", None)
+                op = self.operator.counted()
+                v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(op.device)
+                top = power_iteration(op, v0, rtol=s.eigen_rtol, max_iter=s.iterations)
+                first = record("power", "power iteration", op.products, top.iterations, top.residual, s.eigen_rtol,
+                               top.converged)
+            with timer("trace"):
+                progress.phase("Hessian: trace", None)
+                trace, trace_rec = self.trace(None, abs(top.value), generator)
+            with timer("extremes"):
+                progress.phase("Hessian: shifted power iteration", None)
+                (lam_max, max_rec), (lam_min, min_rec) = both_ends(self.operator, (top.value, first), trace, s, generator)
+            top_vector = top.vector if lam_max == top.value else None
+        check_finite(lambda_max=lam_max, lambda_min=lam_min if lam_min is not None else 0.0, trace=trace.value)
+
+        density = None
+        if s.density:
+            with timer("density"):
+                progress.phase("Hessian: spectral density (SLQ)", DENSITY_PROBES * DENSITY_STEPS)
+                op = self.operator.counted()
+                d = slq_density(op, probes=DENSITY_PROBES, steps=DENSITY_STEPS, generator=generator)
+                density = SpectralDensity(grid=d.grid, density=d.density, sigma=d.sigma, probes=d.probes, steps=d.steps,
+                                          hvps=op.products)
+        blocks = None
+        if s.per_layer or s.blocks:
+            with timer("blocks"):
+                parts = partition(self.names, self.hessian.sizes, per_layer=s.per_layer, patterns=s.blocks)
+                progress.phase("Hessian: per-block curvature", None)
+                blocks = [self._block_curvature(b, generator) for b in parts]
+        details = {"lambda_max": max_rec, "trace": trace_rec} | ({"lambda_min": min_rec} if min_rec is not None else {})
+        return HessianSpectrum(
+            engine=self.name, hvp_mode=self.hessian.mode, lambda_max=lam_max, lambda_min=lam_min, trace=trace.value,
+            trace_stderr=trace.stderr, hvps=self.hvps, converged=all(rec.converged for rec in details.values()),
+            details=details, top_eigenvalues=top_values, density=density, blocks=blocks,
+        ), top_vector
+
+    def _block_curvature(self, block: Block, generator: torch.Generator) -> BlockCurvature:
+        """lambda_max by Lanczos on H_bb, trace by Hutch++ on H_bb with that Lanczos basis ([H10])."""
+        s = self.settings
+        start = self.hvps
+        run = self.krylov(generator, top_k=1, bottom_k=0, index=block.index)
+        big = run.largest[0]
+        eig_rec = record("lanczos_block", _lanczos_method("Lanczos on the diagonal block", run), self.hvps - start,
+                         run.iterations, big.residual, s.eigen_rtol, big.converged, run.restarts)
+        # the block's probes are short, but their products pass through the whole d-length operator
+        op = self.operator.restrict(block.index).counted()
+        scale = max(abs(big.value), run.abs_trace)
+        rows = memory.probe_rows(self.operator.dim, self.hessian.vmap)
+        trace = hutchinson(deflated_probes(op, run.basis, generator, rows), rtol=s.trace_rtol, max_probes=s.max_probes,
+                           chunk=TRACE_CHUNK, offset=float(run.alphas.sum()), scale=scale)
+        trace_rec = trace_record("hutchpp_block_lanczos", "Hutch++ with the block's Lanczos basis as sketch", op.products,
+                                 trace, s.trace_rtol, scale)
+        return BlockCurvature(name=block.name, parameters=list(block.parameters), num_params=op.dim, lambda_max=big.value,
+                              trace=trace.value, trace_stderr=trace.stderr,
+                              details={"lambda_max": eig_rec, "trace": trace_rec})
