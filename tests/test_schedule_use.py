@@ -277,14 +277,15 @@ def test_golden_files_exist() -> None:
 @pytest.mark.parametrize("min_lr", [0.0, 0.02])
 @pytest.mark.parametrize("law", ["linear", "sqrt"])
 def test_every_text_form_of_the_lr_law_is_the_closure(kind: str, warmup_steps: int, min_lr: float, law: str) -> None:
-    """The file's Python expression and the Keras one, evaluated (Keras ops played by numpy, so
-    that this runs without Keras), give learning_rate(schedule)(t) at every step of a budget."""
+    """The file's Python expression, the Keras one and the optax composition, evaluated (Keras
+    ops and optax's schedules played by numpy with optax's documented semantics, so that this
+    runs without either), give learning_rate(schedule)(t) at every step of a budget."""
     import types
 
     import numpy as np
 
     from thermocal.records import ScheduleBase
-    from thermocal.schedule.functions import KERAS, gamma_of, learning_rate, lr_expression
+    from thermocal.schedule.functions import KERAS, gamma_of, learning_rate, lr_expression, lr_law
 
     tau = None if kind == "constant" else 40.0
     schedule = ScheduleBase(kind=kind, eta0=0.3, T0=1.0, Tf=0.1, tau=tau, gamma=1.0 if tau is None else gamma_of(tau, law),
@@ -300,3 +301,26 @@ def test_every_text_form_of_the_lr_law_is_the_closure(kind: str, warmup_steps: i
     lr = eval(text, {"keras": keras, "ETA0": 0.3, "TAU": tau, "WARMUP_STEPS": warmup_steps, "MIN_LR": min_lr, "step": step})
     assert python == pytest.approx(expected, rel=1e-15)
     assert np.broadcast_to(lr, step.shape).tolist() == pytest.approx(expected, rel=1e-12)
+
+    def linear_schedule(init_value, end_value, transition_steps):  # optax: constant init when transition_steps <= 0
+        if transition_steps <= 0:
+            return lambda count: init_value + 0.0 * count
+        return lambda count: init_value + (end_value - init_value) * np.clip(count, 0, transition_steps) / transition_steps
+
+    def join_schedules(schedules, boundaries):
+        def joined(count):
+            out = schedules[0](count)
+            for boundary, later in zip(boundaries, schedules[1:]):
+                out = np.where(count < boundary, out, later(count - boundary))
+            return out
+        return joined
+
+    optax = types.SimpleNamespace(
+        constant_schedule=lambda value: lambda count: value + 0.0 * count,
+        exponential_decay=lambda init_value, transition_steps, decay_rate: lambda count: init_value * decay_rate ** (count / transition_steps),
+        linear_schedule=linear_schedule, join_schedules=join_schedules)
+    lines: list[str] = []
+    composed = lr_law(kind, warmup_steps, min_lr, law).optax(lines)
+    namespace = {"optax": optax, "jnp": np, "ETA0": 0.3, "GAMMA": schedule.gamma, "WARMUP_STEPS": warmup_steps, "MIN_LR": min_lr}
+    exec("\n".join([*lines, f"schedule = {composed}"]), namespace)
+    assert np.asarray(namespace["schedule"](step)).tolist() == pytest.approx(expected, rel=1e-12)

@@ -1,11 +1,11 @@
 """The schedule in other frameworks' terms (`thermocal export --format ...`).
 
 Every snippet takes its numbers from the file (printed with repr, so they round-trip exactly)
-and its learning-rate law from the file's own `lr_expression` (torch's lr_at) or from the same
-`functions.lr_expression` printed in Keras ops, so it cannot drift from
-`thermocal.load_schedule(path).lr(t)`. Plain exponential schedules use each framework's
-exponential type (torch ExponentialLR, optax.exponential_decay, keras ExponentialDecay);
-warmup and a floor use a function of the step built from the same expression.
+and its learning-rate law from the schedule's one `Law` tree (schedule/functions.py): torch's
+lr_at is the file's `lr_expression` (the tree printed in Python), Keras' is the tree printed in
+Keras ops, optax's is the tree composed of optax schedules, so none can drift from
+`thermocal.load_schedule(path).lr(t)`. A law that is a bare exponential uses each framework's
+exponential type (torch ExponentialLR, optax.exponential_decay, keras ExponentialDecay).
 """
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ from typing import Callable, Iterable, Iterator
 
 from thermocal.records import ScheduleBase
 from thermocal.schedule.file import ScheduleFile, dumps
-from thermocal.schedule.functions import KERAS, learning_rate, lr_expression, temperature, timescale_source, total_steps
+from thermocal.schedule.functions import (
+    KERAS, Exponential, learning_rate, lr_expression, schedule_lr_law, temperature, timescale_source, total_steps,
+)
 
 SNIPPETS = ("torch", "hf", "lightning", "optax", "keras")
 FORMATS = ("yaml", "json", "csv", *SNIPPETS, "env")
 
 
 def _plain_exponential(s: ScheduleBase) -> bool:
-    return s.kind == "exponential" and s.warmup_steps == 0 and s.min_lr == 0
+    """The law is a bare exponential (no warmup, no floor): every framework has a type for it."""
+    return isinstance(schedule_lr_law(s), Exponential)
 
 
 def _constants(doc: ScheduleFile) -> str:
@@ -99,24 +102,11 @@ def lightning_snippet(doc: ScheduleFile) -> str:
 
 
 def optax_snippet(doc: ScheduleFile) -> str:
-    s = doc.schedule
-    text = "import jax.numpy as jnp\nimport optax\n\n" + _constants(doc) + "\n"
-    if s.kind == "constant":
-        cooling = "optax.constant_schedule(ETA0)"
-    else:
-        cooling = "optax.exponential_decay(init_value=ETA0, transition_steps=1, decay_rate=GAMMA)"
-    if s.warmup_steps:
-        body = (f"cooling = {cooling}\n"
-                "warmup = optax.linear_schedule(init_value=ETA0 / WARMUP_STEPS, end_value=ETA0, transition_steps=WARMUP_STEPS - 1)\n"
-                "joined = optax.join_schedules([warmup, cooling], boundaries=[WARMUP_STEPS])\n")
-        last = "joined"
-    else:
-        body, last = f"joined = {cooling}\n", "joined"
-    if s.min_lr > 0:
-        body += f"schedule = lambda count: jnp.maximum(MIN_LR, {last}(count))\n"
-    else:
-        body += f"schedule = {last}\n"
-    return text + body + "optimizer = optax.sgd(learning_rate=schedule)\n"
+    lines: list[str] = []
+    schedule = schedule_lr_law(doc.schedule).optax(lines)
+    statements = "".join(f"{line}\n" for line in lines)
+    return ("import jax.numpy as jnp\nimport optax\n\n" + _constants(doc) + "\n" + statements
+            + f"schedule = {schedule}\noptimizer = optax.sgd(learning_rate=schedule)\n")
 
 
 def keras_snippet(doc: ScheduleFile) -> str:

@@ -2,13 +2,15 @@
 
 Each factory checks its arguments once and returns a function of t, in the style of optax;
 warmup and the learning-rate floor compose by functions (`join`, `floored`), not subclasses.
+A schedule's laws are `Law` trees over its field names (`lr_law`, `temperature_law`): the
+closures, the file's expressions and every export's law are generated from them.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, Mapping
 
 from thermocal.records import ScheduleBase
 
@@ -49,10 +51,15 @@ def floored(fn: StepFn, minimum: float) -> StepFn:
     return lambda t: max(minimum, fn(t))
 
 
+# The learning rate's e-folding time in units of tau: eta ∝ T (`linear`) decays with T, eta ∝ √T
+# (`sqrt`, the seed's) half as fast.
+TIMESCALE_FACTOR = {"linear": 1, "sqrt": 2}
+
+
 def timescale_of(tau: float, law: str) -> float:
     """The learning rate's e-folding time when T(t) = T0·exp(−t/tau): tau when eta ∝ T (`linear`),
     2·tau when eta ∝ √T (`sqrt`)."""
-    return tau if law == "linear" else 2.0 * tau
+    return TIMESCALE_FACTOR[law] * tau
 
 
 def lr_timescale(schedule: ScheduleBase) -> float | None:
@@ -63,15 +70,6 @@ def lr_timescale(schedule: ScheduleBase) -> float | None:
 def gamma_of(tau: float, law: str) -> float:
     """The per-step learning-rate factor exp(−1/timescale)."""
     return math.exp(-1.0 / timescale_of(tau, law))
-
-
-def learning_rate(schedule: ScheduleBase) -> StepFn:
-    """eta(t): optional linear warmup over warmup_steps, then eta0 · exp(−t'/timescale) with t' the
-    steps since warmup (constant eta0 for a flat schedule), never below min_lr."""
-    timescale = lr_timescale(schedule)
-    cooling = constant(schedule.eta0) if timescale is None else exponential(schedule.eta0, timescale)
-    fn = join(linear_warmup(schedule.eta0, schedule.warmup_steps), cooling, schedule.warmup_steps) if schedule.warmup_steps else cooling
-    return floored(fn, schedule.min_lr) if schedule.min_lr > 0 else fn
 
 
 def cooling_phase(schedule: ScheduleBase) -> ScheduleBase:
@@ -93,22 +91,12 @@ def minimal_work(schedule: ScheduleBase, grad_sq_mean: float) -> float | None:
     return schedule.eta0 * grad_sq_mean * timescale * -math.expm1(-end / timescale)
 
 
-def temperature(schedule: ScheduleBase) -> StepFn:
-    """T(t) = T0 during warmup, then T0 · exp(−t'/tau) (constant T0 for a flat schedule)."""
-    cooling = constant(schedule.T0) if schedule.tau is None else exponential(schedule.T0, schedule.tau)
-    return join(constant(schedule.T0), cooling, schedule.warmup_steps) if schedule.warmup_steps else cooling
-
-
 @dataclass(frozen=True)
 class Syntax:
-    """How one language spells the pieces of the lr law: the schedule's names, the step, the
-    exponential, a two-way choice and the floor. Every text form of the law (the file's
-    `lr_expression`, the Keras snippet) is printed from `lr_expression` in one Syntax."""
+    """How one language spells the pieces of a law: a schedule field's name, the step, the
+    number two, the exponential, a two-way choice and the floor."""
 
-    eta0: str
-    tau: str
-    warmup_steps: str
-    min_lr: str
+    name: Callable[[str], str]  # a schedule field (eta0, tau, T0, ...) as this language names it
     t: str
     two: str
     exp: str
@@ -116,34 +104,179 @@ class Syntax:
     floor: Callable[[str, str], str]  # (minimum, value)
 
 
-PYTHON = Syntax("eta0", "tau", "warmup_steps", "min_lr", "t", "2", "exp",
-                lambda c, a, b: f"{a} if {c} else {b}", lambda m, v: f"max({m}, {v})")
+PYTHON = Syntax(str, "t", "2", "exp", lambda c, a, b: f"{a} if {c} else {b}", lambda m, v: f"max({m}, {v})")
 # Keras ops on the snippet's constants; the floor by where, not ops.maximum (it drops float64 on torch).
-KERAS = Syntax("ETA0", "TAU", "WARMUP_STEPS", "MIN_LR", "step", "2.0", "keras.ops.exp",
-               lambda c, a, b: f"keras.ops.where({c}, {a}, {b})", lambda m, v: f"keras.ops.where({v} > {m}, {v}, {m})")
+KERAS = Syntax(str.upper, "step", "2.0", "keras.ops.exp", lambda c, a, b: f"keras.ops.where({c}, {a}, {b})",
+               lambda m, v: f"keras.ops.where({v} > {m}, {v}, {m})")
+
+Values = Mapping[str, float]  # a schedule's fields by name
 
 
-def timescale_source(law: str, syntax: Syntax = PYTHON) -> str:
-    """`timescale_of` as text: tau, or 2·tau for the seed's eta ∝ √T."""
-    return syntax.tau if law == "linear" else f"({syntax.two} * {syntax.tau})"
+class Law:
+    """A schedule law of the step t as a tree over the schedule's field names: the one
+    representation. `closure` binds the fields' values (the functions the runtime, the
+    diagnostics and csv evaluate), `text` prints it in a Syntax (the file's lr_expression, the
+    Keras snippet), `optax` composes optax's schedules (the optax snippet)."""
+
+    def closure(self, values: Values) -> StepFn:
+        raise NotImplementedError
+
+    def text(self, syntax: Syntax, t: str | None = None) -> str:
+        raise NotImplementedError
+
+    def optax(self, lines: list[str]) -> str:
+        """An optax schedule expression; any statement it needs first is appended to `lines`."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Constant(Law):
+    value: str
+
+    def closure(self, values: Values) -> StepFn:
+        return constant(values[self.value])
+
+    def text(self, syntax: Syntax, t: str | None = None) -> str:
+        return syntax.name(self.value)
+
+    def optax(self, lines: list[str]) -> str:
+        return f"optax.constant_schedule({self.value.upper()})"
+
+
+@dataclass(frozen=True)
+class Exponential(Law):
+    """initial · exp(−t / (factor·tau)); `per_step`, when given, names the field that holds
+    exp(−1/(factor·tau)) (optax decays by it)."""
+
+    initial: str
+    tau: str
+    factor: int = 1
+    per_step: str | None = None
+
+    def closure(self, values: Values) -> StepFn:
+        return exponential(values[self.initial], self.factor * values[self.tau])
+
+    def timescale(self, syntax: Syntax) -> str:
+        tau = syntax.name(self.tau)
+        return tau if self.factor == 1 else f"({syntax.two if self.factor == 2 else self.factor} * {tau})"
+
+    def text(self, syntax: Syntax, t: str | None = None) -> str:
+        return f"{syntax.name(self.initial)} * {syntax.exp}(-{t or syntax.t} / {self.timescale(syntax)})"
+
+    def optax(self, lines: list[str]) -> str:
+        if self.per_step is None:
+            raise ValueError("optax decays by a per-step factor, and this law names none")
+        return (f"optax.exponential_decay(init_value={self.initial.upper()}, transition_steps=1, "
+                f"decay_rate={self.per_step.upper()})")
+
+
+@dataclass(frozen=True)
+class Warmup(Law):
+    """peak · (t + 1) / steps: reaches the peak at t = steps − 1, never starts at zero."""
+
+    peak: str
+    steps: str
+
+    def closure(self, values: Values) -> StepFn:
+        return linear_warmup(values[self.peak], int(values[self.steps]))
+
+    def text(self, syntax: Syntax, t: str | None = None) -> str:
+        return f"{syntax.name(self.peak)} * ({t or syntax.t} + 1) / {syntax.name(self.steps)}"
+
+    def optax(self, lines: list[str]) -> str:
+        peak, steps = self.peak.upper(), self.steps.upper()
+        return f"optax.linear_schedule(init_value={peak} / {steps}, end_value={peak}, transition_steps={steps} - 1)"
+
+
+@dataclass(frozen=True)
+class Join(Law):
+    """`first` before `boundary`, then `second` counted from the boundary."""
+
+    first: Law
+    second: Law
+    boundary: str
+
+    def closure(self, values: Values) -> StepFn:
+        return join(self.first.closure(values), self.second.closure(values), int(values[self.boundary]))
+
+    def text(self, syntax: Syntax, t: str | None = None) -> str:
+        t, boundary = t or syntax.t, syntax.name(self.boundary)
+        return syntax.select(f"{t} < {boundary}", self.first.text(syntax, t), self.second.text(syntax, f"({t} - {boundary})"))
+
+    def optax(self, lines: list[str]) -> str:
+        lines += [f"warmup = {self.first.optax(lines)}", f"cooling = {self.second.optax(lines)}"]
+        return f"optax.join_schedules([warmup, cooling], boundaries=[{self.boundary.upper()}])"
+
+
+@dataclass(frozen=True)
+class Floor(Law):
+    """max(minimum, inner)."""
+
+    inner: Law
+    minimum: str
+
+    def closure(self, values: Values) -> StepFn:
+        return floored(self.inner.closure(values), values[self.minimum])
+
+    def text(self, syntax: Syntax, t: str | None = None) -> str:
+        return syntax.floor(syntax.name(self.minimum), self.inner.text(syntax, t))
+
+    def optax(self, lines: list[str]) -> str:
+        lines.append(f"unfloored = {self.inner.optax(lines)}")
+        return f"lambda count: jnp.maximum({self.minimum.upper()}, unfloored(count))"
+
+
+def lr_law(kind: str, warmup_steps: int, min_lr: float, law: Literal["linear", "sqrt"] = "sqrt") -> Law:
+    """eta(t): optional linear warmup over warmup_steps, then eta0 · exp(−t'/timescale) with t' the
+    steps since warmup (constant eta0 for a flat schedule), never below min_lr; the timescale is
+    tau for eta ∝ T (`linear`) and 2·tau for eta ∝ √T (`sqrt`)."""
+    cooling: Law = Constant("eta0") if kind == "constant" else Exponential("eta0", "tau", TIMESCALE_FACTOR[law], "gamma")
+    if warmup_steps:
+        cooling = Join(Warmup("eta0", "warmup_steps"), cooling, "warmup_steps")
+    return Floor(cooling, "min_lr") if min_lr > 0 else cooling
+
+
+def temperature_law(kind: str, warmup_steps: int) -> Law:
+    """T(t) = T0 during warmup, then T0 · exp(−t'/tau) (constant T0 for a flat schedule)."""
+    if kind == "constant":
+        return Constant("T0")
+    cooling = Exponential("T0", "tau")
+    return Join(Constant("T0"), cooling, "warmup_steps") if warmup_steps else cooling
+
+
+def _values(schedule: ScheduleBase) -> dict[str, float]:
+    return {"eta0": schedule.eta0, "tau": schedule.tau, "gamma": schedule.gamma, "T0": schedule.T0,
+            "warmup_steps": schedule.warmup_steps, "min_lr": schedule.min_lr}
+
+
+def schedule_lr_law(schedule: ScheduleBase) -> Law:
+    return lr_law(schedule.kind, schedule.warmup_steps, schedule.min_lr, schedule.lr_law)
+
+
+def learning_rate(schedule: ScheduleBase) -> StepFn:
+    """eta(t) of the schedule: its `lr_law` with the schedule's values bound."""
+    return schedule_lr_law(schedule).closure(_values(schedule))
+
+
+def temperature(schedule: ScheduleBase) -> StepFn:
+    """T(t) of the schedule: its `temperature_law` with the schedule's values bound."""
+    return temperature_law(schedule.kind, schedule.warmup_steps).closure(_values(schedule))
+
+
+def timescale_source(law: str) -> str:
+    """The lr's e-folding time as text: tau, or (2 * tau) for the seed's eta ∝ √T."""
+    return Exponential("eta0", "tau", TIMESCALE_FACTOR[law]).timescale(PYTHON)
 
 
 def lr_expression(kind: str, warmup_steps: int, min_lr: float, law: Literal["linear", "sqrt"] = "sqrt",
                   syntax: Syntax = PYTHON) -> str:
-    """The closed form of `learning_rate` as an expression in `syntax` (by default Python, in the
-    schedule's own field names and the step t, with exp = math.exp: what files hold)."""
-    n = syntax
-    since = n.t if not warmup_steps else f"({n.t} - {n.warmup_steps})"
-    cooling = n.eta0 if kind == "constant" else f"{n.eta0} * {n.exp}(-{since} / {timescale_source(law, n)})"
-    if warmup_steps:
-        cooling = n.select(f"{n.t} < {n.warmup_steps}", f"{n.eta0} * ({n.t} + 1) / {n.warmup_steps}", cooling)
-    return n.floor(n.min_lr, cooling) if min_lr > 0 else cooling
+    """`lr_law` as text in `syntax` (by default Python, in the schedule's own field names and the
+    step t, with exp = math.exp: what files hold)."""
+    return lr_law(kind, warmup_steps, min_lr, law).text(syntax)
 
 
 def temperature_expression(kind: str, warmup_steps: int) -> str:
-    if kind == "constant":
-        return "T0"
-    return "T0 if t < warmup_steps else T0 * exp(-(t - warmup_steps) / tau)" if warmup_steps else "T0 * exp(-t / tau)"
+    return temperature_law(kind, warmup_steps).text(PYTHON)
 
 
 def total_steps(schedule: ScheduleBase) -> int | None:
