@@ -108,51 +108,10 @@ class NativeEngine:
                  timer: Timer) -> tuple[HessianSpectrum, torch.Tensor | None]:
         """The spectrum, and lambda_max's eigenvector (None when the power iteration found lambda_min first)."""
         s = self.settings
-        top_values: list[float] | None = None
-        if s.solver == "lanczos":
-            with timer("extremes"):
-                both = s.resolves_lambda_min
-                progress.phase("Hessian: Lanczos (both ends)" if both else "Hessian: Lanczos (lambda_max)", None)
-                start = self.hvps
-                run = self.krylov(generator, top_k=s.top_k, bottom_k=1 if both else 0)
-                hvps = self.hvps - start
-                big = run.largest[0]
-                method = _lanczos_method("Lanczos, full reorthogonalization, Ritz residual test", run)
-                max_rec = record("lanczos", method, hvps, run.iterations, big.residual, s.eigen_rtol, big.converged, run.restarts)
-                lam_max = big.value
-                if both:
-                    small = run.smallest[0]
-                    min_rec = record("lanczos", method, hvps, run.iterations, small.residual, s.eigen_rtol, small.converged,
-                                     run.restarts)
-                    lam_min = small.value
-                else:
-                    small, min_rec, lam_min = None, None, None
-                if s.top_k > 1:
-                    top_values = [p.value for p in run.largest]
-                krylov, scale = (run.basis, float(run.alphas.sum())), max(abs(lam_max), run.abs_trace)
-                top_vector = big.vector  # kept (d numbers) for lambda_max's sampling error ([H13])
-                del run, big, small  # the Ritz vectors: d numbers each that the trace need not hold beside its own
-            with timer("trace"):
-                progress.phase("Hessian: trace", None)
-                trace, trace_rec = self.trace(krylov, scale, generator)
-                del krylov
-        else:
-            with timer("extremes"):
-                progress.phase("Hessian: power iteration", None)
-                op = self.operator.counted()
-                v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(op.device)
-                top = power_iteration(op, v0, rtol=s.eigen_rtol, max_iter=s.iterations)
-                first = record("power", "power iteration", op.products, top.iterations, top.residual, s.eigen_rtol,
-                               top.converged)
-            with timer("trace"):
-                progress.phase("Hessian: trace", None)
-                trace, trace_rec = self.trace(None, abs(top.value), generator)
-            with timer("extremes"):
-                progress.phase("Hessian: shifted power iteration", None)
-                (lam_max, max_rec), (lam_min, min_rec) = both_ends(self.operator, (top.value, first), trace, s, generator)
-            top_vector = top.vector if lam_max == top.value else None
+        run = self._lanczos_route if s.solver == "lanczos" else self._power_route
+        ends, trace, trace_rec, top_vector, top_values = run(generator, progress, timer)
+        (lam_max, max_rec), (lam_min, min_rec) = ends
         check_finite(lambda_max=lam_max, lambda_min=lam_min if lam_min is not None else 0.0, trace=trace.value)
-
         density = None
         if s.density:
             with timer("density"):
@@ -173,6 +132,51 @@ class NativeEngine:
             trace_stderr=trace.stderr, hvps=self.hvps, converged=all(rec.converged for rec in details.values()),
             details=details, top_eigenvalues=top_values, density=density, blocks=blocks,
         ), top_vector
+
+    def _lanczos_route(self, generator: torch.Generator, progress: Progress, timer: Timer):
+        """Lanczos for lambda_max (and lambda_min when asked, [H7]), then Hutch++ with its basis ([H8])."""
+        s = self.settings
+        with timer("extremes"):
+            both = s.resolves_lambda_min
+            progress.phase("Hessian: Lanczos (both ends)" if both else "Hessian: Lanczos (lambda_max)", None)
+            start = self.hvps
+            run = self.krylov(generator, top_k=s.top_k, bottom_k=1 if both else 0)
+            hvps = self.hvps - start
+            method = _lanczos_method("Lanczos, full reorthogonalization, Ritz residual test", run)
+
+            def end(pair) -> tuple[float, EstimateRecord]:
+                return pair.value, record("lanczos", method, hvps, run.iterations, pair.residual, s.eigen_rtol,
+                                          pair.converged, run.restarts)
+
+            top = end(run.largest[0])
+            bottom = end(run.smallest[0]) if both else (None, None)
+            top_values = [p.value for p in run.largest] if s.top_k > 1 else None
+            krylov, scale = (run.basis, float(run.alphas.sum())), max(abs(top[0]), run.abs_trace)
+            top_vector = run.largest[0].vector  # kept (d numbers) for lambda_max's sampling error ([H13])
+            del run  # the other Ritz vectors: d numbers each that the trace need not hold beside its own
+        with timer("trace"):
+            progress.phase("Hessian: trace", None)
+            trace, trace_rec = self.trace(krylov, scale, generator)
+        return (top, bottom), trace, trace_rec, top_vector, top_values
+
+    def _power_route(self, generator: torch.Generator, progress: Progress, timer: Timer):
+        """Power iteration, the trace, then the far end by shifted power iteration ([H4])."""
+        s = self.settings
+        with timer("extremes"):
+            progress.phase("Hessian: power iteration", None)
+            op = self.operator.counted()
+            v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(op.device)
+            top = power_iteration(op, v0, rtol=s.eigen_rtol, max_iter=s.iterations)
+            first = record("power", "power iteration", op.products, top.iterations, top.residual, s.eigen_rtol,
+                           top.converged)
+        with timer("trace"):
+            progress.phase("Hessian: trace", None)
+            trace, trace_rec = self.trace(None, abs(top.value), generator)
+        with timer("extremes"):
+            progress.phase("Hessian: shifted power iteration", None)
+            ends = both_ends(self.operator, (top.value, first), trace, s, generator)
+        top_vector = top.vector if ends[0][0] == top.value else None
+        return ends, trace, trace_rec, top_vector, None
 
     def _block_curvature(self, block: Block, generator: torch.Generator) -> BlockCurvature:
         """lambda_max by Lanczos on H_bb, trace by Hutch++ on H_bb with that Lanczos basis ([H10])."""
