@@ -327,3 +327,36 @@ def test_blocks_by_regex_and_their_errors() -> None:
         partition(names, sizes, per_layer=False, patterns=["decoder"])
     with pytest.raises(Exception, match=r"--blocks '\(' is not a regular expression"):
         partition(names, sizes, per_layer=False, patterns=["("])
+
+
+@pytest.mark.parametrize("engine_name", ["native", "pyhessian"])
+def test_both_engines_meet_one_protocol(engine_name: str) -> None:
+    """open_engine gives an engine whose operator is the dense Hessian (float64 model), whose
+    hvps counts every product taken through the operator, and whose spectrum has the dense
+    extremes and counts its own products in the record."""
+    from thermocal.curvature.engine import open_engine
+    from thermocal.progress import NoProgress, Timer
+
+    x, y = classification_sample(60, seed=4)
+    model = mlp([5, 6, 3], seed=7).double()
+    x = x.double()
+    h = dense_hessian(model, F.cross_entropy, x, y)
+    named = list(model.named_parameters())
+    settings = engine_config(engine=engine_name, batch_size=20, eig_rtol=1e-6, method="power")
+    engine = open_engine(model, F.cross_entropy, [(x, y)], [p for _, p in named], [n for n, _ in named], settings, CPU,
+                         NoProgress())
+    try:
+        vectors = torch.randn(3, h.shape[0], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        torch.testing.assert_close(engine.operator.matmat(vectors), vectors @ h, rtol=1e-8, atol=1e-10)
+        assert engine.hvps == 3
+        spec, top_vector = engine.spectrum(torch.Generator().manual_seed(1), NoProgress(), Timer())
+    finally:
+        engine.release()
+    exact = torch.linalg.eigvalsh(h)
+    assert spec.engine == engine_name
+    assert spec.lambda_max == pytest.approx(float(exact[-1]), rel=1e-5)
+    assert spec.lambda_min == pytest.approx(float(exact[0]), abs=1e-4 * float(exact[-1]))
+    assert spec.hvps == engine.hvps == 3 + sum(rec.hvps for rec in spec.details.values())
+    if top_vector is not None:
+        v = top_vector.double() / torch.linalg.vector_norm(top_vector.double())
+        assert float(v @ h @ v) == pytest.approx(spec.lambda_max, rel=1e-5)
