@@ -3,8 +3,9 @@ the Hessian's examples as an `Operator`, counts every product it computes, and m
 spectrum with its own estimators. The native engine (curvature/native.py) is the default;
 pyhessian's (curvature/pyhessian_engine.py) is imported only when asked for.
 
-The steps every engine shares (the curvature along the gradient noise, lambda_max's sampling
-error) use `operator`; `hvps` counts the products of both.
+The curvature along the gradient noise, a step every engine shares, uses `operator`, and
+`hvps` counts its products too. (lambda_max's sampling error, curvature/sampling.py, takes one
+native product per group of examples, whichever engine ran, and adds one to the count.)
 """
 
 from __future__ import annotations

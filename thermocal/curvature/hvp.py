@@ -26,8 +26,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from thermocal.curvature.operator import Operator
 from thermocal.losses import LossFn
+from thermocal.noise import Batch
 
-Batch = tuple[torch.Tensor, torch.Tensor]
 Mode = Literal["rev-rev", "fwd-rev"]
 MODES: tuple[Mode, ...] = ("rev-rev", "fwd-rev")
 

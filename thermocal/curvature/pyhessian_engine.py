@@ -143,7 +143,6 @@ class PyHessianEngine:
             self._hessian = _CountingHessian(model, loss_fn, dataloader=list(batches), cuda=cuda, on_hvp=on_hvp)
         self.params: list[torch.Tensor] = list(self._hessian.params)
         self.operator = _Products(self._hessian, self.params)
-        self.dim = self.operator.dim
         self.settings, self.device = settings, device
 
     @property

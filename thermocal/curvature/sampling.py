@@ -18,10 +18,10 @@ from typing import Sequence
 
 import torch
 
-from thermocal.curvature.hvp import Batch, HessianOperator, Mode
+from thermocal.curvature.hvp import HessianOperator, Mode
 from thermocal.distributed import SINGLE, Group
 from thermocal.losses import LossFn
-from thermocal.noise import split_batches
+from thermocal.noise import Batch, split_batches
 from thermocal.progress import NoProgress, Progress
 from thermocal.records import HessianSpectrum
 

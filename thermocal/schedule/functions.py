@@ -93,20 +93,20 @@ def minimal_work(schedule: ScheduleBase, grad_sq_mean: float) -> float | None:
 
 @dataclass(frozen=True)
 class Syntax:
-    """How one language spells the pieces of a law: a schedule field's name, the step, the
-    number two, the exponential, a two-way choice and the floor."""
+    """How one language spells the pieces of a law: a schedule field's name, the step, a whole
+    number, the exponential, a two-way choice and the floor."""
 
     name: Callable[[str], str]  # a schedule field (eta0, tau, T0, ...) as this language names it
     t: str
-    two: str
+    number: Callable[[int], str]
     exp: str
     select: Callable[[str, str, str], str]  # (condition, if true, if false)
     floor: Callable[[str, str], str]  # (minimum, value)
 
 
-PYTHON = Syntax(str, "t", "2", "exp", lambda c, a, b: f"{a} if {c} else {b}", lambda m, v: f"max({m}, {v})")
+PYTHON = Syntax(str, "t", str, "exp", lambda c, a, b: f"{a} if {c} else {b}", lambda m, v: f"max({m}, {v})")
 # Keras ops on the snippet's constants; the floor by where, not ops.maximum (it drops float64 on torch).
-KERAS = Syntax(str.upper, "step", "2.0", "keras.ops.exp", lambda c, a, b: f"keras.ops.where({c}, {a}, {b})",
+KERAS = Syntax(str.upper, "step", lambda n: f"{n}.0", "keras.ops.exp", lambda c, a, b: f"keras.ops.where({c}, {a}, {b})",
                lambda m, v: f"keras.ops.where({v} > {m}, {v}, {m})")
 
 Values = Mapping[str, float]  # a schedule's fields by name
@@ -158,7 +158,7 @@ class Exponential(Law):
 
     def timescale(self, syntax: Syntax) -> str:
         tau = syntax.name(self.tau)
-        return tau if self.factor == 1 else f"({syntax.two if self.factor == 2 else self.factor} * {tau})"
+        return tau if self.factor == 1 else f"({syntax.number(self.factor)} * {tau})"
 
     def text(self, syntax: Syntax, t: str | None = None) -> str:
         return f"{syntax.name(self.initial)} * {syntax.exp}(-{t or syntax.t} / {self.timescale(syntax)})"
