@@ -91,7 +91,8 @@ def test_the_temperature_at_a_fixed_lr_is_proportional_to_one_over_b() -> None:
     trace_sigma1 = float(((per_example - per_example.mean(0)) ** 2).sum(1).mean())
     temps = {}
     for b in (8, 32):
-        doc = thermocal.probe(model, (x, y.unsqueeze(1)), Config(batch_size=b, steps=1000, hessian_samples=None))
+        settings = Config(batch_size=b, steps=1000, hessian_samples=None, probe_budget=None)  # one Hessian for both
+        doc = thermocal.probe(model, (x, y.unsqueeze(1)), settings)
         noise = doc.measurements.gradient_noise
         expected = trace_sigma1 / b * (n - b) / (n - 1)
         assert abs(noise.grad_var - expected) <= 3 * noise.grad_var_stderr, b  # a stated statistical tolerance

@@ -58,6 +58,9 @@ class Config(Record):
     steps: int | None = Field(None, ge=1, le=10**12, description="training budget in optimizer steps")
     warmup_steps: int = Field(0, ge=0, le=10**12, description="linear warmup to eta0 over this many steps before cooling")
     min_lr: float = Field(0.0, ge=0.0, description="never schedule a learning rate below this floor")
+    probe_budget: float | None = Field(0.25, gt=0, description="with --steps: fewer Hessian examples, so that the probe "
+                                       "costs at most this fraction of the training run's example-gradients (steps × "
+                                       "batch size; method.md [S9]; null in --config: no bound)")
 
     # the calibration
     rules: Literal["loss-units", "literal"] = Field("loss-units", description="loss-units: calibration v2 (temperatures in "
@@ -91,7 +94,8 @@ class Config(Record):
                                    "alone, 1e-3 when lambda_min is resolved; pyhessian 1e-2)")
     max_iter: int | None = Field(None, ge=1, description="iterations of each eigen-solver run (default: lanczos 1000, "
                                  "power 20000)")
-    trace_rtol: float = Field(0.02, gt=0, description="trace standard error target, relative to its scale")
+    trace_rtol: float = Field(0.035, gt=0, description="trace standard error target, relative to its scale (0.035 moves "
+                              "lr(t)/eta0 by under 1%, method.md [H12])")
     max_probes: int = Field(1000, ge=10, description="probe budget of the trace")
     lambda_min: bool = Field(False, description="resolve lambda_min to full accuracy (always for the literal rules)")
     micro_batch: int = Field(1024, ge=1, description="examples per forward/backward in Hessian-vector products")
@@ -181,10 +185,16 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise InputError(f"cannot be read as TOML, JSON or YAML ({printable(str(exc).splitlines()[0] if str(exc) else '')})",
                          path) from exc
     if isinstance(data, dict) and isinstance(data.get("settings"), dict) and "format" in data:
-        data = data["settings"]
+        data = recorded_settings(data["settings"])
     if not isinstance(data, dict):
         raise InputError("does not hold a mapping of settings", path)
     return data
+
+
+def recorded_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A schedule file's `settings` as what made it: a file written before --probe-budget existed
+    (or with it unset, which is not written) probed without a bound."""
+    return settings if "probe_budget" in settings else {**settings, "probe_budget": None}
 
 
 def from_environment(environ: dict[str, str] | None = None) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """The measuring recipe (method.md §0–§2): prepare → minibatch gradients → gradient noise →
-an engine's Hessian spectrum → the curvature along the noise → lambda_max's sampling error.
+an engine's Hessian spectrum → the curvature along the noise → lambda_max's sampling error →
+what it all cost (budget.py, which also sizes the Hessian's sample to --probe-budget).
 
 Each step lives beside what it bounds: preparation in prepare.py, the gradients and their
 statistics in noise.py, the engines and estimators in curvature/ (engine.py says what every
@@ -12,10 +13,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from thermocal.budget import budget_examples, cost, planned_products
 from thermocal.config import Config
 from thermocal.curvature.engine import open_engine
 from thermocal.curvature.hvp import supports_forward_mode
-from thermocal.curvature.native import hvp_mode
+from thermocal.curvature.native import LANCZOS_MIN_ITER, hvp_mode
 from thermocal.curvature.noise_curvature import deviations, noise_curvature
 from thermocal.curvature.sampling import with_sampling_error
 from thermocal.distributed import SINGLE, Group
@@ -59,7 +61,7 @@ def probe(
     The sample is shuffled with the seeded generator and cut into K = ⌊N/B⌋ minibatches of the
     training batch size B; a short last batch is dropped. The Hessian is that of the mean loss
     over the first `hessian_samples` of the same shuffled K·B examples (all by default when
-    there are at most 512).
+    there are at most 512), fewer with `steps` when `probe_budget` bounds the probe's cost.
     """
     s = settings
     if s.engine == "pyhessian" and group.distributed:  # before any work: it would fail after the gradients
@@ -82,6 +84,9 @@ def probe(
         del grads
 
     n_hessian = min(s.hessian_samples or k * b, k * b)
+    planned = planned_products(LANCZOS_MIN_ITER, len(rows))
+    if s.probe_budget is not None and s.steps is not None:
+        n_hessian = min(n_hessian, budget_examples(s.probe_budget, s.steps, b, k * b, planned))
     inputs, targets = p.inputs[:n_hessian], p.targets[:n_hessian]
     engine = open_engine(p.model, p.loss_fn, split_batches(inputs, targets, s.micro_batch), p.params, p.names, s, device,
                          progress, group)
@@ -96,12 +101,13 @@ def probe(
         with timer("sampling"):
             spectrum = with_sampling_error(spectrum, p.model, p.loss_fn, inputs, targets, p.params, top_vector,
                                            batch_size=b, mode=hvp_mode(s), group=group, progress=progress)
+    spent = cost(k * b, n_hessian, spectrum.hvps + curvature.hvps, planned, s.steps, b, s.probe_budget)
     return ProbeResult(
         loss=p.loss_name,
         num_params=sum(param.numel() for param in p.params),
         unused_parameters=p.unused,
         dtype=str(p.dtype).removeprefix("torch."),
         hessian_samples=n_hessian,
-        measurements=Measurements(gradient_noise=noise, hessian=spectrum, noise_curvature=curvature),
+        measurements=Measurements(gradient_noise=noise, hessian=spectrum, noise_curvature=curvature, cost=spent),
         timings={phase: round(seconds, 6) for phase, seconds in timer.seconds.items()},
     )

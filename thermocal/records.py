@@ -219,10 +219,26 @@ def _missed(details: dict[str, EstimateRecord], eigenvalues: dict[str, float | N
     return [name for name, rec in details.items() if not (rec.converged and met.get(name, True))]
 
 
+class ProbeCost(Record):
+    """What the probe spent, in example-gradients (a forward and a backward of one example), and
+    against the training run it schedules (method.md [S9]): the gradient noise's examples, plus
+    EXAMPLE_GRADIENTS_PER_HVP per Hessian example and product."""
+
+    example_gradients: int = Field(ge=0)
+    gradient_examples: int = Field(ge=0, description="examples of the minibatch gradients (K·B)")
+    hessian_examples: int = Field(ge=0)
+    hvps: int = Field(ge=0, description="every Hessian-vector product: spectrum, sampling error, noise curvature")
+    planned_hvps: int = Field(ge=0, description="the products the budget planned for (the default route's minimum)")
+    training_example_gradients: int | None = Field(default=None, ge=1, description="steps × batch size (with --steps)")
+    fraction: float | None = Field(default=None, ge=0, description="example_gradients / training_example_gradients")
+    budget: float | None = Field(default=None, gt=0, description="--probe-budget when it applied (with --steps)")
+
+
 class Measurements(Record):
     gradient_noise: GradientNoise
     hessian: HessianSpectrum
     noise_curvature: NoiseCurvature | None = None
+    cost: ProbeCost | None = None
 
 
 class Rules(Record):

@@ -8,6 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from thermocal.records import ProbeCost
 from thermocal.schedule.file import ScheduleFile
 
 _STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "info": "dim"}
@@ -78,7 +79,24 @@ def _measurements(doc: ScheduleFile) -> Table:
         _row(measured, f"top {len(hess.top_eigenvalues)}", ", ".join(f"{v:.4g}" for v in hess.top_eigenvalues), "Lanczos Ritz values")
     timing = ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in doc.timings.items())
     _row(measured, "engine", f"{hess.engine}", f"{hess.hvp_mode or ''} {hess.hvps} HVPs in all; {timing}".strip())
+    if doc.measurements.cost is not None:
+        _row(measured, "probe cost", f"{doc.measurements.cost.example_gradients:,}", _cost(doc.measurements.cost))
     return measured
+
+
+def _cost(cost: ProbeCost) -> str:
+    """How the probe's example-gradients compare with the training run's, and with the budget."""
+    how = (f"example-gradients: {cost.gradient_examples:,} for the gradients, {cost.hvps} HVPs (with the noise "
+           f"curvature's) on "
+           f"{cost.hessian_examples:,} Hessian examples")
+    if cost.fraction is None:
+        return how
+    how += f"; {cost.fraction:.2f} of the training run's {cost.training_example_gradients:,}"
+    if cost.budget is not None:
+        over = cost.fraction > cost.budget
+        how += (f", OVER the budget of {cost.budget:g} ({cost.hvps} HVPs where {cost.planned_hvps} were planned)"
+                if over else f" (budget {cost.budget:g})")
+    return how
 
 
 FLAT_REASONS = {

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from thermocal.errors import InputError
 from thermocal.text import printable
-from thermocal.config import Config
+from thermocal.config import Config, recorded_settings
 from thermocal.records import (
     CalibrationDetails, Diagnostic, LossUnitCalibration, Measurements, Record, Schedule, ScheduleBase, ScheduleV2,
 )
@@ -151,6 +151,11 @@ class ScheduleFileV2(_File):
     schedule: ScheduleV2
     settings: Config
 
+    @field_validator("settings", mode="before")
+    @classmethod
+    def _as_recorded(cls, value: Any) -> Any:
+        return recorded_settings(value) if isinstance(value, dict) else value
+
     @model_validator(mode="after")
     def _v2(self) -> "ScheduleFileV2":
         wanted = LossUnitCalibration if self.schedule.rules.rule_set == "loss-units" else CalibrationDetails
@@ -180,10 +185,17 @@ def schema_text() -> str:
     return json.dumps(ScheduleFileV2.model_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
+# Fields v2 gained after its first files were written; each is left out when it holds nothing.
+LATER_OPTIONAL = (("measurements", "cost"), ("settings", "probe_budget"))
+
+
 def dumps(document: ScheduleFile, fmt: str) -> str:
     """The file as JSON or YAML. A v1 document is written with the fields it was read with only
     (the records' newer optional fields are not v1's), so exporting it gives back a v1 file."""
     data = document.model_dump(mode="json", exclude_unset=isinstance(document, ScheduleFileV1))
+    for section, name in LATER_OPTIONAL:  # absent means None: a file written before them exports as it was
+        if isinstance(data.get(section), dict) and data[section].get(name, 0) is None:
+            del data[section][name]
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
     if fmt == "yaml":

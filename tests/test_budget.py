@@ -1,0 +1,99 @@
+"""What a probe costs, and the Hessian sample cut to --probe-budget (method.md [S9], [H12])."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import thermocal
+from conftest import used_examples
+from thermocal.budget import EXAMPLE_GRADIENTS_PER_HVP, budget_examples, planned_products
+from thermocal.calibrate.gibbs import gamma_quantile
+from thermocal.config import Config, make_config
+from thermocal.schedule.file import dumps, loads
+
+
+def test_the_budget_keeps_the_most_whole_minibatches_that_fit() -> None:
+    # 0.25 of 2000 steps of 32 is 16,000; the gradients took 1024; 41 products cost 2·41 per example
+    n = budget_examples(0.25, 2000, 32, 1024, 41)
+    assert n % 32 == 0
+    assert 1024 + EXAMPLE_GRADIENTS_PER_HVP * 41 * n <= 16_000 < 1024 + EXAMPLE_GRADIENTS_PER_HVP * 41 * (n + 32)
+    assert n == 160
+    # a budget the gradients alone exceed still leaves one minibatch to take the Hessian of
+    assert budget_examples(0.25, 10, 32, 1024, 41) == 32
+    # the plan: 20 Lanczos steps and the residual, 10 trace probes, the sampling product, m + 1 noise products
+    assert planned_products(20, 8) == 21 + 10 + 1 + 9
+
+
+def _regression(n: int = 512, d: int = 5, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2.0, d, dtype=torch.float64)
+    y = x @ torch.randn(d, generator=g, dtype=torch.float64) + torch.randn(n, generator=g, dtype=torch.float64)
+    return torch.nn.Linear(d, 1, bias=False).double(), x, y.unsqueeze(1)
+
+
+def test_a_budgeted_probe_takes_the_hessian_of_the_first_examples_and_records_its_cost() -> None:
+    """Linear regression with MSE: the Hessian of the first n examples is 2·XᵀX/n exactly, so the
+    probe's lambda_max says which examples it took; the cost record adds up its own products."""
+    model, x, y = _regression()
+    settings = Config(batch_size=16, steps=1000, hessian_samples=None)  # 0.25 of 16,000 example-gradients
+    doc = thermocal.probe(model, (x, y), settings)
+    cost, hess, extra = doc.measurements.cost, doc.measurements.hessian, doc.measurements.noise_curvature
+    n = doc.inputs.hessian_samples
+    assert n == budget_examples(0.25, 1000, 16, 512, cost.planned_hvps) < 512
+    first = x[used_examples(512, settings)][:n]
+    truth = torch.linalg.eigvalsh(2.0 * first.T @ first / n)
+    assert hess.lambda_max == pytest.approx(float(truth[-1]), rel=1e-6)
+    assert hess.trace == pytest.approx(float(truth.sum()), rel=5 * 0.035)  # the trace to its default tolerance
+    assert cost.hvps == hess.hvps + extra.hvps
+    assert cost.example_gradients == 512 + EXAMPLE_GRADIENTS_PER_HVP * cost.hvps * n
+    assert (cost.training_example_gradients, cost.budget) == (16_000, 0.25)
+    assert cost.fraction == pytest.approx(cost.example_gradients / 16_000, rel=1e-12) and cost.fraction <= 0.25
+
+
+def test_without_steps_or_a_budget_the_hessian_sample_is_as_set() -> None:
+    model, x, y = _regression()
+    for settings in (Config(batch_size=16, hessian_samples=256), Config(batch_size=16, steps=1000, hessian_samples=256,
+                                                                        probe_budget=None)):
+        doc = thermocal.probe(model, (x, y), settings)
+        assert doc.inputs.hessian_samples == 256
+        cost = doc.measurements.cost
+        assert cost.budget is None and cost.example_gradients == 512 + 2 * cost.hvps * 256
+        assert (cost.fraction is None) == (settings.steps is None)
+
+
+def test_files_from_before_the_budget_read_as_unbounded_and_export_as_they_were() -> None:
+    model, x, y = _regression(n=128)
+    written = dumps(thermocal.probe(model, (x, y), Config(batch_size=16, probe_budget=None)), "json")
+    assert '"probe_budget"' not in written  # unset is not written: absent means no bound
+    old = written.replace('    "cost"', '    "_cost"')
+    old = old[:old.index('"_cost"') - 1].rstrip().rstrip(",") + "\n  },\n" + old[old.index('"calibration"') - 2:]
+    doc = loads(old, "old.json")
+    assert doc.settings.probe_budget is None and doc.measurements.cost is None
+    assert dumps(doc, "json") == old
+    assert Config().probe_budget == 0.25
+
+
+def test_a_file_rerun_from_its_settings_keeps_its_budget(tmp_path) -> None:
+    model, x, y = _regression(n=128)
+    for budget in (None, 0.5):
+        path = tmp_path / f"{budget}.json"
+        path.write_text(dumps(thermocal.probe(model, (x, y), Config(batch_size=16, steps=50, probe_budget=budget)), "json"))
+        assert make_config({}, path).probe_budget == budget
+
+
+@pytest.mark.parametrize("probability", [0.9])
+def test_the_default_trace_tolerance_moves_the_lr_by_under_one_percent(probability: float) -> None:
+    """[H12]: lr(t)/eta0 = exp(−t·D/S), D = ln(T0/Tf) = ln(eta0·tr Σ/(2ε)) − ln d_eff + ln Q(d_eff/2, p), and
+    d_eff = tr H/lambda_max: a trace off by its tolerance moves D, so every lr(t)/eta0, by under 1%."""
+    rtol = Config().trace_rtol
+
+    def depth(d_eff: float) -> float:
+        return -math.log(d_eff) + math.log(gamma_quantile(d_eff / 2.0, probability))
+
+    for i in range(101):
+        d_eff = 10 ** (i / 20)  # 1 to 10^5 modes
+        for moved in (d_eff * (1 + rtol), max(1.0, d_eff * (1 - rtol))):
+            assert abs(math.expm1(depth(moved) - depth(d_eff))) < 0.01, d_eff
