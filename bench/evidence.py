@@ -24,8 +24,10 @@ is scored by the loss on the test split; everything that tunes, tunes on the val
   9S/10 and its schedule for the rest.
 A refusal (no schedule) or a divergence (a non-finite loss) is a result: its test loss is
 infinite, never replaced. Cost is in example-gradients (a forward and backward of one example):
-training S·B; a probe K·B minibatch gradients plus 2 per example and Hessian-vector product
-(an HVP measured 1.5–3.1 gradients in bench/RESULTS.md); the sweep 100·B; the grid all its runs.
+training S·B; a probe what its file's `measurements.cost` says (method.md [S9]: K·B minibatch
+gradients plus 2 per Hessian example and Hessian-vector product, an HVP measured 1.5–3.1
+gradients in bench/RESULTS.md; the default --probe-budget 0.25 of S·B sizes its Hessian sample);
+the sweep 100·B; the grid all its runs.
 """
 
 from __future__ import annotations
@@ -211,10 +213,7 @@ def probe(task: task_sets.Task, model: torch.nn.Module, steps: int, **settings: 
         doc = thermocal.probe(model, (x, y), config, loss_fn=task.loss_fn)
     except ThermocalError as exc:
         return None, 0.0, str(exc)
-    m = doc.measurements
-    hvps = m.hessian.hvps + (m.noise_curvature.hvps if m.noise_curvature else 0)
-    cost = m.gradient_noise.samples_used + 2.0 * hvps * (doc.inputs.hessian_samples or m.gradient_noise.samples_used)
-    return doc, cost, None
+    return doc, float(doc.measurements.cost.example_gradients), None
 
 
 def thermocal_run(task: task_sets.Task, seed: int, **settings: object) -> dict:
