@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import thermocal
-from conftest import used_examples
+from conftest import SAMPLES, run, used_examples
 from thermocal.budget import EXAMPLE_GRADIENTS_PER_HVP, budget_examples, planned_products
 from thermocal.calibrate.gibbs import gamma_quantile
 from thermocal.config import Config, make_config
@@ -97,3 +97,17 @@ def test_the_default_trace_tolerance_moves_the_lr_by_under_one_percent(probabili
         d_eff = 10 ** (i / 20)  # 1 to 10^5 modes
         for moved in (d_eff * (1 + rtol), max(1.0, d_eff * (1 - rtol))):
             assert abs(math.expm1(depth(moved) - depth(d_eff))) < 0.01, d_eff
+
+
+@pytest.mark.parametrize("steps, says", [
+    ("2000", "of the training run's 64,000 (budget 0.25)"),
+    ("10", "11.20 of the training run's 320, OVER the budget of 0.25 (even one minibatch of Hessian examples does not "
+           "fit beside the gradients)"),
+])
+def test_the_summary_says_what_the_probe_spent_against_its_budget(tmp_path, steps: str, says: str) -> None:
+    result = run("probe", str(SAMPLES / "digits_mlp" / "model.pt"), str(SAMPLES / "digits_mlp" / "data"), "--steps", steps,
+                 "-o", str(tmp_path / "o.json"), env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    cost = thermocal.load_schedule(tmp_path / "o.json").document.measurements.cost
+    assert says in " ".join(result.stderr.split()), result.stderr
+    assert f"│ probe cost │ {cost.example_gradients:,} │" in " ".join(result.stderr.split())

@@ -8,6 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from thermocal.budget import EXAMPLE_GRADIENTS_PER_HVP
 from thermocal.records import ProbeCost
 from thermocal.schedule.file import ScheduleFile
 
@@ -92,11 +93,15 @@ def _cost(cost: ProbeCost) -> str:
     if cost.fraction is None:
         return how
     how += f"; {cost.fraction:.2f} of the training run's {cost.training_example_gradients:,}"
-    if cost.budget is not None:
-        over = cost.fraction > cost.budget
-        how += (f", OVER the budget of {cost.budget:g} ({cost.hvps} HVPs where {cost.planned_hvps} were planned)"
-                if over else f" (budget {cost.budget:g})")
-    return how
+    if cost.budget is None:
+        return how
+    if cost.fraction <= cost.budget:
+        return how + f" (budget {cost.budget:g})"
+    allowed = cost.budget * cost.training_example_gradients
+    planned = cost.gradient_examples + EXAMPLE_GRADIENTS_PER_HVP * cost.planned_hvps * cost.hessian_examples
+    why = (f"{cost.hvps} HVPs where {cost.planned_hvps} were planned" if planned <= allowed else
+           "even one minibatch of Hessian examples does not fit beside the gradients")
+    return how + f", OVER the budget of {cost.budget:g} ({why})"
 
 
 FLAT_REASONS = {
