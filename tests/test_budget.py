@@ -53,10 +53,12 @@ def test_a_budgeted_probe_takes_the_hessian_of_the_first_examples_and_records_it
     assert cost.fraction == pytest.approx(cost.example_gradients / 16_000, rel=1e-12) and cost.fraction <= 0.25
 
 
-def test_without_steps_or_a_budget_the_hessian_sample_is_as_set() -> None:
+def test_without_steps_a_budget_or_with_lambda_min_resolved_the_hessian_sample_is_as_set() -> None:
     model, x, y = _regression()
-    for settings in (Config(batch_size=16, hessian_samples=256), Config(batch_size=16, steps=1000, hessian_samples=256,
-                                                                        probe_budget=None)):
+    for settings in (Config(batch_size=16, hessian_samples=256),
+                     Config(batch_size=16, steps=1000, hessian_samples=256, probe_budget=None),
+                     Config(batch_size=16, steps=1000, hessian_samples=256, lambda_min=True),  # full accuracy asked
+                     Config(batch_size=16, steps=1000, hessian_samples=256, rules="literal")):
         doc = thermocal.probe(model, (x, y), settings)
         assert doc.inputs.hessian_samples == 256
         cost = doc.measurements.cost

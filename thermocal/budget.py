@@ -5,7 +5,8 @@ step of batch B spends B of. The minibatch gradients cost one per example of the
 Hessian-vector product on n examples costs EXAMPLE_GRADIENTS_PER_HVP·n (a convention: the
 benchmark measured one product at 1.5-3.1 gradients, bench/RESULTS.md). With --steps S, the
 training run spends S·B, and --probe-budget f cuts the Hessian's examples to the whole
-minibatches at which the planned products cost at most f·S·B with the gradients.
+minibatches at which the planned products cost at most f·S·B with the gradients (where the
+budget applies: Config.budget).
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ def budget_examples(budget: float, steps: int, batch_size: int, gradient_example
 
 def cost(gradient_examples: int, hessian_examples: int, hvps: int, planned_hvps: int, steps: int | None,
          batch_size: int, budget: float | None) -> ProbeCost:
-    """The probe's cost record; the fraction of the training run with --steps."""
+    """The probe's cost record; the fraction of the training run with --steps, and the budget where it applied."""
     spent = gradient_examples + EXAMPLE_GRADIENTS_PER_HVP * hvps * hessian_examples
     training = steps * batch_size if steps else None
     return ProbeCost(example_gradients=spent, gradient_examples=gradient_examples, hessian_examples=hessian_examples,
                      hvps=hvps, planned_hvps=planned_hvps, training_example_gradients=training,
-                     fraction=spent / training if training else None, budget=budget if training else None)
+                     fraction=spent / training if training else None, budget=budget)

@@ -60,7 +60,8 @@ class Config(Record):
     min_lr: float = Field(0.0, ge=0.0, description="never schedule a learning rate below this floor")
     probe_budget: float | None = Field(0.25, gt=0, description="with --steps: fewer Hessian examples, so that the probe "
                                        "costs at most this fraction of the training run's example-gradients (steps × "
-                                       "batch size; method.md [S9]; null in --config: no bound)")
+                                       "batch size; not when lambda_min is resolved; method.md [S9]; null in --config: "
+                                       "no bound)")
 
     # the calibration
     rules: Literal["loss-units", "literal"] = Field("loss-units", description="loss-units: calibration v2 (temperatures in "
@@ -143,6 +144,13 @@ class Config(Record):
         """lambda_min is resolved (both ends of Lanczos, or the shifted power iteration) when asked,
         for the literal rules (Tf rests on it), and by power iteration, which finds it anyway."""
         return self.lambda_min or self.rules == "literal" or self.solver == "power"
+
+    @property
+    def budget(self) -> float | None:
+        """--probe-budget where it applies: with --steps, on the route whose products it plans.
+        Resolving lambda_min (--lambda-min, the literal rules, power iteration) asks for full
+        accuracy at the far end, which a cut sample would trade away, so it keeps [S8]'s sample."""
+        return self.probe_budget if self.steps is not None and not self.resolves_lambda_min else None
 
     @property
     def eigen_rtol(self) -> float:

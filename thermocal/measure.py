@@ -61,7 +61,7 @@ def probe(
     The sample is shuffled with the seeded generator and cut into K = ⌊N/B⌋ minibatches of the
     training batch size B; a short last batch is dropped. The Hessian is that of the mean loss
     over the first `hessian_samples` of the same shuffled K·B examples (all by default when
-    there are at most 512), fewer with `steps` when `probe_budget` bounds the probe's cost.
+    there are at most 512), fewer when `settings.budget` bounds the probe's cost.
     """
     s = settings
     if s.engine == "pyhessian" and group.distributed:  # before any work: it would fail after the gradients
@@ -85,8 +85,8 @@ def probe(
 
     n_hessian = min(s.hessian_samples or k * b, k * b)
     planned = planned_products(LANCZOS_MIN_ITER, len(rows))
-    if s.probe_budget is not None and s.steps is not None:
-        n_hessian = min(n_hessian, budget_examples(s.probe_budget, s.steps, b, k * b, planned))
+    if s.budget is not None:
+        n_hessian = min(n_hessian, budget_examples(s.budget, s.steps, b, k * b, planned))
     inputs, targets = p.inputs[:n_hessian], p.targets[:n_hessian]
     engine = open_engine(p.model, p.loss_fn, split_batches(inputs, targets, s.micro_batch), p.params, p.names, s, device,
                          progress, group)
@@ -101,7 +101,7 @@ def probe(
         with timer("sampling"):
             spectrum = with_sampling_error(spectrum, p.model, p.loss_fn, inputs, targets, p.params, top_vector,
                                            batch_size=b, mode=hvp_mode(s), group=group, progress=progress)
-    spent = cost(k * b, n_hessian, spectrum.hvps + curvature.hvps, planned, s.steps, b, s.probe_budget)
+    spent = cost(k * b, n_hessian, spectrum.hvps + curvature.hvps, planned, s.steps, b, s.budget)
     return ProbeResult(
         loss=p.loss_name,
         num_params=sum(param.numel() for param in p.params),

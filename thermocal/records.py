@@ -231,7 +231,8 @@ class ProbeCost(Record):
     planned_hvps: int = Field(ge=0, description="the products the budget planned for (the default route's minimum)")
     training_example_gradients: int | None = Field(default=None, ge=1, description="steps × batch size (with --steps)")
     fraction: float | None = Field(default=None, ge=0, description="example_gradients / training_example_gradients")
-    budget: float | None = Field(default=None, gt=0, description="--probe-budget when it applied (with --steps)")
+    budget: float | None = Field(default=None, gt=0, description="--probe-budget where it applied (with --steps, "
+                                 "lambda_min not resolved)")
 
 
 class Measurements(Record):
