@@ -21,8 +21,8 @@ __all__ = ["EXAMPLE_GRADIENTS_PER_HVP", "budget_examples", "cost", "planned_prod
 def planned_products(lanczos_steps: int, deviations: int) -> int:
     """The default route's fewest products: Lanczos's minimum steps and the residual of its top
     pair ([H7], [H12]), the trace's minimum probes ([H8]), lambda_max's sampling error ([H13]),
-    and the noise curvature's deviations and mean gradient ([N8]). Slower convergence, or a
-    route that resolves more (--lambda-min, --method power, --density, --per-layer), costs more."""
+    and the noise curvature's deviations and mean gradient ([N8]). Slower convergence, --density
+    or --per-layer cost more (the routes that resolve lambda_min are not budgeted, Config.budget)."""
     return lanczos_steps + 1 + MIN_TRACE_PROBES + 1 + deviations + 1
 
 

@@ -87,9 +87,8 @@ def _measurements(doc: ScheduleFile) -> Table:
 
 def _cost(cost: ProbeCost) -> str:
     """How the probe's example-gradients compare with the training run's, and with the budget."""
-    how = (f"example-gradients: {cost.gradient_examples:,} for the gradients, {cost.hvps} HVPs (with the noise "
-           f"curvature's) on "
-           f"{cost.hessian_examples:,} Hessian examples")
+    how = (f"example-gradients: {cost.gradient_examples:,} for the gradients, {cost.hvps} HVPs (the noise "
+           f"curvature's too) on {cost.hessian_examples:,} Hessian examples")
     if cost.fraction is None:
         return how
     how += f"; {cost.fraction:.2f} of the training run's {cost.training_example_gradients:,}"
