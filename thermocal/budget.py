@@ -15,7 +15,12 @@ from thermocal.records import MIN_TRACE_PROBES, ProbeCost
 
 EXAMPLE_GRADIENTS_PER_HVP = 2
 
-__all__ = ["EXAMPLE_GRADIENTS_PER_HVP", "budget_examples", "cost", "planned_products"]
+__all__ = ["EXAMPLE_GRADIENTS_PER_HVP", "budget_examples", "cost", "example_gradients", "planned_products"]
+
+
+def example_gradients(gradient_examples: int, hessian_examples: int, hvps: int) -> int:
+    """The gradients' examples plus EXAMPLE_GRADIENTS_PER_HVP per Hessian example and product."""
+    return gradient_examples + EXAMPLE_GRADIENTS_PER_HVP * hvps * hessian_examples
 
 
 def planned_products(lanczos_steps: int, deviations: int) -> int:
@@ -38,7 +43,7 @@ def budget_examples(budget: float, steps: int, batch_size: int, gradient_example
 def cost(gradient_examples: int, hessian_examples: int, hvps: int, planned_hvps: int, steps: int | None,
          batch_size: int, budget: float | None) -> ProbeCost:
     """The probe's cost record; the fraction of the training run with --steps, and the budget where it applied."""
-    spent = gradient_examples + EXAMPLE_GRADIENTS_PER_HVP * hvps * hessian_examples
+    spent = example_gradients(gradient_examples, hessian_examples, hvps)
     training = steps * batch_size if steps else None
     return ProbeCost(example_gradients=spent, gradient_examples=gradient_examples, hessian_examples=hessian_examples,
                      hvps=hvps, planned_hvps=planned_hvps, training_example_gradients=training,

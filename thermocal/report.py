@@ -8,7 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from thermocal.budget import EXAMPLE_GRADIENTS_PER_HVP
+from thermocal.budget import example_gradients
 from thermocal.records import ProbeCost
 from thermocal.schedule.file import ScheduleFile
 
@@ -96,9 +96,9 @@ def _cost(cost: ProbeCost) -> str:
         return how
     if cost.fraction <= cost.budget:
         return how + f" (budget {cost.budget:g})"
-    allowed = cost.budget * cost.training_example_gradients
-    planned = cost.gradient_examples + EXAMPLE_GRADIENTS_PER_HVP * cost.planned_hvps * cost.hessian_examples
-    why = (f"{cost.hvps} HVPs where {cost.planned_hvps} were planned" if planned <= allowed else
+    planned = example_gradients(cost.gradient_examples, cost.hessian_examples, cost.planned_hvps)
+    why = (f"{cost.hvps} HVPs where {cost.planned_hvps} were planned"
+           if planned <= cost.budget * cost.training_example_gradients else
            "even one minibatch of Hessian examples does not fit beside the gradients")
     return how + f", OVER the budget of {cost.budget:g} ({why})"
 
