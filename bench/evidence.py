@@ -11,7 +11,8 @@ rules and constants, HELD_OUT tasks only report. Every method trains the same in
 the same batch sequence for each seed, with plain SGD unless named, for the task's S steps, and
 is scored by the loss on the test split; everything that tunes, tunes on the validation split:
 - thermocal: `thermocal.probe` of the initial model on (at most 1024 of) the training split,
-  with --batch-size B --steps S, then the file's lr(t); its literal v1 rules likewise;
+  with --batch-size B --steps S, then the file's lr(t); its literal v1 rules likewise; each
+  record keeps the trace, its standard error and probes, and `trace_shift` (method.md [C15]);
 - grid: SGD at 7 half-decade learning rates x {constant, cosine, step (x0.1 at S/2, 3S/4)},
   extended by half-decades while the best is at an edge, chosen on validation loss with seed 0;
 - range test: the lr of steepest descent of the smoothed loss over a 100-step exponential sweep
@@ -224,8 +225,11 @@ def thermocal_run(task: task_sets.Task, seed: int, **settings: object) -> dict:
     if doc is None:
         return _refused(why, cost, probe_seconds)
     run = train(task, model, learning_rate(doc.schedule), seed)
+    hessian = doc.measurements.hessian
     return _record(run, task, cost, probe_seconds, kind=doc.schedule.kind, eta0=doc.schedule.eta0,
-                   lambda_max=doc.measurements.hessian.lambda_max, stability_fraction=doc.settings.stability_fraction)
+                   lambda_max=hessian.lambda_max, stability_fraction=doc.settings.stability_fraction,
+                   trace=hessian.trace, trace_stderr=hessian.trace_stderr, trace_probes=hessian.details["trace"].iterations,
+                   trace_shift=getattr(doc.calibration, "trace_shift", None))
 
 
 def reprobed_run(task: task_sets.Task, seed: int) -> dict:
@@ -399,6 +403,8 @@ def report(results: dict) -> str:
     tuning = [t for t in results["tasks"] if t["task"] in task_sets.TUNING and DEFAULT in t["methods"]]
     if held:
         lines += _targets_section(held)
+    if held or tuning:
+        lines += _trace_section(held + tuning)
     for title, group in (("Held-out tasks (never used to choose anything)", held), ("Tuning tasks", tuning)):
         if group:
             lines += [f"## {title}", ""]
@@ -460,6 +466,27 @@ def _targets_section(held: list[dict]) -> list[str]:
     worst = max(r for _, r in ratios)
     lines.append(f"| probe ≤ 0.25 of a training run (example-gradients) | {'met' if worst <= 0.25 else 'missed'}: "
                  f"largest {worst:.2f} | {'; '.join(f'{name} {r:.2f}' for name, r in ratios)} |")
+    return lines + [""]
+
+
+def _trace_section(tasks: list[dict]) -> list[str]:
+    """How far one standard error of the default's trace moves lr(S)/eta0 (method.md [C15], [H12])."""
+    lines = ["## The trace's effect on the schedule (the default, at initialisation)", "",
+             "The trace is resolved to `--trace-rtol` of max(|trace|, tr|H|) (method.md [H3]); `trace_shift` is the "
+             "largest relative change of lr(S)/eta0 when the trace moves by one standard error ([C15]). Per seed of "
+             "the default:", "",
+             "| task | schedule kinds | probes | trace standard error / trace | trace_shift, median (largest) | "
+             "seeds above 1% |", "| --- | --- | --- | --- | --- | --- |"]
+    for t in tasks:
+        runs = [r for r in t["methods"][DEFAULT] if r.get("trace_shift") is not None]
+        if not runs:
+            continue
+        kinds = ", ".join(f"{k} {sum(r['kind'] == k for r in runs)}" for k in sorted({r["kind"] for r in runs}))
+        probes = sorted({r["trace_probes"] for r in runs})
+        relative = [r["trace_stderr"] / abs(r["trace"]) for r in runs]
+        shifts = [r["trace_shift"] for r in runs]
+        lines.append(f"| {t['task']} | {kinds} | {', '.join(map(str, probes))} | {min(relative):.3f}–{max(relative):.3f} | "
+                     f"{statistics.median(shifts):.2%} ({max(shifts):.2%}) | {sum(x > 0.01 for x in shifts)} of {len(runs)} |")
     return lines + [""]
 
 

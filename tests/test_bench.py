@@ -72,7 +72,9 @@ def test_the_evidence_harness_runs_end_to_end_and_reports_from_its_json(tmp_path
             assert len(runs) == 2, method
             assert all(r["test"] is not None or r["diverged"] or r.get("refused") for r in runs), method
         assert task["grid"]["runs"] >= 3 and task["methods"]["thermocal"][0]["probe_cost"] > 0
+        assert all(r["trace_shift"] >= 0 and r["trace_stderr"] > 0 for r in task["methods"]["thermocal"])
     text = markdown.read_text()
+    assert "## The trace's effect on the schedule" in text
     assert "## Calibration v2 candidates on the tuning tasks" in text and "## Targets on the held-out tasks" in text and "friedman_mlp" in text and provenance["commit"][:12] in text
     assert_report_regenerates("evidence.py", out, text, tmp_path)
 

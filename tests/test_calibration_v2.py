@@ -4,6 +4,7 @@ and no refusal of a healthy model (method.md [C9]–[C14], [G1])."""
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 import thermocal
-from conftest import ROOT, SAMPLES, mlp
+from conftest import ROOT, SAMPLES, mlp, run
 from thermocal.calibrate.gibbs import gamma_cdf, gamma_quantile
 from thermocal.config import Config
 from thermocal.schedule.functions import learning_rate
@@ -147,3 +148,62 @@ def test_no_refusal_at_initialisation_on_the_samples_and_the_bench_tasks() -> No
         doc = thermocal.probe(mlp(sizes, seed=0), (data["inputs"], data["targets"]), Config(steps=2000))
         assert doc.schedule.eta0 > 0 and math.isfinite(doc.schedule.T0), sample
     assert len(checked) == 8
+
+
+def _end_ratio(d_eff: float, doc) -> float:
+    """lr(S)/eta0 of the linear law in closed form: Tf/T0 = (ε/Q(d_eff/2, p))·2·d_eff/(eta0·tr Σ_B),
+    1 when the schedule would be flat (T0 ≤ Tf). Q from scipy: independent of thermocal's own."""
+    stats = pytest.importorskip("scipy.stats")
+    rules, s = doc.schedule.rules, doc.schedule
+    t0 = s.eta0 * doc.measurements.gradient_noise.grad_var / (2 * d_eff)
+    tf = rules.epsilon / float(stats.gamma.ppf(rules.probability, d_eff / 2))
+    return min(1.0, tf / t0)
+
+
+@pytest.mark.parametrize("epsilon", [0.005, 10.0])  # a cooling schedule, and one flat on both sides of the trace
+def test_trace_shift_is_how_far_one_trace_standard_error_moves_the_last_lr(epsilon: float) -> None:
+    x, y = digits()
+    doc = calibrated(mlp([64, 32, 10], seed=3), x, y, epsilon=epsilon)
+    hess = doc.measurements.hessian
+    moved = [_end_ratio(max(1.0, (hess.trace + sign * hess.trace_stderr) / hess.lambda_max), doc) for sign in (-1, 1)]
+    base = _end_ratio(doc.calibration.d_eff, doc)
+    expected = max(abs(ratio / base - 1) for ratio in moved)
+    assert base == pytest.approx(depth(doc), rel=1e-9)
+    assert doc.calibration.trace_shift == pytest.approx(expected, rel=1e-6, abs=1e-12)
+    if epsilon == 10.0:
+        assert doc.schedule.kind == "constant" and doc.calibration.trace_shift == 0.0
+    else:
+        assert doc.schedule.kind == "exponential" and doc.calibration.trace_shift > 0
+
+
+def test_trace_shift_needs_a_budget_and_is_checked_where_the_file_has_it() -> None:
+    from thermocal.check import check
+    from thermocal.schedule.file import dumps, loads
+
+    x, y = digits()
+    model = mlp([64, 32, 10], seed=3)
+    assert thermocal.probe(model, (x, y), Config(batch_size=32)).calibration.trace_shift is None  # no --steps
+    written = dumps(calibrated(model, x, y, epsilon=0.005), "json")
+    assert check(loads(written, "new.json")).passed
+    data = json.loads(written)
+    data["calibration"]["trace_shift"] *= 2  # a hand edit is caught
+    report = check(loads(json.dumps(data), "edited.json"))
+    assert not report.passed and any("calibration.trace_shift" in f.message for f in report.findings)
+    del data["calibration"]["trace_shift"]  # a file written before the field: re-derived where present only
+    old = json.dumps(data, indent=2) + "\n"
+    assert check(loads(old, "old.json")).passed and dumps(loads(old, "old.json"), "json") == old
+
+
+def test_the_summary_says_when_the_trace_leaves_the_last_lr_uncertain_by_more_than_one_percent(tmp_path) -> None:
+    """At initialisation positive and negative curvature cancel in the trace, which is then resolved to
+    --trace-rtol of tr|H| [H3], not of itself: on this fresh MLP one standard error moves lr(S) by ~5%."""
+    from thermocal.schedule.file import dumps
+
+    x, y = digits()
+    doc = calibrated(mlp([64, 32, 10], seed=3), x, y, epsilon=0.005)
+    shift = doc.calibration.trace_shift
+    assert shift > 0.01 and doc.measurements.hessian.details["trace"].converged
+    path = tmp_path / "init.json"
+    path.write_text(dumps(doc, "json"))
+    shown = " ".join(run("show", str(path), env={"COLUMNS": "400"}).stdout.split())  # show writes to stdout
+    assert f"│ lr(S) vs trace │ ± {shift:.2%} │" in shown and "more than 1%" in shown, shown

@@ -4,7 +4,8 @@ v2 files are re-derived with their own `settings`; v1 files with the literal rul
 
 [K1] the file validates (format, types, cross-field rules);
 [K2] the schedule and calibration re-derived from the file's own measurements and rules equal
-     the file's (a hand-edited eta0 is caught), and so do the recomputed diagnostics;
+     the file's (a hand-edited eta0 is caught), and so do the recomputed diagnostics; a field
+     v2 gained later (file.LATER_OPTIONAL) is compared only where the file has it;
 [K3] every curvature estimate met its tolerance, and no diagnostic has status fail (nor warn,
      with strict);
 [K4] with a previous file: eta0, tau, T0 and Tf moved by at most max_drift (relative).
@@ -19,7 +20,7 @@ from typing import Literal
 from thermocal.calibrate import CalibrationSettings, calibrate, literal, literal_diagnostics
 from thermocal.errors import DegenerateError
 from thermocal.records import CalibrationDetails, Diagnostic, LossUnitCalibration, ScheduleBase
-from thermocal.schedule.file import ScheduleFile, ScheduleFileV2
+from thermocal.schedule.file import LATER_OPTIONAL, ScheduleFile, ScheduleFileV2
 from thermocal.text import first_line, printable
 
 REL_TOL = 1e-9
@@ -83,6 +84,8 @@ def rederive(doc: ScheduleFile) -> list[Finding]:
             mismatches.append(f"{section} is a {type(ours).__name__}, its measurements give a {type(theirs).__name__}")
             continue
         for name, value in ours.model_dump().items():
+            if value is None and (section, name) in LATER_OPTIONAL:  # a file written before the field existed
+                continue
             other = getattr(theirs, name)
             if isinstance(value, (int, float)) and not isinstance(value, bool) or value is None:
                 if not _close(value, other):

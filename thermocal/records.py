@@ -320,7 +320,7 @@ class CalibrationDetails(Record):
 
 
 class LossUnitCalibration(Record):
-    """The intermediate values of calibration v2, kept so that each can be checked (method.md [C9]–[C14])."""
+    """The intermediate values of calibration v2, kept so that each can be checked (method.md [C9]–[C15])."""
 
     d_eff: float = Field(gt=0, description="tr(H)/lambda_max, at least 1: the stiff modes that hold the noise")
     grad_var: float = Field(ge=0, description="tr Σ_B at the training batch size [N3]")
@@ -332,6 +332,9 @@ class LossUnitCalibration(Record):
     probability_start: float = Field(ge=0, le=1, description="P(L − L* < ε) at T0, by the Gibbs law [G1]")
     probability_end: float = Field(ge=0, le=1, description="P(L − L* < ε) at the last temperature")
     tau_budget: float | None = None
+    trace_shift: float | None = Field(default=None, ge=0, description=(
+        "largest relative change of lr(S)/eta0 when the trace moves by one standard error, everything else held "
+        "(method.md [C15]); null without --steps, and in files written before it was recorded"))
 
 
 class Diagnostic(Record):

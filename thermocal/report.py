@@ -103,6 +103,17 @@ def _cost(cost: ProbeCost) -> str:
     return how + f", OVER the budget of {cost.budget:g} ({why})"
 
 
+SCHEDULE_TOLERANCE = 0.01  # what the probe's tolerances aim for on lr(t)/eta0 (method.md [H12])
+
+
+def _trace_shift(shift: float) -> str:
+    how = "change of lr(S)/eta0 when the trace moves by one standard error (d_eff's uncertainty)"
+    if shift <= SCHEDULE_TOLERANCE:
+        return how
+    return (how + f": more than {SCHEDULE_TOLERANCE:.0%}, as where curvature of both signs cancels (at "
+            "initialisation); a smaller --trace-rtol narrows it, the shift falling as 1/√probes")
+
+
 FLAT_REASONS = {
     "no_budget": "no --steps: the schedule stays at eta0 (pass --steps S, the training budget, to cool over it)",
     "noise_floor_below_target": "the noise floor at eta0 already meets the tolerance: cooling would not show on "
@@ -134,6 +145,8 @@ def _loss_unit_schedule(doc: ScheduleFile) -> Table:
         _row(sched, "tau", _num(s.tau), f"S/ln(T0/Tf) over the budget of {s.steps} steps")
     law = "lr ∝ T (T ∝ eta)" if s.lr_law == "linear" else "lr ∝ √T (the seed's)"
     _row(sched, "lr(t)", s.lr_expression, f"{law}; gamma = {s.gamma:.10g} per step")
+    if cal.trace_shift is not None:
+        _row(sched, "lr(S) vs trace", f"± {cal.trace_shift:.2%}", _trace_shift(cal.trace_shift))
     _row(sched, "P(L − L* < ε)", f"{cal.probability_start:.3g} → {cal.probability_end:.3g}", "at T0 → at the last temperature")
     return sched
 

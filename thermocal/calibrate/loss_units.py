@@ -67,6 +67,34 @@ def noise_curvature(curvature: NoiseCurvature | None, noise: GradientNoise, spec
 
 def calibrate(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvature | None,
               config: Config) -> LossUnitResult:
+    """The v2 schedule and its record, with how far the trace's standard error moves its last lr ([C15])."""
+    made = _calibrate(noise, spectrum, curvature, config)
+    shift = trace_shift(made, noise, spectrum, curvature, config)
+    return LossUnitResult(made.schedule, made.details.model_copy(update={"trace_shift": shift}))
+
+
+def _end_ratio(result: LossUnitResult) -> float:
+    """lr(S)/eta0: how far the schedule cools over its budget (1 when flat)."""
+    schedule = result.schedule
+    return learning_rate(cooling_phase(schedule))(schedule.steps) / schedule.eta0
+
+
+def trace_shift(made: LossUnitResult, noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvature | None,
+                config: Config) -> float | None:
+    """The largest relative change of lr(S)/eta0 when the trace moves by one standard error
+    either way, everything else held ([C15]); None without a budget or a finite standard error.
+    lr(t)/eta0 = (lr(S)/eta0)^(t/S) on the cooling phase, so no step moves more than the last."""
+    stderr = spectrum.trace_stderr
+    if config.steps is None or stderr is None or not math.isfinite(stderr):
+        return None
+    base = _end_ratio(made)
+    moved = (_end_ratio(_calibrate(noise, spectrum.model_copy(update={"trace": spectrum.trace + sign * stderr}),
+                                   curvature, config)) for sign in (-1.0, 1.0))
+    return max(abs(ratio / base - 1.0) for ratio in moved)
+
+
+def _calibrate(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvature | None,
+               config: Config) -> LossUnitResult:
     if not spectrum.lambda_max > 0:
         raise DegenerateError(f"lambda_max = {spectrum.lambda_max:.4g}: the loss curves down in every probed direction, "
                               "so no learning rate is stable (the model sits near a maximum)")
