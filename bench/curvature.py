@@ -235,7 +235,7 @@ def cell_pyhessian_matched(model, x, y, loss_fn):
     """pyhessian asked for the same accuracy as thermocal's default: its power iteration at
     tol 1e-6 (maxIter 1000), and its Hutchinson probes until the standard error is 5%."""
     from thermocal.curvature.pyhessian_engine import _CountingHessian
-    from thermocal.curvature.trace import hutchinson
+    from thermocal.curvature.hutchinson import hutchinson
 
     torch.manual_seed(0)
     start = time.perf_counter()

@@ -27,7 +27,7 @@ def test_quick_benchmark_runs_and_thermocal_matches_the_dense_reference(tmp_path
     the JSON is stamped, and RESULTS.md is exactly what --report makes from the JSON."""
     out, markdown = tmp_path / "results.json", tmp_path / "RESULTS.md"
     command = [sys.executable, str(ROOT / "bench" / "curvature.py"), "--quick", "--models", "digits", "--contenders",
-               "step,timing,reference,thermocal_default,thermocal,pyhessian", "--out", str(out), "--markdown", str(markdown)]
+               "step,timing,reference,thermocal_default,thermocal,pyhessian,pyhessian_matched", "--out", str(out), "--markdown", str(markdown)]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())
@@ -41,6 +41,9 @@ def test_quick_benchmark_runs_and_thermocal_matches_the_dense_reference(tmp_path
     assert default["lambda_min"] is None and default["hessian_examples"] == 512 < results["sizes"]["digits"]["examples"]
     assert 0 < default["hvps"] < ours["hvps"] and theirs["hvps"] > 0 and theirs["lambda_min"] is None
     assert cells["timing"]["hvp_rev_rev_reused"] > 0 and cells["step"]["peak_extra_mb"] > 0
+    matched = cells["pyhessian_matched"]  # pyhessian to 1e-6 and a 5% trace: it must agree with the dense Hessian too
+    assert abs(matched["lambda_max"] / ref["lambda_max"] - 1) < 1e-4 and matched["trace_probes"] >= 10
+    assert abs(matched["trace"] - ref["trace"]) <= 4 * matched["trace_stderr"]
     provenance = results["provenance"]
     assert len(provenance["commit"]) == 40 and provenance["quick"] is True and "--quick" in provenance["argv"]
     text = markdown.read_text()
