@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,15 @@ def assert_report_regenerates(script: str, out: Path, text: str, tmp_path: Path)
     assert again.read_text() == text
 
 
+@pytest.mark.parametrize(("script", "data", "report"), [("curvature.py", "results.json", "RESULTS.md"),
+                                                          ("evidence.py", "evidence.json", "EVIDENCE.md"),
+                                                          ("scaling.py", "scaling.json", "SCALING.md")])
+def test_committed_reports_are_what_their_json_makes(script: str, data: str, report: str, tmp_path: Path) -> None:
+    """bench/*.md are generated, never edited: each committed report is exactly what `--report`
+    makes from the committed JSON with today's report code."""
+    assert_report_regenerates(script, ROOT / "bench" / data, (ROOT / "bench" / report).read_text(), tmp_path)
+
+
 @pytest.mark.bench
 def test_quick_benchmark_runs_and_thermocal_matches_the_dense_reference(tmp_path: Path) -> None:
     """bench/curvature.py --quick on the digits MLP: the full-accuracy row meets the accuracy bar
@@ -27,7 +38,8 @@ def test_quick_benchmark_runs_and_thermocal_matches_the_dense_reference(tmp_path
     the JSON is stamped, and RESULTS.md is exactly what --report makes from the JSON."""
     out, markdown = tmp_path / "results.json", tmp_path / "RESULTS.md"
     command = [sys.executable, str(ROOT / "bench" / "curvature.py"), "--quick", "--models", "digits", "--contenders",
-               "step,timing,reference,thermocal_default,thermocal,pyhessian,pyhessian_matched", "--out", str(out), "--markdown", str(markdown)]
+               "step,timing,reference,thermocal_default,thermocal,pyhessian,pyhessian_matched", "--rounds", "2",
+               "--out", str(out), "--markdown", str(markdown)]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())
@@ -44,9 +56,17 @@ def test_quick_benchmark_runs_and_thermocal_matches_the_dense_reference(tmp_path
     matched = cells["pyhessian_matched"]  # pyhessian to 1e-6 and a 5% trace: it must agree with the dense Hessian too
     assert abs(matched["lambda_max"] / ref["lambda_max"] - 1) < 1e-4 and matched["trace_probes"] >= 10
     assert abs(matched["trace"] - ref["trace"]) <= 4 * matched["trace_stderr"]
+    for name in ("thermocal_default", "pyhessian"):  # --rounds 2: the target's pair ran twice, the first pass included
+        assert len(cells[name]["rounds"]) == 2 and cells[name]["rounds"][0] == cells[name]["time"]
+    assert "rounds" not in ours
     provenance = results["provenance"]
     assert len(provenance["commit"]) == 40 and provenance["quick"] is True and "--quick" in provenance["argv"]
+    assert provenance["rounds"] == 2
     text = markdown.read_text()
+    median_ratio = statistics.median(default["rounds"]) / statistics.median(theirs["rounds"])
+    assert f"| thermocal_default wall time / pyhessian default, medians of 2 rounds (issue 15: ≤ 1) | {median_ratio:.2f} |" in text
+    lowest = min(a / b for a, b in zip(default["rounds"], theirs["rounds"]))
+    assert f"| the same, lowest paired round | {lowest:.2f} |" in text
     assert provenance["commit"][:12] in text and "| digits | thermocal_default |" in text and "## Against the targets" in text
     assert_report_regenerates("curvature.py", out, text, tmp_path)
 
@@ -154,3 +174,31 @@ def test_targets_script_runs_and_its_rows_solve_the_same_problem(tmp_path: Path)
     assert rows["step"]["peak_extra_mb"] > 0
     # the retained double-backward graph and a product hold more tensors than a training step
     assert rows["live tensors"]["live_product_mb"] > rows["live tensors"]["live_step_mb"] > 0
+
+
+def test_gpu_benchmark_cells_run_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/gpu.py runs only where there is CUDA, so its cells are exercised here on the CPU (quick
+    sizes), against the dense Hessian: a cell that rotted (a renamed module or setting) fails here."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import gpu  # bench/gpu.py
+    import torch
+
+    cpu = torch.device("cpu")
+    model, x, y, loss_fn = gpu.curvature.build("digits", quick=True)
+    unit = gpu.unit_costs(model, x, y, loss_fn, cpu)
+    assert unit["gradient"] > 0 and unit["hvp"] > 0
+    dense = copy.deepcopy(model).double()  # ground truth in float64: torch.autograd.functional.hessian + eigvalsh
+    names = [name for name, _ in dense.named_parameters()]
+    shapes = [p.shape for p in dense.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in dense.parameters()])
+
+    def loss_of(theta: torch.Tensor) -> torch.Tensor:
+        pieces = dict(zip(names, (piece.reshape(shape) for piece, shape in
+                                  zip(theta.split([s.numel() for s in shapes]), shapes))))
+        return loss_fn(torch.func.functional_call(dense, pieces, (x.double(),)), y)
+
+    eigenvalues = torch.linalg.eigvalsh(torch.autograd.functional.hessian(loss_of, flat))
+    for vmap in (False, True):
+        cell = gpu.thermocal_probe(model, x, y, loss_fn, cpu, vmap=vmap)
+        assert abs(cell["lambda_max"] / float(eigenvalues[-1]) - 1) < 1e-3
+        assert abs(cell["lambda_min"] / float(eigenvalues[0]) - 1) < 1e-3
