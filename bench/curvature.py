@@ -10,7 +10,10 @@
 
 Each (model, contender) cell runs in its own child process, so that its peak resident memory
 (ru_maxrss, minus the resident size once model and data are loaded) is its own. Models are
-built once by the parent and saved to a temporary folder. Every timed cell runs first, the
+built once by the parent (on one thread, so the weights do not depend on the machine:
+bench/models.py) and saved to a temporary folder; the JSON keeps each model's fingerprint, and
+the scripts that reuse its reference cells (targets.py, trace_coverage.py) refuse them for any
+other weights or data. Every timed cell runs first, the
 (untimed, long) reference cells last. The JSON is stamped with commit, dirty flag, argv and
 settings (bench/provenance.py), and RESULTS.md is generated from it. Reported per cell: wall time,
 Hessian-vector products (HVPs), extra peak memory, and the relative error of lambda_max,
@@ -287,6 +290,18 @@ def cell_curvlinops(model, x, y, loss_fn, name):
             "lambda_min": lam_min, "trace": trace, "trace_stderr": None, "converged": max_ok and min_ok}
 
 
+def reference_for(results: dict, path: Path, name: str, model, x, y) -> dict:
+    """The reference cell of `name` in another run's results (read from `path`), for a script that
+    measures errors against it; refused unless that run built the very weights and data this one
+    did (bench/models.py's fingerprint), since any other model has other eigenvalues."""
+    made, ours = results.get("fingerprints", {}).get(name), zoo.fingerprint(model, x, y)
+    if made is None:
+        raise SystemExit(f"{path}: no fingerprint for {name} (a run older than fingerprints); rerun bench/curvature.py")
+    if made != ours:
+        raise SystemExit(f"{path}: its {name} was built with other weights or data (fingerprint {made}, this build {ours})")
+    return results["models"][name]["reference"]
+
+
 def load_saved(model_name: str, folder: Path, quick: bool):
     """In a child: the model, inputs, targets and loss the parent saved to `folder`."""
     model, _, _, loss_fn = build(model_name, quick, train=False)  # the architecture; weights and data come next
@@ -536,12 +551,14 @@ def main() -> None:
     names, contenders = args.models.split(","), args.contenders.split(",")
     results = {"provenance": stamp(sys.argv, quick=args.quick, rounds=args.rounds, models=names, contenders=contenders,
                                    sizes=QUICK_SIZES if args.quick else FULL_SIZES),
-               "models": {name: {} for name in names}, "sizes": {}}
+               "models": {name: {} for name in names}, "sizes": {}, "fingerprints": {}}
     with tempfile.TemporaryDirectory() as folder:
         for model_name in names:
             model, x, y, _ = build(model_name, args.quick)
             torch.save({"state": model.state_dict(), "x": x, "y": y}, Path(folder) / f"{model_name}.pt")
             results["sizes"][model_name] = {"params": zoo.num_params(model), "examples": len(x)}
+            results["fingerprints"][model_name] = zoo.fingerprint(model, x, y)
+
         def run_pass(names_of_contenders: list[str]) -> None:
             for contender in names_of_contenders:
                 for model_name in names:

@@ -193,9 +193,8 @@ def main() -> None:
             torch.save({"state": model.state_dict(), "x": x, "y": y}, Path(folder) / f"{model_name}.pt")
             results["sizes"][model_name] = {"params": zoo.num_params(model), "examples": len(x)}
             if earlier is not None:
-                if earlier["sizes"].get(model_name) != results["sizes"][model_name]:
-                    raise SystemExit(f"{args.references}: {model_name} has other sizes there")
-                results["references"][model_name] = earlier["models"][model_name]["reference"]
+                results["references"][model_name] = curvature.reference_for(earlier, args.references, model_name, model,
+                                                                             x, y)
             results["models"].setdefault(model_name, {})
             for row in ROWS[model_name]:
                 results["models"][model_name][row] = curvature.child_result(__file__, "--row", model_name, row, folder,

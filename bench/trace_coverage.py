@@ -38,7 +38,6 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import curvature  # noqa: E402  (the benchmark's models, sizes and criteria)
-import models as zoo  # noqa: E402
 from provenance import stamp  # noqa: E402
 
 from thermocal.config import Config  # noqa: E402
@@ -150,10 +149,8 @@ def main() -> None:
     for name in args.models.split(","):
         reference = None
         if earlier is not None:
-            model, x, _, _ = curvature.build(name, False)
-            if earlier["sizes"].get(name) != {"params": zoo.num_params(model), "examples": len(x)}:
-                raise SystemExit(f"{args.reference_from}: {name} has other sizes there")
-            reference = earlier["models"][name]["reference"]
+            model, x, y, _ = curvature.build(name, False)
+            reference = curvature.reference_for(earlier, args.reference_from, name, model, x, y)
         results["models"][name] = coverage(name, args.quick, args.seeds, reference)
         r = results["models"][name]
         print(f"{name:12s} |z|<=2 {r['within_2']}/{r['seeds']}  mean z {r['mean_z']:+.2f}  "

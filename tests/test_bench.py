@@ -202,3 +202,44 @@ def test_gpu_benchmark_cells_run_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> 
         cell = gpu.thermocal_probe(model, x, y, loss_fn, cpu, vmap=vmap)
         assert abs(cell["lambda_max"] / float(eigenvalues[-1]) - 1) < 1e-3
         assert abs(cell["lambda_min"] / float(eigenvalues[0]) - 1) < 1e-3
+
+
+def test_bench_models_are_the_same_whatever_the_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bench model trained with 2 threads had other weights than with 1 (CPU kernels sum in a
+    thread-dependent order), so references computed on one machine were not those of the model
+    another builds. Builders now train on one thread: the same fingerprint either way."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import models  # bench/models.py
+    import torch
+
+    threads = torch.get_num_threads()
+    prints = {}
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            model, x, y, _ = models.cnn(n=128)
+            prints[count] = models.fingerprint(model, x, y)
+            assert torch.get_num_threads() == count  # the caller's setting is left as it was
+    finally:
+        torch.set_num_threads(threads)
+    assert prints[1] == prints[2]
+
+
+def test_scripts_refuse_references_computed_on_another_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """targets.py and trace_coverage.py measure errors against bench/results.json's reference
+    cells; they take one only when that run's fingerprint is the model they built."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import curvature  # bench/curvature.py
+
+    model, x, y, _ = curvature.build("digits", quick=True)
+    reference = {"lambda_max": 1.0}
+    path = tmp_path / "results.json"
+    results = {"models": {"digits": {"reference": reference}}, "fingerprints": {}}
+    with pytest.raises(SystemExit, match=f"{path}: no fingerprint for digits"):
+        curvature.reference_for(results, path, "digits", model, x, y)
+    results["fingerprints"]["digits"] = curvature.zoo.fingerprint(model, x, y)
+    assert curvature.reference_for(results, path, "digits", model, x, y) is reference
+    x2 = x.clone()
+    x2[0, 0] += 1e-6  # one input changed: another problem
+    with pytest.raises(SystemExit, match="built with other weights or data"):
+        curvature.reference_for(results, path, "digits", model, x2, y)
