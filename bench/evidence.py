@@ -26,7 +26,7 @@ is scored by the loss on the test split; everything that tunes, tunes on the val
 A refusal (no schedule) or a divergence (a non-finite loss) is a result: its test loss is
 infinite, never replaced. Cost is in example-gradients (a forward and backward of one example):
 training S·B; a probe what its file's `measurements.cost` says (method.md [S9]: K·B minibatch
-gradients plus 2 per Hessian example and Hessian-vector product, an HVP measured 1.6–2.3
+gradients plus 2 per Hessian example and Hessian-vector product, an HVP measured 1.5–1.7
 gradients in bench/RESULTS.md; the default --probe-budget 0.25 of S·B sizes its Hessian sample);
 the sweep 100·B; the grid all its runs.
 """
