@@ -207,3 +207,48 @@ def test_the_summary_says_when_the_trace_leaves_the_last_lr_uncertain_by_more_th
     path.write_text(dumps(doc, "json"))
     shown = " ".join(run("show", str(path), env={"COLUMNS": "400"}).stdout.split())  # show writes to stdout
     assert f"│ lr(S) vs trace │ ± {shift:.2%} │" in shown and "more than 1%" in shown, shown
+
+
+@pytest.mark.parametrize("rule", ["stability", "optimal"])
+def test_t0_standard_error_counts_the_trace_and_every_input_eta0_depends_on(rule: str) -> None:
+    """[C10]: T0 = eta0·tr Σ_B/(2·d_eff), d_eff = tr H/λ_max. Under the stability bound eta0 =
+    f·2/λ_max, so T0 = f·tr Σ_B/tr H: λ_max cancels and the trace's error counts as much as
+    grad_var's. Under the optimal step, T0 = |∇L|²/(∇LᵀH∇L + tr HΣ_B)·tr Σ_B·λ_max/(2·tr H):
+    five inputs with a standard error. First order, independent: relative errors in quadrature."""
+    from thermocal.check import check
+    from thermocal.schedule.file import dumps, loads
+
+    x, y = digits()
+    doc = calibrated(mlp([64, 32, 10], seed=3), x, y, eta0_rule=rule)
+    noise, hess, curv = doc.measurements.gradient_noise, doc.measurements.hessian, doc.measurements.noise_curvature
+    assert doc.schedule.rules.eta0_bound == rule and doc.calibration.d_eff > 1
+    relative = [noise.grad_var_stderr / noise.grad_var, hess.trace_stderr / hess.trace]
+    if rule == "optimal":
+        relative += [hess.lambda_max_stderr / hess.lambda_max, noise.full_grad_sq_stderr / noise.full_grad_sq,
+                     curv.trace_h_sigma_stderr / (curv.grad_h_grad + curv.trace_h_sigma)]
+    expected = doc.schedule.T0 * math.sqrt(sum(r * r for r in relative))
+    cal = doc.calibration
+    assert cal.T0_stderr_total == pytest.approx(expected, rel=1e-4)
+    assert cal.T0_stderr == pytest.approx(doc.schedule.T0 * relative[0], rel=1e-12)  # grad_var's share, as before
+    assert cal.T0_stderr_total > 1.5 * cal.T0_stderr  # at initialisation the trace's error dominates
+    data = json.loads(dumps(doc, "json"))
+    assert check(loads(json.dumps(data), "new.json")).passed
+    data["calibration"]["T0_stderr_total"] /= 2  # a hand edit is caught
+    report = check(loads(json.dumps(data), "edited.json"))
+    assert not report.passed and any("calibration.T0_stderr_total" in f.message for f in report.findings)
+    del data["calibration"]["T0_stderr_total"]  # a file written before the field: re-derived where present only
+    old = json.dumps(data, indent=2) + "\n"
+    assert check(loads(old, "old.json")).passed and dumps(loads(old, "old.json"), "json") == old
+
+
+def test_the_summary_prints_t0_with_its_whole_standard_error(tmp_path) -> None:
+    from thermocal.schedule.file import dumps
+
+    x, y = digits()
+    doc = calibrated(mlp([64, 32, 10], seed=3), x, y)
+    path = tmp_path / "t0.json"
+    path.write_text(dumps(doc, "json"))
+    shown = " ".join(run("show", str(path), env={"COLUMNS": "400"}).stdout.split())
+    cal = doc.calibration
+    assert f"│ T0 │ {doc.schedule.T0:.4g} ± {cal.T0_stderr_total:.2g} │" in shown, shown
+    assert f"grad_var's alone: {cal.T0_stderr:.2g}" in shown

@@ -326,7 +326,11 @@ class LossUnitCalibration(Record):
     grad_var: float = Field(ge=0, description="tr Σ_B at the training batch size [N3]")
     noise_floor: float = Field(ge=0, description="E(eta0) = eta0·tr Σ_B / 4: the excess loss SGD keeps at eta0")
     noise_floor_end: float = Field(ge=0, description="E at the schedule's last learning rate")
-    T0_stderr: float = Field(ge=0)
+    T0_stderr: float = Field(ge=0, description="grad_var's share of T0's standard error (T0·grad_var_stderr/grad_var)")
+    T0_stderr_total: float | None = Field(default=None, ge=0, description=(
+        "T0's first-order standard error from every measured input that has one: grad_var, the trace's probes and, "
+        "where eta0 depends on them, lambda_max's sampling error, full_grad_sq and tr(HΣ_B); taken as independent "
+        "(method.md [C10]). Null in files written before it was recorded"))
     eta_stable: float | None = Field(default=None, gt=0)
     eta_optimal: float | None = Field(default=None, gt=0)
     probability_start: float = Field(ge=0, le=1, description="P(L − L* < ε) at T0, by the Gibbs law [G1]")

@@ -134,7 +134,12 @@ def _loss_unit_schedule(doc: ScheduleFile) -> Table:
                                       f"optimal {_num(cal.eta_optimal)}){spread}")
     _row(sched, "noise floor", _num(cal.noise_floor), f"E(eta0) = eta0·tr Σ_B/4: excess loss SGD keeps at eta0, "
                                                        f"{cal.noise_floor / rules.epsilon:.3g}× epsilon")
-    _row(sched, "T0", _pm(s.T0, cal.T0_stderr), f"eta0·tr Σ_B/(2·d_eff), d_eff = tr H/lambda_max = {cal.d_eff:.4g}")
+    if cal.T0_stderr_total is None:  # a file written before it was recorded
+        spread = "; ± grad_var's error alone"
+    else:
+        spread = f"; ± from every measured input (grad_var's alone: {cal.T0_stderr:.2g})"
+    _row(sched, "T0", _pm(s.T0, cal.T0_stderr if cal.T0_stderr_total is None else cal.T0_stderr_total),
+         f"eta0·tr Σ_B/(2·d_eff), d_eff = tr H/lambda_max = {cal.d_eff:.4g}{spread}")
     source = "given" if rules.epsilon_source == "user" else \
         f"{rules.epsilon_stderrs:g} standard errors of the sample's mean loss"
     _row(sched, "epsilon", _num(rules.epsilon), f"loss tolerance: {source}")

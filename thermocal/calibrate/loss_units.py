@@ -93,6 +93,53 @@ def trace_shift(made: LossUnitResult, noise: GradientNoise, spectrum: HessianSpe
     return max(abs(ratio / base - 1.0) for ratio in moved)
 
 
+def _eta0(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvature | None,
+          config: Config) -> tuple[float, str, float, float | None]:
+    """eta0 by --eta0-rule [C11], which bound was active, and both bounds."""
+    eta_stable = config.stability_fraction * 2.0 / spectrum.lambda_max
+    eta_optimal = optimal_step(noise, curvature)
+    if config.eta0_rule == "stability" or eta_optimal is None:
+        return eta_stable, "stability", eta_stable, eta_optimal
+    if config.eta0_rule == "optimal" or eta_optimal < eta_stable:
+        return eta_optimal, "optimal", eta_stable, eta_optimal
+    return eta_stable, "stability", eta_stable, eta_optimal
+
+
+def _t0(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvature | None, config: Config) -> float:
+    """T0 = T(eta0) = eta0·tr Σ_B/(2·d_eff) [C10]."""
+    return _eta0(noise, spectrum, curvature, config)[0] * noise.grad_var / (2.0 * effective_modes(spectrum))
+
+
+# The measured inputs of T0 that carry a standard error: (record, value field, standard-error field).
+T0_INPUTS = (("noise", "grad_var", "grad_var_stderr"), ("spectrum", "trace", "trace_stderr"),
+             ("spectrum", "lambda_max", "lambda_max_stderr"), ("noise", "full_grad_sq", "full_grad_sq_stderr"),
+             ("curvature", "trace_h_sigma", "trace_h_sigma_stderr"))
+
+
+def t0_stderr_total(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvature | None,
+                    config: Config) -> float | None:
+    """T0's first-order standard error from every measured input that has one ([C10]): the sum in
+    quadrature of ∂T0/∂x·se(x) over T0_INPUTS, the inputs taken as independent, each derivative a
+    central difference of T0 itself (so it follows whichever bound of [C11] is active and d_eff's
+    floor at 1; inputs T0 does not depend on add nothing). None when an input's standard error is
+    not finite."""
+    records = {"noise": noise, "spectrum": spectrum, "curvature": curvature}
+    total = 0.0
+    for owner, field, error in T0_INPUTS:
+        record = records[owner]
+        se = None if record is None else getattr(record, error)
+        if se is None or se == 0.0:
+            continue
+        if not math.isfinite(se):
+            return None
+        x = getattr(record, field)
+        h = 1e-6 * max(abs(x), se)
+        moved = [_t0(**{**records, owner: record.model_copy(update={field: x + sign * h})}, config=config)
+                 for sign in (1.0, -1.0)]
+        total += ((moved[0] - moved[1]) / (2.0 * h) * se) ** 2
+    return math.sqrt(total)
+
+
 def _calibrate(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvature | None,
                config: Config) -> LossUnitResult:
     if not spectrum.lambda_max > 0:
@@ -101,14 +148,7 @@ def _calibrate(noise: GradientNoise, spectrum: HessianSpectrum, curvature: Noise
     if not noise.grad_var > 0:
         raise DegenerateError("the minibatch gradients do not vary (tr Σ_B = 0), so there is no noise to cool")
     d_eff = effective_modes(spectrum)
-    eta_stable = config.stability_fraction * 2.0 / spectrum.lambda_max
-    eta_optimal = optimal_step(noise, curvature)
-    if config.eta0_rule == "stability" or eta_optimal is None:
-        eta0, bound = eta_stable, "stability"
-    elif config.eta0_rule == "optimal" or eta_optimal < eta_stable:
-        eta0, bound = eta_optimal, "optimal"
-    else:
-        eta0, bound = eta_stable, "stability"
+    eta0, bound, eta_stable, eta_optimal = _eta0(noise, spectrum, curvature, config)
     if config.min_lr >= eta0:
         raise DegenerateError(f"--min-lr {config.min_lr:g} is not below eta0 = {eta0:.4g}: the schedule would be flat")
 
@@ -147,7 +187,8 @@ def _calibrate(noise: GradientNoise, spectrum: HessianSpectrum, curvature: Noise
     eta_end = learning_rate(cooling_phase(schedule))(config.steps) if config.steps is not None else eta0
     details = LossUnitCalibration(
         d_eff=d_eff, grad_var=noise.grad_var, noise_floor=eta0 * noise.grad_var / 4.0,
-        noise_floor_end=eta_end * noise.grad_var / 4.0, T0_stderr=t0_stderr, eta_stable=eta_stable,
+        noise_floor_end=eta_end * noise.grad_var / 4.0, T0_stderr=t0_stderr,
+        T0_stderr_total=t0_stderr_total(noise, spectrum, curvature, config), eta_stable=eta_stable,
         eta_optimal=eta_optimal, probability_start=gamma_cdf(k, epsilon / t0), probability_end=gamma_cdf(k, epsilon / t_end),
         tau_budget=tau_budget,
     )

@@ -186,7 +186,8 @@ def schema_text() -> str:
 
 
 # Fields v2 gained after its first files were written; each is left out when it holds nothing.
-LATER_OPTIONAL = (("measurements", "cost"), ("settings", "probe_budget"), ("calibration", "trace_shift"))
+LATER_OPTIONAL = (("measurements", "cost"), ("settings", "probe_budget"), ("calibration", "trace_shift"),
+                  ("calibration", "T0_stderr_total"))
 
 
 def dumps(document: ScheduleFile, fmt: str) -> str:
