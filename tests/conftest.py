@@ -2,7 +2,7 @@
 
 Every test runs in a fresh temporary working directory (the folder pytest was started from is
 never read or written: the Quick start's `thermocal.json` there changes nothing), hypothesis
-keeps no example database, and torch uses THREADS threads, so that the suite's time does not
+keeps no example database and draws the same examples on every run, and torch uses THREADS threads, so that the suite's time does not
 depend on what else the machine runs.
 """
 
@@ -26,7 +26,10 @@ from hypothesis import settings  # noqa: E402
 from thermocal.records import EstimateRecord, GradientNoise, HessianSpectrum  # noqa: E402
 
 torch.set_num_threads(THREADS)
-settings.register_profile("thermocal", database=None)
+# The same examples on every run (derandomize: seeded by each test's hash), so that a failure
+# in CI is the same failure when it is rerun; `--hypothesis-profile explore` draws fresh ones.
+settings.register_profile("thermocal", database=None, derandomize=True)
+settings.register_profile("explore", database=None)
 settings.load_profile("thermocal")
 
 ROOT = Path(__file__).resolve().parents[1]
