@@ -151,7 +151,7 @@ def test_trace_coverage_script_runs_and_its_intervals_cover(tmp_path: Path) -> N
 def test_targets_script_runs_and_its_rows_solve_the_same_problem(tmp_path: Path) -> None:
     """bench/targets.py cannot rot (the transformer, tiny, has every kind of row), and its rows
     are the same estimate at other costs: every row's lambda_max, and lambda_min where it has
-    one, is within the two runs' residual tolerances of the default's; a smaller basis
+    one, is within the two runs' residual tolerances of the full-accuracy row's; a smaller basis
     restarts and so takes more Lanczos products, and pyhessian's task alone takes fewer."""
     out = tmp_path / "targets.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "targets.py"), "--quick", "--models", "transformer",
@@ -160,7 +160,7 @@ def test_targets_script_runs_and_its_rows_solve_the_same_problem(tmp_path: Path)
     assert "| transformer | basis 12 rows |" in proc.stdout
     rows = json.loads(out.read_text())["models"]["transformer"]
     assert all("error" not in cell for cell in rows.values()), rows
-    default = rows["default"]
+    default = rows["full accuracy"]
     for name, cell in rows.items():
         if name in ("pyhessian", "step", "live tensors"):
             continue
