@@ -252,3 +252,5 @@ def test_the_summary_prints_t0_with_its_whole_standard_error(tmp_path) -> None:
     cal = doc.calibration
     assert f"│ T0 │ {doc.schedule.T0:.4g} ± {cal.T0_stderr_total:.2g} │" in shown, shown
     assert f"grad_var's alone: {cal.T0_stderr:.2g}" in shown
+    # the trace's ± is its probes' error: the summary says that the sample's is left out
+    assert "± the probes' error only (its sampling error over examples is not measured)" in shown

@@ -71,7 +71,9 @@ def _measurements(doc: ScheduleFile) -> Table:
         state = f"converged: ± ≤ {rec.tolerance:g}{scale}"
     else:
         state = "NOT converged"
-    _row(measured, "trace", _pm(hess.trace, hess.trace_stderr), f"{rec.iterations} probes, {state}")
+    _row(measured, "trace", _pm(hess.trace, hess.trace_stderr),
+         f"{rec.iterations} probes, {state}{where}; ± the probes' error only (its sampling error over examples "
+         "is not measured)")
     if extra is not None:
         _row(measured, "tr(H·Σ_B)", _pm(extra.trace_h_sigma, extra.trace_h_sigma_stderr),
              f"curvature along the noise: {extra.minibatches} deviations g_k − ḡ, {extra.hvps} HVPs with ∇LᵀH∇L")
