@@ -8,8 +8,9 @@ The default probe reports `trace ± stderr` from Hutch++ with the Lanczos basis 
 error is --trace-rtol (default 0.035) of the spectral scale after at least 10 probes (method.md
 [H3]). This script runs that estimator with the default settings on the whole sample: the
 reference is the whole sample's trace, so it measures the probes' error, not the subsample's
-(which the default's Hessian subsample adds, and which the probe does not report). One run's z = (trace − reference) / √(se² + se_ref²)
-says little: a 2-se interval misses about one run in twenty by design. This script measures
+(which the default's Hessian subsample adds, and which the probe does not report). One run's
+z = (trace − reference) / √(se² + se_ref²) says little: a 2-se interval misses about one run
+in twenty by design. This script measures
 the miss rate. Per model it runs the default probe's Lanczos once (the basis is a fixed part of
 the estimator: its tr(QHQᵀ) is exact) and then the trace estimator with `--seeds` independent
 probe generators, and reports the fraction of seeds with |z| ≤ 1 and |z| ≤ 2 (a Wilson 95%
@@ -46,7 +47,6 @@ from provenance import stamp  # noqa: E402
 from thermocal.config import Config  # noqa: E402
 from thermocal.curvature.native import NativeEngine  # noqa: E402
 from thermocal.noise import split_batches  # noqa: E402
-
 
 
 def exact_trace(op) -> float:

@@ -2,8 +2,8 @@
 
 Every test runs in a fresh temporary working directory (the folder pytest was started from is
 never read or written: the Quick start's `thermocal.json` there changes nothing), hypothesis
-keeps no example database and draws the same examples on every run, and torch uses THREADS threads, so that the suite's time does not
-depend on what else the machine runs.
+keeps no example database and draws the same examples on every run, and torch uses THREADS
+threads, so that the suite's time does not depend on what else the machine runs.
 """
 
 from __future__ import annotations

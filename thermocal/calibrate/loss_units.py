@@ -105,9 +105,14 @@ def _eta0(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurva
     return eta_stable, "stability", eta_stable, eta_optimal
 
 
+def temperature_at(eta: float, noise: GradientNoise, d_eff: float) -> float:
+    """T(eta) = eta·tr Σ_B/(2·d_eff), in loss units [C10]."""
+    return eta * noise.grad_var / (2.0 * d_eff)
+
+
 def _t0(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvature | None, config: Config) -> float:
-    """T0 = T(eta0) = eta0·tr Σ_B/(2·d_eff) [C10]."""
-    return _eta0(noise, spectrum, curvature, config)[0] * noise.grad_var / (2.0 * effective_modes(spectrum))
+    """T0 = T(eta0) [C10], from the measurements alone (what t0_stderr_total differentiates)."""
+    return temperature_at(_eta0(noise, spectrum, curvature, config)[0], noise, effective_modes(spectrum))
 
 
 # The measured inputs of T0 that carry a standard error: (record, value field, standard-error field).
@@ -152,7 +157,7 @@ def _calibrate(noise: GradientNoise, spectrum: HessianSpectrum, curvature: Noise
     if config.min_lr >= eta0:
         raise DegenerateError(f"--min-lr {config.min_lr:g} is not below eta0 = {eta0:.4g}: the schedule would be flat")
 
-    t0 = eta0 * noise.grad_var / (2.0 * d_eff)
+    t0 = temperature_at(eta0, noise, d_eff)
     t0_stderr = t0 * noise.grad_var_stderr / noise.grad_var
     if config.epsilon is not None:
         epsilon, source, stderrs = config.epsilon, "user", None
