@@ -102,15 +102,22 @@ def test_the_default_trace_tolerance_moves_the_lr_by_under_one_percent() -> None
             assert abs(math.expm1(depth(moved) - depth(d_eff))) < 0.01, d_eff
 
 
-@pytest.mark.parametrize("steps, says", [
-    ("2000", "of the training run's 64,000 (budget 0.25)"),
-    ("10", "11.20 of the training run's 320, OVER the budget of 0.25 (even one minibatch of Hessian examples does not "
-           "fit beside the gradients)"),
+@pytest.mark.parametrize("options, says", [
+    (["--steps", "2000"], "of the training run's 64,000 (budget 0.25: it allows {n} Hessian examples of the 512 asked "
+                          "for; a larger --probe-budget takes more)"),
+    (["--steps", "2000", "--hessian-samples", "1024"], "(budget 0.25: it allows {n} Hessian examples of the 1,024 asked"),
+    (["--steps", "200000"], "of the training run's 6,400,000 (budget 0.25)"),
+    (["--steps", "10"], "11.20 of the training run's 320, OVER the budget of 0.25 (even one minibatch of Hessian "
+                        "examples does not fit beside the gradients)"),
 ])
-def test_the_summary_says_what_the_probe_spent_against_its_budget(tmp_path, steps: str, says: str) -> None:
-    result = run("probe", str(SAMPLES / "digits_mlp" / "model.pt"), str(SAMPLES / "digits_mlp" / "data"), "--steps", steps,
+def test_the_summary_says_what_the_probe_spent_against_its_budget(tmp_path, options: list[str], says: str) -> None:
+    result = run("probe", str(SAMPLES / "digits_mlp" / "model.pt"), str(SAMPLES / "digits_mlp" / "data"), *options,
                  "-o", str(tmp_path / "o.json"), env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
-    cost = thermocal.load_schedule(tmp_path / "o.json").document.measurements.cost
-    assert says in " ".join(result.stderr.split()), result.stderr
-    assert f"│ probe cost │ {cost.example_gradients:,} │" in " ".join(result.stderr.split())
+    doc = thermocal.load_schedule(tmp_path / "o.json").document
+    cost, said = doc.measurements.cost, " ".join(result.stderr.split())
+    assert says.format(n=doc.inputs.hessian_samples) in said, result.stderr
+    assert f"│ probe cost │ {cost.example_gradients:,} │" in said
+    # within the budget, it names the examples it allowed only where it allowed fewer than [S8]'s
+    if cost.fraction <= cost.budget:
+        assert ("it allows" in said) == (doc.inputs.hessian_samples < min(doc.settings.hessian_samples, 1024))

@@ -8,7 +8,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from thermocal.budget import example_gradients
+from thermocal.budget import budget_examples, example_gradients
 from thermocal.records import ProbeCost
 from thermocal.schedule.file import ScheduleFile
 
@@ -83,12 +83,16 @@ def _measurements(doc: ScheduleFile) -> Table:
     timing = ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in doc.timings.items())
     _row(measured, "engine", f"{hess.engine}", f"{hess.hvp_mode or ''} {hess.hvps} HVPs in all; {timing}".strip())
     if doc.measurements.cost is not None:
-        _row(measured, "probe cost", f"{doc.measurements.cost.example_gradients:,}", _cost(doc.measurements.cost))
+        cost = doc.measurements.cost
+        settings = getattr(doc, "settings", None)  # v1 files record none
+        asked = min(settings.hessian_samples or cost.gradient_examples, cost.gradient_examples) if settings else 0
+        _row(measured, "probe cost", f"{cost.example_gradients:,}", _cost(cost, noise.batch_size, asked))
     return measured
 
 
-def _cost(cost: ProbeCost) -> str:
-    """How the probe's example-gradients compare with the training run's, and with the budget."""
+def _cost(cost: ProbeCost, batch_size: int, asked: int) -> str:
+    """How the probe's example-gradients compare with the training run's, and with the budget; and
+    where the budget took fewer Hessian examples than `asked` ([S8]'s), how many it allows ([S9])."""
     how = (f"example-gradients: {cost.gradient_examples:,} for the gradients, {cost.hvps} HVPs (the noise "
            f"curvature's too) on {cost.hessian_examples:,} Hessian examples")
     if cost.fraction is None:
@@ -97,7 +101,12 @@ def _cost(cost: ProbeCost) -> str:
     if cost.budget is None:
         return how
     if cost.fraction <= cost.budget:
-        return how + f" (budget {cost.budget:g})"
+        allowed = budget_examples(cost.budget, cost.training_example_gradients // batch_size, batch_size,
+                                  cost.gradient_examples, cost.planned_hvps)
+        if allowed >= asked:
+            return how + f" (budget {cost.budget:g})"
+        return how + (f" (budget {cost.budget:g}: it allows {allowed:,} Hessian examples of the {asked:,} "
+                      "asked for; a larger --probe-budget takes more)")
     planned = example_gradients(cost.gradient_examples, cost.hessian_examples, cost.planned_hvps)
     why = (f"{cost.hvps} HVPs where {cost.planned_hvps} were planned"
            if planned <= cost.budget * cost.training_example_gradients else
