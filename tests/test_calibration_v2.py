@@ -221,14 +221,17 @@ def test_t0_standard_error_counts_the_trace_and_every_input_eta0_depends_on(rule
     """[C10]: T0 = eta0·tr Σ_B/(2·d_eff), d_eff = tr H/λ_max. Under the stability bound eta0 =
     f·2/λ_max, so T0 = f·tr Σ_B/tr H: λ_max cancels and the trace's error counts as much as
     grad_var's. Under the optimal step, T0 = |∇L|²/(∇LᵀH∇L + tr HΣ_B)·tr Σ_B·λ_max/(2·tr H):
-    five inputs with a standard error. First order, independent: relative errors in quadrature."""
+    five inputs with a standard error. First order, independent: relative errors in quadrature; the
+    trace's two (its probes' and its sampling error over examples, [H14]) each count."""
     from thermocal.schedule.file import dumps
 
     x, y = digits()
     doc = calibrated(mlp([64, 32, 10], seed=3), x, y, eta0_rule=rule)
     noise, hess, curv = doc.measurements.gradient_noise, doc.measurements.hessian, doc.measurements.noise_curvature
     assert doc.schedule.rules.eta0_bound == rule and doc.calibration.d_eff > 1
-    relative = [noise.grad_var_stderr / noise.grad_var, hess.trace_stderr / hess.trace]
+    assert hess.trace_sampling_stderr > 0 and hess.trace_sampling_groups >= 2
+    relative = [noise.grad_var_stderr / noise.grad_var, hess.trace_stderr / hess.trace,
+                hess.trace_sampling_stderr / hess.trace]
     if rule == "optimal":
         relative += [hess.lambda_max_stderr / hess.lambda_max, noise.full_grad_sq_stderr / noise.full_grad_sq,
                      curv.trace_h_sigma_stderr / (curv.grad_h_grad + curv.trace_h_sigma)]
@@ -251,5 +254,7 @@ def test_the_summary_prints_t0_with_its_whole_standard_error(tmp_path) -> None:
     cal = doc.calibration
     assert f"│ T0 │ {doc.schedule.T0:.4g} ± {cal.T0_stderr_total:.2g} │" in shown, shown
     assert f"grad_var's alone: {cal.T0_stderr:.2g}" in shown
-    # the trace's ± is its probes' error: the summary says that the sample's is left out
-    assert "± the probes' error only (its sampling error over examples is not measured)" in shown
+    # the trace's ± is its probes' error; its sampling error over examples is printed beside it
+    hess = doc.measurements.hessian
+    assert (f"± the probes' error; its sampling error over examples ± {hess.trace_sampling_stderr:.2g} "
+            f"({hess.trace_sampling_groups} groups)") in shown, shown

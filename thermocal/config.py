@@ -99,7 +99,8 @@ class Config(Record):
                               "lr(t)/eta0 by under 1%, method.md [H12])")
     max_probes: int = Field(1000, ge=10, description="probe budget of the trace")
     lambda_min: bool = Field(False, description="resolve lambda_min to full accuracy (always for the literal rules)")
-    micro_batch: int = Field(1024, ge=1, description="examples per forward/backward in Hessian-vector products")
+    micro_batch: int = Field(1024, ge=1, description="at most this many examples per forward/backward in "
+                             "Hessian-vector products")
     graph_memory: float = Field(1.0, ge=0, description="GiB the gradient graphs of several micro-batches may keep")
     lanczos_memory: float = Field(4.0, ge=0, description="GiB the Lanczos basis may hold before it restarts")
     top_k: int = Field(1, ge=1, description="also report the top-k eigenvalues")

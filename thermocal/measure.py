@@ -19,7 +19,7 @@ from thermocal.curvature.engine import open_engine
 from thermocal.curvature.hvp import supports_forward_mode
 from thermocal.curvature.native import LANCZOS_MIN_ITER, hvp_mode
 from thermocal.curvature.noise_curvature import deviations, noise_curvature
-from thermocal.curvature.sampling import with_sampling_error
+from thermocal.curvature.sampling import trace_micro_batch, with_sampling_error
 from thermocal.distributed import SINGLE, Group
 from thermocal.errors import InputError
 from thermocal.losses import LossFn
@@ -88,8 +88,11 @@ def probe(
     if s.budget is not None:
         n_hessian = min(n_hessian, budget_examples(s.budget, s.steps, b, k * b, planned))
     inputs, targets = p.inputs[:n_hessian], p.targets[:n_hessian]
-    engine = open_engine(p.model, p.loss_fn, split_batches(inputs, targets, s.micro_batch), p.params, p.names, s, device,
-                         progress, group)
+    micro, whole = s.micro_batch, s.micro_batch >= n_hessian  # whole: --micro-batch takes the sample in one
+    if s.engine == "native" and not group.distributed:  # micro-batches of whole minibatches: the trace's groups ([H14])
+        micro = trace_micro_batch(n_hessian, b, s.micro_batch)
+    engine = open_engine(p.model, p.loss_fn, split_batches(inputs, targets, micro), p.params, p.names, s, device,
+                         progress, group, keep_graphs=whole)
     try:
         spectrum, top_vector = engine.spectrum(generator, progress, timer)
         with timer("noise_curvature"):

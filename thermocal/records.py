@@ -180,6 +180,12 @@ class HessianSpectrum(Record):
                                         description="groups of examples behind lambda_max_stderr")
     trace: float
     trace_stderr: float = Field(ge=0)
+    # Added after trace_stderr's first files (_absent).
+    trace_sampling_stderr: float | None = Field(
+        default=None, ge=0, exclude_if=_absent, description="sampling standard error of the trace over examples: how "
+        "far another sample of as many examples would move it (method.md [H14]); absent when not measured")
+    trace_sampling_groups: int | None = Field(default=None, ge=2, exclude_if=_absent,
+                                              description="groups of examples behind trace_sampling_stderr")
     hvps: int = Field(ge=0)
     converged: bool
     details: dict[str, EstimateRecord]
@@ -337,7 +343,8 @@ class LossUnitCalibration(Record):
     probability_end: float = Field(ge=0, le=1, description="P(L − L* < ε) at the last temperature")
     tau_budget: float | None = None
     trace_shift: float | None = Field(default=None, ge=0, description=(
-        "largest relative change of lr(S)/eta0 when the trace moves by one standard error, everything else held "
+        "largest relative change of lr(S)/eta0 when the trace moves by one standard error of its probes "
+        "(trace_stderr), everything else held "
         "(method.md [C15]); null without --steps, and in files written before it was recorded"))
 
 

@@ -71,9 +71,12 @@ def _measurements(doc: ScheduleFile) -> Table:
         state = f"converged: ± ≤ {rec.tolerance:g}{scale}"
     else:
         state = "NOT converged"
-    _row(measured, "trace", _pm(hess.trace, hess.trace_stderr),
-         f"{rec.iterations} probes, {state}{where}; ± the probes' error only (its sampling error over examples "
-         "is not measured)")
+    if hess.trace_sampling_stderr is not None:
+        sampling = (f"; ± the probes' error; its sampling error over examples ± {hess.trace_sampling_stderr:.2g} "
+                    f"({hess.trace_sampling_groups} groups)")
+    else:
+        sampling = "; ± the probes' error only (its sampling error over examples is not measured)"
+    _row(measured, "trace", _pm(hess.trace, hess.trace_stderr), f"{rec.iterations} probes, {state}{where}{sampling}")
     if extra is not None:
         _row(measured, "tr(H·Σ_B)", _pm(extra.trace_h_sigma, extra.trace_h_sigma_stderr),
              f"curvature along the noise: {extra.minibatches} deviations g_k − ḡ, {extra.hvps} HVPs with ∇LᵀH∇L")
@@ -118,7 +121,7 @@ SCHEDULE_TOLERANCE = 0.01  # what the probe's tolerances aim for on lr(t)/eta0 (
 
 
 def _trace_shift(shift: float) -> str:
-    how = "change of lr(S)/eta0 when the trace moves by one standard error (d_eff's uncertainty)"
+    how = "change of lr(S)/eta0 when the trace moves by one standard error of its probes (d_eff's uncertainty)"
     if shift <= SCHEDULE_TOLERANCE:
         return how
     return (how + f": more than {SCHEDULE_TOLERANCE:.0%}, as where curvature of both signs cancels (at "

@@ -81,8 +81,9 @@ def _end_ratio(result: LossUnitResult) -> float:
 
 def trace_shift(made: LossUnitResult, noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvature | None,
                 config: Config) -> float | None:
-    """The largest relative change of lr(S)/eta0 when the trace moves by one standard error
-    either way, everything else held ([C15]); None without a budget or a finite standard error.
+    """The largest relative change of lr(S)/eta0 when the trace moves by one standard error of its
+    probes (`trace_stderr`, what --trace-rtol sets; not its sampling error over examples) either
+    way, everything else held ([C15]); None without a budget or a finite standard error.
     lr(t)/eta0 = (lr(S)/eta0)^(t/S) on the cooling phase, so no step moves more than the last."""
     stderr = spectrum.trace_stderr
     if config.steps is None or stderr is None or not math.isfinite(stderr):
@@ -117,8 +118,8 @@ def _t0(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvatu
 
 # The measured inputs of T0 that carry a standard error: (record, value field, standard-error field).
 T0_INPUTS = (("noise", "grad_var", "grad_var_stderr"), ("spectrum", "trace", "trace_stderr"),
-             ("spectrum", "lambda_max", "lambda_max_stderr"), ("noise", "full_grad_sq", "full_grad_sq_stderr"),
-             ("curvature", "trace_h_sigma", "trace_h_sigma_stderr"))
+             ("spectrum", "trace", "trace_sampling_stderr"), ("spectrum", "lambda_max", "lambda_max_stderr"),
+             ("noise", "full_grad_sq", "full_grad_sq_stderr"), ("curvature", "trace_h_sigma", "trace_h_sigma_stderr"))
 
 
 def t0_stderr_total(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvature | None,

@@ -42,12 +42,14 @@ class Engine(Protocol):
 
 def open_engine(model: torch.nn.Module, loss_fn: LossFn, batches: Sequence[Batch], params: Sequence[torch.nn.Parameter],
                 names: Sequence[str], s: Config, device: torch.device, progress: Progress,
-                group: Group = SINGLE) -> Engine:
-    """The engine `s.engine` names over the micro-batches `batches` (the Hessian's examples)."""
+                group: Group = SINGLE, keep_graphs: bool = False) -> Engine:
+    """The engine `s.engine` names over the micro-batches `batches` (the Hessian's examples);
+    `keep_graphs`: the native engine keeps every micro-batch's gradient graph (NativeEngine)."""
     if s.engine == "pyhessian":  # one process (measure.probe refuses it under torchrun before any work)
         from thermocal.curvature.pyhessian_engine import PyHessianEngine  # only where it is used
 
         return PyHessianEngine(model, loss_fn, batches, device, s, on_hvp=progress.advance)
     from thermocal.curvature.native import NativeEngine
 
-    return NativeEngine(model, loss_fn, batches, params, names, s, on_products=progress.advance, group=group)
+    return NativeEngine(model, loss_fn, batches, params, names, s, on_products=progress.advance, group=group,
+                        keep_graphs=keep_graphs)

@@ -14,6 +14,11 @@ product; method.md [H6]). Counting is the caller's (`op.counted()`). Two ways to
   module (not TorchScript), rebuilds the graph on every product.
 
 Scaled-dot-product attention runs on its math backend here, the one with double backward.
+
+While `forms` is a list, every product also appends each micro-batch's quadratic form
+vᵀ·H_b·v (float64, one per micro-batch, H_b the Hessian of the mean loss over micro-batch b; one
+row per vector of a matmat): with several micro-batches these give the trace's sampling error
+over examples at no extra product (curvature/sampling.py, method.md [H14]).
 """
 
 from __future__ import annotations
@@ -51,12 +56,13 @@ class HessianOperator(Operator):
         vmap: bool = True,
         total_examples: int | None = None,
         reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
-        graph_memory: int = 0,
+        graph_memory: int | None = 0,
     ) -> None:
         """`batches` may be this process's share of the sample: then `total_examples` is the whole
         sample's size (the mean's denominator) and `reduce` sums the partial products over
         processes (thermocal.distributed). `graph_memory`: bytes of saved tensors that the kept
-        gradient graphs of several micro-batches may hold (a lone micro-batch's is always kept)."""
+        gradient graphs of several micro-batches may hold (a lone micro-batch's is always kept;
+        None keeps every micro-batch's, as the one graph of their union would be)."""
         if mode == "fwd-rev" and not supports_forward_mode(model):
             raise ValueError("forward-over-reverse needs an eager module, not TorchScript")
         self.model, self.loss_fn, self.mode, self.vmap = model, loss_fn, mode, vmap
@@ -74,6 +80,7 @@ class HessianOperator(Operator):
         self._rebuilt: set[int] = set()  # micro-batches whose graph did not fit
         self.graph_bytes = 0  # saved-tensor bytes of the kept graphs
         self.graphs_built = 0
+        self.forms: list[torch.Tensor] | None = None  # each product's per-micro-batch vᵀH_b v, while a list
         if mode == "fwd-rev":
             ids = {id(p) for p in self.params}
             self._names = [name for name, p in model.named_parameters() if id(p) in ids]
@@ -118,6 +125,9 @@ class HessianOperator(Operator):
         if len(self.batches) == 1:
             self._graphs[index] = self._gradient_graph(*batch)
             return self._graphs[index], True
+        if self.graph_memory is None:
+            self._graphs[index] = self._gradient_graph(*batch)
+            return self._graphs[index], True
         grads, size = self._measured_graph(*batch)
         if self.graph_bytes + size > self.graph_memory:
             self._rebuilt.add(index)
@@ -160,6 +170,7 @@ class HessianOperator(Operator):
         lead, dtype = v.shape[:-1], v.dtype
         pieces = self._unflatten(v)
         total: torch.Tensor | None = None
+        forms: list[torch.Tensor] = []
         with sdpa_kernel([SDPBackend.MATH]):
             for index, (weight, batch) in enumerate(zip(self.weights, self.batches)):
                 if self.mode == "rev-rev":
@@ -167,9 +178,14 @@ class HessianOperator(Operator):
                 else:
                     part = self._fwd_rev(batch, pieces, batched)
                 flat = self._flatten([h.detach() for h in part], lead, dtype)
+                if self.forms is not None:  # a 1-D dot makes no d-length temporary
+                    forms.append(torch.dot(flat, v).double() if flat.dim() == 1
+                                 else flat.mul(v).sum(dim=-1, dtype=torch.float64))
                 total = flat.mul_(weight) if total is None else total.add_(flat, alpha=weight)
         if total is None:  # a process whose share of the sample is empty
             total = torch.zeros((*lead, self.dim), dtype=dtype, device=self.device)
+        if self.forms is not None:
+            self.forms.append(torch.stack(forms, dim=-1).cpu() if forms else torch.zeros((*lead, 0), dtype=torch.float64))
         return self._reduce(total)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:

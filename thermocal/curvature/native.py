@@ -19,6 +19,7 @@ from thermocal.curvature.hutchpp import hutchpp_sketch, sketch_trace
 from thermocal.curvature.hvp import HessianOperator, Mode
 from thermocal.curvature.lanczos import LanczosResult, lanczos
 from thermocal.curvature.power import power_iteration
+from thermocal.curvature.sampling import trace_sampling_stderr
 from thermocal.curvature.spectrum import both_ends, check_finite, record, trace_record
 from thermocal.distributed import SINGLE, Group
 from thermocal.losses import LossFn
@@ -51,13 +52,20 @@ class NativeEngine:
 
     def __init__(self, model: torch.nn.Module, loss_fn: LossFn, batches: Sequence[Batch],
                  params: Sequence[torch.nn.Parameter], names: Sequence[str], s: Config,
-                 on_products: Callable[[int], None] = lambda count: None, group: Group = SINGLE) -> None:
+                 on_products: Callable[[int], None] = lambda count: None, group: Group = SINGLE,
+                 keep_graphs: bool = False) -> None:
+        """`keep_graphs`: keep every micro-batch's gradient graph whatever --graph-memory says
+        (the micro-batches are the trace's sampling groups of a sample --micro-batch takes whole)."""
         total = sum(int(x.shape[0]) for x, _ in batches)
         self.hessian = HessianOperator(model, loss_fn, group.shard(batches), params, mode=hvp_mode(s), vmap=s.vmap_probes,
                                        total_examples=total, reduce=group.sum,
-                                       graph_memory=int(s.graph_memory * memory.GIB))
+                                       graph_memory=None if keep_graphs else int(s.graph_memory * memory.GIB))
         self.operator = self.hessian.counted(on_products)
         self.settings, self.names = s, list(names)
+        # The trace's sampling error needs each micro-batch's quadratic forms: one process's products
+        # see only its own share of them ([H14]).
+        self.groups = len(batches) if not group.distributed else 0
+        self.trace_sampling: float | None = None
 
     @property
     def hvps(self) -> int:
@@ -127,21 +135,28 @@ class NativeEngine:
                 progress.phase("Hessian: per-block curvature", None)
                 blocks = [self._block_curvature(b, generator) for b in parts]
         details = {"lambda_max": max_rec, "trace": trace_rec} | ({"lambda_min": min_rec} if min_rec is not None else {})
+        sampled = self.trace_sampling is not None
         return HessianSpectrum(
             engine=self.name, hvp_mode=self.hessian.mode, lambda_max=lam_max, lambda_min=lam_min, trace=trace.value,
-            trace_stderr=trace.stderr, hvps=self.hvps, converged=all(rec.converged for rec in details.values()),
+            trace_stderr=trace.stderr, trace_sampling_stderr=self.trace_sampling,
+            trace_sampling_groups=self.groups if sampled else None, hvps=self.hvps,
+            converged=all(rec.converged for rec in details.values()),
             details=details, top_eigenvalues=top_values, density=density, blocks=blocks,
         ), top_vector
 
     def _lanczos_route(self, generator: torch.Generator, progress: Progress, timer: Timer):
         """Lanczos for lambda_max (and lambda_min when asked, [H7]), then Hutch++ with its basis ([H8])."""
         s = self.settings
+        grouped = self.groups >= 2
         with timer("extremes"):
             both = s.resolves_lambda_min
             progress.phase("Hessian: Lanczos (both ends)" if both else "Hessian: Lanczos (lambda_max)", None)
             start = self.hvps
+            self.hessian.forms = [] if grouped else None
             run = self.krylov(generator, top_k=s.top_k, bottom_k=1 if both else 0)
             hvps = self.hvps - start
+            # the basis rows' forms, in the order they were multiplied (a restart rotates the rows)
+            basis_forms = self.hessian.forms[: run.iterations] if grouped and not run.restarts else None
             method = _lanczos_method("Lanczos, full reorthogonalization, Ritz residual test", run)
 
             def end(pair) -> tuple[float, EstimateRecord]:
@@ -156,8 +171,22 @@ class NativeEngine:
             del run  # the other Ritz vectors: d numbers each that the trace need not hold beside its own
         with timer("trace"):
             progress.phase("Hessian: trace", None)
+            self.hessian.forms = [] if basis_forms is not None else None
             trace, trace_rec = self.trace(krylov, scale, generator)
+            probe_forms, self.hessian.forms = self.hessian.forms, None
+        if probe_forms is not None:
+            deflated = s.trace_estimator == "hutch++"  # by the Lanczos basis: its rows' forms are the exact part
+            offset = torch.stack(basis_forms).sum(dim=0) if deflated else torch.zeros(self.groups, dtype=torch.float64)
+            self.trace_sampling = self._trace_sampling(offset, probe_forms)
         return (top, bottom), trace, trace_rec, top_vector, top_values
+
+    def _trace_sampling(self, offset: torch.Tensor, probe_forms: list[torch.Tensor]) -> float | None:
+        """The trace's sampling error from the forms its products recorded ([H14]): `offset` the
+        exact part's per group, and the probes' (one row each)."""
+        probes = torch.cat([f.reshape(-1, self.groups) for f in probe_forms])
+        if len(probes) < 2:
+            return None
+        return trace_sampling_stderr(offset, probes, torch.tensor(self.hessian.weights, dtype=torch.float64))
 
     def _power_route(self, generator: torch.Generator, progress: Progress, timer: Timer):
         """Power iteration, the trace, then the far end by shifted power iteration ([H4])."""
