@@ -229,6 +229,7 @@ def thermocal_run(task: task_sets.Task, seed: int, **settings: object) -> dict:
     return _record(run, task, cost, probe_seconds, kind=doc.schedule.kind, eta0=doc.schedule.eta0,
                    lambda_max=hessian.lambda_max, stability_fraction=doc.settings.stability_fraction,
                    trace=hessian.trace, trace_stderr=hessian.trace_stderr, trace_probes=hessian.details["trace"].iterations,
+                   trace_sampling_stderr=hessian.trace_sampling_stderr,
                    trace_shift=getattr(doc.calibration, "trace_shift", None))
 
 
@@ -473,10 +474,11 @@ def _trace_section(tasks: list[dict]) -> list[str]:
     """How far one standard error of the default's trace moves lr(S)/eta0 (method.md [C15], [H12])."""
     lines = ["## The trace's effect on the schedule (the default, at initialisation)", "",
              "The trace is resolved to `--trace-rtol` of max(|trace|, tr|H|) (method.md [H3]); `trace_shift` is the "
-             "largest relative change of lr(S)/eta0 when the trace moves by one standard error ([C15]). Per seed of "
+             "largest relative change of lr(S)/eta0 when the trace moves by one standard error of its probes ([C15]); "
+             "the sampling error over examples ([H14]; — in runs before it was recorded) is not in it. Per seed of "
              "the default:", "",
-             "| task | schedule kinds | probes | trace standard error / trace | trace_shift, median (largest) | "
-             "seeds above 1% |", "| --- | --- | --- | --- | --- | --- |"]
+             "| task | schedule kinds | probes | trace standard error / trace | sampling error / trace | "
+             "trace_shift, median (largest) | seeds above 1% |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for t in tasks:
         runs = [r for r in t["methods"][DEFAULT] if r.get("trace_shift") is not None]
         if not runs:
@@ -485,8 +487,11 @@ def _trace_section(tasks: list[dict]) -> list[str]:
         probes = sorted({r["trace_probes"] for r in runs})
         relative = [r["trace_stderr"] / abs(r["trace"]) for r in runs]
         shifts = [r["trace_shift"] for r in runs]
+        sampled = [r["trace_sampling_stderr"] / abs(r["trace"]) for r in runs if r.get("trace_sampling_stderr") is not None]
+        sampling = f"{min(sampled):.3f}–{max(sampled):.3f}" if sampled else "—"
         lines.append(f"| {t['task']} | {kinds} | {', '.join(map(str, probes))} | {min(relative):.3f}–{max(relative):.3f} | "
-                     f"{statistics.median(shifts):.2%} ({max(shifts):.2%}) | {sum(x > 0.01 for x in shifts)} of {len(runs)} |")
+                     f"{sampling} | {statistics.median(shifts):.2%} ({max(shifts):.2%}) | "
+                     f"{sum(x > 0.01 for x in shifts)} of {len(runs)} |")
     return lines + [""]
 
 
