@@ -122,10 +122,7 @@ class HessianOperator(Operator):
             return self._graphs[index], True
         if index in self._rebuilt:
             return self._gradient_graph(*batch), False
-        if len(self.batches) == 1:
-            self._graphs[index] = self._gradient_graph(*batch)
-            return self._graphs[index], True
-        if self.graph_memory is None:
+        if len(self.batches) == 1 or self.graph_memory is None:
             self._graphs[index] = self._gradient_graph(*batch)
             return self._graphs[index], True
         grads, size = self._measured_graph(*batch)
@@ -185,7 +182,7 @@ class HessianOperator(Operator):
         if total is None:  # a process whose share of the sample is empty
             total = torch.zeros((*lead, self.dim), dtype=dtype, device=self.device)
         if self.forms is not None:
-            self.forms.append(torch.stack(forms, dim=-1).cpu() if forms else torch.zeros((*lead, 0), dtype=torch.float64))
+            self.forms.append(torch.stack(forms, dim=-1).cpu())  # never on a process with no share (NativeEngine)
         return self._reduce(total)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:

@@ -65,7 +65,6 @@ class NativeEngine:
         # The trace's sampling error needs each micro-batch's quadratic forms: one process's products
         # see only its own share of them ([H14]).
         self.groups = len(batches) if not group.distributed else 0
-        self.trace_sampling: float | None = None
 
     @property
     def hvps(self) -> int:
@@ -117,7 +116,7 @@ class NativeEngine:
         """The spectrum, and lambda_max's eigenvector (None when the power iteration found lambda_min first)."""
         s = self.settings
         run = self._lanczos_route if s.solver == "lanczos" else self._power_route
-        ends, trace, trace_rec, top_vector, top_values = run(generator, progress, timer)
+        ends, trace, trace_rec, top_vector, top_values, sampling = run(generator, progress, timer)
         (lam_max, max_rec), (lam_min, min_rec) = ends
         check_finite(lambda_max=lam_max, lambda_min=lam_min if lam_min is not None else 0.0, trace=trace.value)
         density = None
@@ -135,17 +134,18 @@ class NativeEngine:
                 progress.phase("Hessian: per-block curvature", None)
                 blocks = [self._block_curvature(b, generator) for b in parts]
         details = {"lambda_max": max_rec, "trace": trace_rec} | ({"lambda_min": min_rec} if min_rec is not None else {})
-        sampled = self.trace_sampling is not None
         return HessianSpectrum(
             engine=self.name, hvp_mode=self.hessian.mode, lambda_max=lam_max, lambda_min=lam_min, trace=trace.value,
-            trace_stderr=trace.stderr, trace_sampling_stderr=self.trace_sampling,
-            trace_sampling_groups=self.groups if sampled else None, hvps=self.hvps,
+            trace_stderr=trace.stderr, trace_sampling_stderr=sampling,
+            trace_sampling_groups=self.groups if sampling is not None else None, hvps=self.hvps,
             converged=all(rec.converged for rec in details.values()),
             details=details, top_eigenvalues=top_values, density=density, blocks=blocks,
         ), top_vector
 
     def _lanczos_route(self, generator: torch.Generator, progress: Progress, timer: Timer):
-        """Lanczos for lambda_max (and lambda_min when asked, [H7]), then Hutch++ with its basis ([H8])."""
+        """Lanczos for lambda_max (and lambda_min when asked, [H7]), then Hutch++ with its basis ([H8]),
+        and the trace's sampling error from the forms their products recorded ([H14]; None where
+        it is not measured)."""
         s = self.settings
         grouped = self.groups >= 2
         with timer("extremes"):
@@ -174,19 +174,13 @@ class NativeEngine:
             self.hessian.forms = [] if basis_forms is not None else None
             trace, trace_rec = self.trace(krylov, scale, generator)
             probe_forms, self.hessian.forms = self.hessian.forms, None
+        sampling = None
         if probe_forms is not None:
             deflated = s.trace_estimator == "hutch++"  # by the Lanczos basis: its rows' forms are the exact part
             offset = torch.stack(basis_forms).sum(dim=0) if deflated else torch.zeros(self.groups, dtype=torch.float64)
-            self.trace_sampling = self._trace_sampling(offset, probe_forms)
-        return (top, bottom), trace, trace_rec, top_vector, top_values
-
-    def _trace_sampling(self, offset: torch.Tensor, probe_forms: list[torch.Tensor]) -> float | None:
-        """The trace's sampling error from the forms its products recorded ([H14]): `offset` the
-        exact part's per group, and the probes' (one row each)."""
-        probes = torch.cat([f.reshape(-1, self.groups) for f in probe_forms])
-        if len(probes) < 2:
-            return None
-        return trace_sampling_stderr(offset, probes, torch.tensor(self.hessian.weights, dtype=torch.float64))
+            probes = torch.cat([f.reshape(-1, self.groups) for f in probe_forms])  # one row per probe
+            sampling = trace_sampling_stderr(offset, probes, torch.tensor(self.hessian.weights, dtype=torch.float64))
+        return (top, bottom), trace, trace_rec, top_vector, top_values, sampling
 
     def _power_route(self, generator: torch.Generator, progress: Progress, timer: Timer):
         """Power iteration, the trace, then the far end by shifted power iteration ([H4])."""
@@ -205,7 +199,7 @@ class NativeEngine:
             progress.phase("Hessian: shifted power iteration", None)
             ends = both_ends(self.operator, (top.value, first), trace, s, generator)
         top_vector = top.vector if ends[0][0] == top.value else None
-        return ends, trace, trace_rec, top_vector, None
+        return ends, trace, trace_rec, top_vector, None, None
 
     def _block_curvature(self, block: Block, generator: torch.Generator) -> BlockCurvature:
         """lambda_max by Lanczos on H_bb, trace by Hutch++ on H_bb with that Lanczos basis ([H10])."""
