@@ -8,6 +8,7 @@ import statistics
 import pytest
 import torch
 
+from conftest import used_examples
 from thermocal.curvature.sampling import mean_stderr, rayleigh_quotients
 
 SCALES = torch.tensor([4.0, 1.0, 0.5, 0.25, 0.1], dtype=torch.float64)  # a well separated top direction
@@ -60,18 +61,52 @@ def test_a_standard_error_needs_two_groups() -> None:
         mean_stderr(torch.tensor([1.0]))
 
 
-def test_the_probe_reports_it_from_groups_of_whole_minibatches() -> None:
-    """256 examples at B = 32 are 8 minibatches: 8 groups of one each. The error is positive and
-    small beside lambda_max on a sample this size (a tanh MLP on Gaussian inputs), and costs
-    one product: the spectrum's count is one more than its estimates'."""
+def _probe_mlp(examples: int, batch_size: int):
     import thermocal
     from conftest import mlp
     from thermocal.config import Config
 
     generator = torch.Generator().manual_seed(0)
-    x, y = torch.randn(256, 6, generator=generator), torch.randint(0, 3, (256,), generator=generator)
-    doc = thermocal.probe(mlp([6, 8, 3]), (x, y), Config(batch_size=32, loss="cross_entropy"))
+    x, y = torch.randn(examples, 6, generator=generator), torch.randint(0, 3, (examples,), generator=generator)
+    settings = Config(batch_size=batch_size, loss="cross_entropy", hessian_samples=None)
+    return thermocal.probe(mlp([6, 8, 3]), (x, y), settings), settings, x, y
+
+
+def _dense_pass(settings, x: torch.Tensor, y: torch.Tensor, groups: int) -> float:
+    """[H13]'s standard error over `groups` equal groups of the probe's shuffled examples, from
+    dense float64 Hessians at the whole sample's top eigenvector."""
+    from conftest import dense_hessian, mlp
+
+    order = used_examples(len(x), settings)
+    x, y = x[order], y[order]
+    loss = torch.nn.functional.cross_entropy
+    vector = torch.linalg.eigh(dense_hessian(mlp([6, 8, 3]), loss, x, y))[1][:, -1]
+    size = len(x) // groups
+    quotients = torch.stack([vector @ dense_hessian(mlp([6, 8, 3]), loss, x[i:i + size], y[i:i + size]) @ vector
+                             for i in range(0, groups * size, size)])
+    return mean_stderr(quotients)
+
+
+def test_the_probe_reads_it_off_the_micro_batches_when_they_are_its_groups() -> None:
+    """256 examples at B = 32 are 8 minibatches: the trace's micro-batches ([H14]) are then [H13]'s
+    8 groups of one minibatch, and the top pair's residual product has already computed each
+    group's v·H_g·v. So the error costs no product of its own (the spectrum's count is its
+    estimates'), and it equals [H13]'s own pass on those groups at the dense Hessian's top
+    eigenvector (to 1e-4: on this 83-parameter model Lanczos's 20 steps leave the top pair a
+    residual near 1e-7 of lambda_max, and a quotient's error is second order in it)."""
+    doc, settings, x, y = _probe_mlp(256, 32)
     h = doc.measurements.hessian
     assert h.sampling_groups == 8
+    assert h.hvps == sum(rec.hvps for rec in h.details.values())
     assert 0 < h.lambda_max_stderr < 0.5 * h.lambda_max
+    assert h.lambda_max_stderr == pytest.approx(_dense_pass(settings, x, y, 8), rel=1e-4)
+
+
+def test_the_probe_takes_its_own_pass_when_the_micro_batches_are_not_its_groups() -> None:
+    """512 examples at B = 32 are 16 minibatches: the trace's micro-batches are 8 pairs of them,
+    [H13]'s groups 16 single ones, so [H13] takes its own product over the sample (one more HVP)."""
+    doc, settings, x, y = _probe_mlp(512, 32)
+    h = doc.measurements.hessian
+    assert h.sampling_groups == 16 and h.trace_sampling_groups == 8
     assert h.hvps == sum(rec.hvps for rec in h.details.values()) + 1
+    assert h.lambda_max_stderr == pytest.approx(_dense_pass(settings, x, y, 16), rel=1e-4)

@@ -100,7 +100,7 @@ def probe(
             curvature = noise_curvature(engine.operator, mean, rows, k)
     finally:
         engine.release()
-    if top_vector is not None:
+    if top_vector is not None and spectrum.lambda_max_stderr is None:  # not already read off the micro-batches ([H13])
         with timer("sampling"):
             spectrum = with_sampling_error(spectrum, p.model, p.loss_fn, inputs, targets, p.params, top_vector,
                                            batch_size=b, mode=hvp_mode(s), group=group, progress=progress)

@@ -5,7 +5,8 @@ pyhessian's (curvature/pyhessian_engine.py) is imported only when asked for.
 
 The curvature along the gradient noise, a step every engine shares, uses `operator`, and
 `hvps` counts its products too. (lambda_max's sampling error, curvature/sampling.py, takes one
-native product per group of examples, whichever engine ran, and adds one to the count.)
+native product per group of examples, whichever engine ran, and adds one to the count, unless
+the native engine already read it off its micro-batches: NativeEngine._lambda_max_sampling.)
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from thermocal.curvature.hutchpp import hutchpp_sketch, sketch_trace
 from thermocal.curvature.hvp import HessianOperator, Mode
 from thermocal.curvature.lanczos import LanczosResult, lanczos
 from thermocal.curvature.power import power_iteration
-from thermocal.curvature.sampling import trace_sampling_stderr
+from thermocal.curvature.sampling import SAMPLING_GROUPS, mean_stderr, trace_sampling_stderr
 from thermocal.curvature.spectrum import both_ends, check_finite, record, trace_record
 from thermocal.distributed import SINGLE, Group
 from thermocal.losses import LossFn
@@ -116,7 +116,7 @@ class NativeEngine:
         """The spectrum, and lambda_max's eigenvector (None when the power iteration found lambda_min first)."""
         s = self.settings
         run = self._lanczos_route if s.solver == "lanczos" else self._power_route
-        ends, trace, trace_rec, top_vector, top_values, sampling = run(generator, progress, timer)
+        ends, trace, trace_rec, top_vector, top_values, sampling, top_forms = run(generator, progress, timer)
         (lam_max, max_rec), (lam_min, min_rec) = ends
         check_finite(lambda_max=lam_max, lambda_min=lam_min if lam_min is not None else 0.0, trace=trace.value)
         density = None
@@ -140,7 +140,19 @@ class NativeEngine:
             trace_sampling_groups=self.groups if sampling is not None else None, hvps=self.hvps,
             converged=all(rec.converged for rec in details.values()),
             details=details, top_eigenvalues=top_values, density=density, blocks=blocks,
+            **self._lambda_max_sampling(top_forms),
         ), top_vector
+
+    def _lambda_max_sampling(self, top_forms: torch.Tensor | None) -> dict:
+        """lambda_max's sampling error ([H13]) read off its residual product's per-micro-batch forms
+        v·H_g·v, where the micro-batches are the very groups [H13] would form (each one whole
+        minibatch, at most SAMPLING_GROUPS of them): no product of its own. Empty otherwise
+        (measure.py then takes [H13]'s own pass)."""
+        b = self.settings.batch_size
+        sizes = {int(x.shape[0]) for x, _ in self.hessian.batches}
+        if top_forms is None or sizes != {b} or not 2 <= self.groups <= SAMPLING_GROUPS:
+            return {}
+        return {"lambda_max_stderr": mean_stderr(top_forms), "sampling_groups": self.groups}
 
     def _lanczos_route(self, generator: torch.Generator, progress: Progress, timer: Timer):
         """Lanczos for lambda_max (and lambda_min when asked, [H7]), then Hutch++ with its basis ([H8]),
@@ -157,6 +169,8 @@ class NativeEngine:
             hvps = self.hvps - start
             # the basis rows' forms, in the order they were multiplied (a restart rotates the rows)
             basis_forms = self.hessian.forms[: run.iterations] if grouped and not run.restarts else None
+            # the top pair's residual product (lanczos computes it first after its iterations): v·H_g·v ([H13])
+            top_forms = self.hessian.forms[run.iterations] if grouped else None
             method = _lanczos_method("Lanczos, full reorthogonalization, Ritz residual test", run)
 
             def end(pair) -> tuple[float, EstimateRecord]:
@@ -180,7 +194,7 @@ class NativeEngine:
             offset = torch.stack(basis_forms).sum(dim=0) if deflated else torch.zeros(self.groups, dtype=torch.float64)
             probes = torch.cat([f.reshape(-1, self.groups) for f in probe_forms])  # one row per probe
             sampling = trace_sampling_stderr(offset, probes, torch.tensor(self.hessian.weights, dtype=torch.float64))
-        return (top, bottom), trace, trace_rec, top_vector, top_values, sampling
+        return (top, bottom), trace, trace_rec, top_vector, top_values, sampling, top_forms
 
     def _power_route(self, generator: torch.Generator, progress: Progress, timer: Timer):
         """Power iteration, the trace, then the far end by shifted power iteration ([H4])."""
@@ -199,7 +213,7 @@ class NativeEngine:
             progress.phase("Hessian: shifted power iteration", None)
             ends = both_ends(self.operator, (top.value, first), trace, s, generator)
         top_vector = top.vector if ends[0][0] == top.value else None
-        return ends, trace, trace_rec, top_vector, None, None
+        return ends, trace, trace_rec, top_vector, None, None, None
 
     def _block_curvature(self, block: Block, generator: torch.Generator) -> BlockCurvature:
         """lambda_max by Lanczos on H_bb, trace by Hutch++ on H_bb with that Lanczos basis ([H10])."""

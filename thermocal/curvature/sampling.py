@@ -7,7 +7,8 @@ fluctuation δH, lambda_max moves by v·δH·v (v its unit eigenvector), so its 
 error is that of a mean over examples of v·H_i·v. Estimated from G equal groups of the
 (shuffled) examples: q_g = v·H_g·v for each group's mean-loss Hessian H_g, whose mean over
 groups is v·H·v = lambda_max and whose spread gives se = sd(q_g)/√G. One Hessian-vector product
-per group, on n/G examples each: one product over the sample in all. First order only: where
+per group, on n/G examples each: one product over the sample in all (none where the groups are
+the trace's micro-batches below: Lanczos's residual product has recorded the q_g). First order only: where
 the top eigenvalue is nearly degenerate, the eigenvector itself moves between samples and the
 error can be larger than this.
 
