@@ -210,7 +210,8 @@ def _probe_cell(model, x, y, loss_fn, **settings) -> dict:
     t = result.timings
     return {"time": elapsed, "time_curvature": t.get("extremes", 0) + t.get("trace", 0), "hvps": h.hvps,
             "lambda_max": h.lambda_max, "lambda_min": h.lambda_min, "trace": h.trace, "trace_stderr": h.trace_stderr,
-            "converged": h.converged, "timings": t, "hessian_examples": result.hessian_samples}
+            "converged": h.converged, "timings": t, "hessian_examples": result.hessian_samples,
+            "trace_sampling_stderr": h.trace_sampling_stderr, "lambda_max_stderr": h.lambda_max_stderr}
 
 
 def cell_thermocal(model, x, y, loss_fn):
@@ -375,8 +376,11 @@ is the cell's peak resident memory above its baseline after loading. Errors are 
 reference: dense `eigvalsh` for the 2.4k-parameter digits MLP, otherwise a float64 Lanczos run
 to residual 1e-6 (checked against ARPACK on the MLP and CNN) and a 2e-3 Hutchinson trace
 deflated by the Lanczos basis, all on the whole sample. "trace z" is (trace − reference) /
-√(se² + se_ref²) where the contender reports a standard error. A 2-se interval from 10 probes
-misses about 8% of the time by design (bench/trace_coverage.py measures that rate).
+√(se² + s²·(1 − n/N) + se_ref²) where the contender reports a standard error se: s is the trace's
+sampling error over examples where thermocal measured it (method.md [H14]) and the contender
+probed n of the N examples, so that a subsample's own deviation from the whole sample's trace
+counts (0 on the whole sample). A 2-se interval from 10 probes misses about 8% of the time by
+design (bench/trace_coverage.py measures that rate).
 
 Contenders (the docstring of bench/curvature.py says exactly what each runs):
 
@@ -397,10 +401,16 @@ def _fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
-def _trace_z(cell: dict, ref: dict) -> float | None:
+def _trace_z(cell: dict, ref: dict, examples: int) -> float | None:
+    """(trace − reference) over the standard error of their difference: the contender's probes',
+    the reference's, and, where the contender probed n of the N examples and measured the trace's
+    sampling error s over examples (method.md [H14], s² estimating σ²/n), a subsample's
+    deviation from the whole sample's trace, s²·(1 − n/N)."""
     if not cell.get("trace_stderr") or ref.get("trace") is None:
         return None
-    return (cell["trace"] - ref["trace"]) / math.hypot(cell["trace_stderr"], ref.get("trace_stderr") or 0.0)
+    subsample = (cell.get("trace_sampling_stderr") or 0.0) ** 2 * (1.0 - cell.get("hessian_examples", examples) / examples)
+    return (cell["trace"] - ref["trace"]) / math.sqrt(cell["trace_stderr"] ** 2 + subsample
+                                                       + (ref.get("trace_stderr") or 0.0) ** 2)
 
 
 def _ok(cell: dict | None) -> bool:
@@ -437,7 +447,7 @@ def table(results: dict) -> str:
                 f"{c.get('hessian_examples', examples):,} | {c['peak_extra_mb']:.0f} | "
                 f"{_fmt(relative_error(c['lambda_max'], ref.get('lambda_max')), '.1e')} | "
                 f"{_fmt(relative_error(c['lambda_min'], ref.get('lambda_min')), '.1e')} | "
-                f"{_fmt(relative_error(c['trace'], ref.get('trace')), '.1e')} | {_fmt(_trace_z(c, ref), '+.1f')} |"
+                f"{_fmt(relative_error(c['trace'], ref.get('trace')), '.1e')} | {_fmt(_trace_z(c, ref, examples), '+.1f')} |"
             )
     lines += ["", "| model | params | examples | reference | gradient s | HVP rev-rev reused | rev-rev rebuilt | fwd-rev | "
               "rev-rev vmap×8 per vector | fwd-rev vmap×8 per vector | HVP/gradient, rev-rev (default) | HVP/gradient, faster mode "
