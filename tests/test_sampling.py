@@ -61,14 +61,14 @@ def test_a_standard_error_needs_two_groups() -> None:
         mean_stderr(torch.tensor([1.0]))
 
 
-def _probe_mlp(examples: int, batch_size: int):
+def _probe_mlp(examples: int, batch_size: int, **extra: object):
     import thermocal
     from conftest import mlp
     from thermocal.config import Config
 
     generator = torch.Generator().manual_seed(0)
     x, y = torch.randn(examples, 6, generator=generator), torch.randint(0, 3, (examples,), generator=generator)
-    settings = Config(batch_size=batch_size, loss="cross_entropy", hessian_samples=None)
+    settings = Config(batch_size=batch_size, loss="cross_entropy", hessian_samples=None, **extra)
     return thermocal.probe(mlp([6, 8, 3]), (x, y), settings), settings, x, y
 
 
@@ -110,3 +110,17 @@ def test_the_probe_takes_its_own_pass_when_the_micro_batches_are_not_its_groups(
     assert h.sampling_groups == 16 and h.trace_sampling_groups == 8
     assert h.hvps == sum(rec.hvps for rec in h.details.values()) + 1
     assert h.lambda_max_stderr == pytest.approx(_dense_pass(settings, x, y, 16), rel=1e-4)
+
+
+def test_micro_batches_of_one_minibatch_are_its_groups_up_to_sixteen() -> None:
+    """--micro-batch B on 16 minibatches makes 16 micro-batches of one: [H13]'s 16 groups, read
+    off the residual product again. At 24 minibatches its groups are 12 pairs: its own pass."""
+    doc, settings, x, y = _probe_mlp(512, 32, micro_batch=32)
+    h = doc.measurements.hessian
+    assert h.sampling_groups == 16 and h.trace_sampling_groups == 16
+    assert h.hvps == sum(rec.hvps for rec in h.details.values())
+    assert h.lambda_max_stderr == pytest.approx(_dense_pass(settings, x, y, 16), rel=1e-4)
+    doc, settings, x, y = _probe_mlp(768, 32, micro_batch=32)
+    h = doc.measurements.hessian
+    assert h.sampling_groups == 12 and h.trace_sampling_groups == 24
+    assert h.hvps == sum(rec.hvps for rec in h.details.values()) + 1
