@@ -1,5 +1,7 @@
 """lambda_max's sampling standard error ([H13]) against the spread of lambda_max over samples,
-on linear regression with MSE, whose Hessian 2·mean(x xᵀ) is known in closed form per sample."""
+on linear regression with MSE, whose Hessian 2·mean(x xᵀ) is known in closed form per sample;
+and, in the probe, against dense-Hessian group quotients, whether its groups are read off the
+residual product's micro-batches or take their own pass."""
 
 from __future__ import annotations
 
