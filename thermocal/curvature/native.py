@@ -19,7 +19,7 @@ from thermocal.curvature.hutchpp import hutchpp_sketch, sketch_trace
 from thermocal.curvature.hvp import HessianOperator, Mode
 from thermocal.curvature.lanczos import LanczosResult, lanczos
 from thermocal.curvature.power import power_iteration
-from thermocal.curvature.sampling import SAMPLING_GROUPS, mean_stderr, trace_sampling_stderr
+from thermocal.curvature.sampling import mean_stderr, sampling_groups, trace_sampling_stderr
 from thermocal.curvature.spectrum import both_ends, check_finite, record, trace_record
 from thermocal.distributed import SINGLE, Group
 from thermocal.losses import LossFn
@@ -145,12 +145,14 @@ class NativeEngine:
 
     def _lambda_max_sampling(self, top_forms: torch.Tensor | None) -> dict:
         """lambda_max's sampling error ([H13]) read off its residual product's per-micro-batch forms
-        v·H_g·v, where the micro-batches are the very groups [H13] would form (each one whole
-        minibatch, at most SAMPLING_GROUPS of them): no product of its own. Empty otherwise
-        (measure.py then takes [H13]'s own pass)."""
+        v·H_g·v, where the micro-batches are the very groups [H13] would form (`sampling_groups`):
+        no product of its own. Empty otherwise (measure.py then takes [H13]'s own pass)."""
         b = self.settings.batch_size
-        sizes = {int(x.shape[0]) for x, _ in self.hessian.batches}
-        if top_forms is None or sizes != {b} or not 2 <= self.groups <= SAMPLING_GROUPS:
+        sizes = [int(x.shape[0]) for x, _ in self.hessian.batches]
+        if top_forms is None or sum(sizes) // b < 2:
+            return {}
+        count, size = sampling_groups(sum(sizes), b)
+        if sizes != [size] * count:
             return {}
         return {"lambda_max_stderr": mean_stderr(top_forms), "sampling_groups": self.groups}
 

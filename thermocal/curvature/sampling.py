@@ -82,6 +82,15 @@ def trace_sampling_variance(offset_forms: torch.Tensor, probe_forms: torch.Tenso
     return (between - interaction / (probes * (probes - 1))) / (groups - 1)
 
 
+def sampling_groups(examples: int, batch_size: int) -> tuple[int, int]:
+    """[H13]'s groups of `examples` (at least two minibatches): (how many, examples in each), each
+    of p whole minibatches, p the fewest that make at most SAMPLING_GROUPS groups; a remainder is
+    left out."""
+    batches = examples // batch_size
+    per = -(-batches // SAMPLING_GROUPS)  # minibatches per group
+    return batches // per, per * batch_size
+
+
 def rayleigh_quotients(model: torch.nn.Module, loss_fn: LossFn, groups: Sequence[Batch], params: Sequence[torch.nn.Parameter],
                        vector: torch.Tensor, *, mode: Mode = "rev-rev", group: Group = SINGLE) -> torch.Tensor:
     """v·H_g·v for each group's mean-loss Hessian (float64, one per group), v normalised here.
@@ -114,11 +123,9 @@ def with_sampling_error(spectrum: HessianSpectrum, model: torch.nn.Module, loss_
     of whole minibatches of the Hessian's (shuffled) examples (whole minibatches, so that a
     program exported for a fixed batch is fed what it takes), a remainder left out; one product
     over the sample in all, counted as one HVP. Unchanged with fewer than two minibatches."""
-    batches = int(inputs.shape[0]) // batch_size
-    if batches < 2:
+    if int(inputs.shape[0]) // batch_size < 2:
         return spectrum
-    per = -(-batches // SAMPLING_GROUPS)  # minibatches per group: at most SAMPLING_GROUPS groups
-    count, size = batches // per, per * batch_size
+    count, size = sampling_groups(int(inputs.shape[0]), batch_size)
     groups = split_batches(inputs[: count * size], targets[: count * size], size)
     progress.phase("Hessian: lambda_max's sampling error", count)
     quotients = rayleigh_quotients(model, loss_fn, groups, params, vector, mode=mode, group=group)
