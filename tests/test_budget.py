@@ -118,6 +118,14 @@ def test_the_summary_says_what_the_probe_spent_against_its_budget(tmp_path, opti
     cost, said = doc.measurements.cost, " ".join(result.stderr.split())
     assert says.format(n=doc.inputs.hessian_samples) in said, result.stderr
     assert f"│ probe cost │ {cost.example_gradients:,} │" in said
+    # under two minibatches of Hessian examples there is no sampling error ([H13], [H14]), and both rows say why
+    unmeasured = ("its sampling error over examples is not measured: its 32 Hessian examples are under two "
+                  "minibatches of 32; a larger --probe-budget takes more")
+    hess = doc.measurements.hessian
+    if doc.inputs.hessian_samples < 64:
+        assert said.count(unmeasured) == 2 and hess.lambda_max_stderr is None and hess.trace_sampling_stderr is None
+    else:
+        assert unmeasured not in said and f"± its sampling error ({hess.sampling_groups} groups)" in said
     # within the budget, it names the examples it allowed only where it allowed fewer than [S8]'s
     if cost.fraction <= cost.budget:
         assert ("it allows" in said) == (doc.inputs.hessian_samples < min(doc.settings.hessian_samples, 1024))

@@ -36,6 +36,27 @@ def _table(title: str, *columns: str) -> Table:
     return table
 
 
+def _unsampled(doc: ScheduleFile, quantity: str) -> str:
+    """Why a v2 file's `quantity` ("lambda_max" or "trace") has no sampling error over examples
+    (method.md [H13], [H14]), in words for its row; the commonest first."""
+    hess, inputs, cost = doc.measurements.hessian, doc.inputs, doc.measurements.cost
+    batch = doc.measurements.gradient_noise.batch_size
+    if inputs.hessian_samples is not None and inputs.hessian_samples < 2 * batch:
+        more = "; a larger --probe-budget takes more" if cost is not None and cost.budget is not None else ""
+        return f"not measured: its {inputs.hessian_samples} Hessian examples are under two minibatches of {batch}{more}"
+    rec = hess.details["lambda_max"]
+    power = hess.engine != "native" or rec.estimator == "power"
+    if quantity == "lambda_max":
+        return "not measured: the power iteration's dominant end was lambda_min" if power else "not measured"
+    if (inputs.processes or 1) > 1:
+        return "not measured under torchrun: each process's products see only its share of the groups"
+    if power:
+        return "not measured on the power route"
+    if rec.restarts:
+        return "not measured after a Lanczos restart"
+    return "not measured"
+
+
 def _measurements(doc: ScheduleFile) -> Table:
     noise, hess, extra = doc.measurements.gradient_noise, doc.measurements.hessian, doc.measurements.noise_curvature
     measured = _table("Measurements", "quantity", "value", "how")
@@ -53,6 +74,7 @@ def _measurements(doc: ScheduleFile) -> Table:
     else:
         _row(measured, "noise_scale", "—", "none: the mean gradient cannot be told from the noise (full_grad_sq = 0)")
     where = f" (Hessian of {doc.inputs.hessian_samples} examples)" if doc.inputs.hessian_samples else ""
+    v2 = getattr(doc, "settings", None) is not None  # v1 files measured no sampling error
     for name, value in (("lambda_max", hess.lambda_max), ("lambda_min", hess.lambda_min)):
         if value is None:
             _row(measured, name, "—", "not resolved: the loss-units calibration does not need it (--lambda-min resolves it)")
@@ -64,7 +86,9 @@ def _measurements(doc: ScheduleFile) -> Table:
                  f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}{where}; ± its sampling error "
                  f"({hess.sampling_groups} groups)")
             continue
-        _row(measured, name, _num(value), f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}{where}")
+        unsampled = f"; its sampling error over examples is {_unsampled(doc, name)}" \
+            if name == "lambda_max" and v2 else ""
+        _row(measured, name, _num(value), f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}{where}{unsampled}")
     rec = hess.details["trace"]
     if rec.converged:
         scale = "" if rec.scale is None else f" of max(|trace|, curvature scale {rec.scale:.3g})"
@@ -75,7 +99,8 @@ def _measurements(doc: ScheduleFile) -> Table:
         sampling = (f"; ± the probes' error; its sampling error over examples ± {hess.trace_sampling_stderr:.2g} "
                     f"({hess.trace_sampling_groups} groups)")
     else:
-        sampling = "; ± the probes' error only (its sampling error over examples is not measured)"
+        why = _unsampled(doc, "trace") if v2 else "not measured"
+        sampling = f"; ± the probes' error only (its sampling error over examples is {why})"
     _row(measured, "trace", _pm(hess.trace, hess.trace_stderr), f"{rec.iterations} probes, {state}{where}{sampling}")
     if extra is not None:
         _row(measured, "tr(H·Σ_B)", _pm(extra.trace_h_sigma, extra.trace_h_sigma_stderr),
