@@ -49,31 +49,44 @@ def calibrated(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn
     return thermocal.probe(model, (x, y), config, loss_fn=loss_fn)
 
 
+def assert_modes_from(d_eff: str, *docs) -> None:
+    """d_eff is the chosen matrix's trace over lambda_max ([C10], [H15])."""
+    for doc in docs:
+        m = doc.measurements
+        trace = m.gauss_newton.trace if d_eff == "gauss-newton" else m.hessian.trace
+        assert (m.gauss_newton is not None) == (d_eff == "gauss-newton")
+        assert doc.calibration.d_eff == pytest.approx(max(1.0, trace / m.hessian.lambda_max), rel=1e-12)
+
+
 def depth(doc) -> float:
     """lr(S)/eta0: how far the schedule cools."""
     return learning_rate(doc.schedule)(doc.schedule.steps) / doc.schedule.eta0
 
 
-def test_reparameterising_theta_as_c_phi_scales_eta0_by_one_over_c_squared() -> None:
+@pytest.mark.parametrize("d_eff", ["hessian", "gauss-newton"])
+def test_reparameterising_theta_as_c_phi_scales_eta0_by_one_over_c_squared(d_eff: str) -> None:
     x, y = digits()
     base = mlp([64, 32, 10], seed=3)
-    plain = calibrated(base, x, y)
-    scaled = calibrated(Rescaled(mlp([64, 32, 10], seed=3), 10.0), x, y)
+    plain = calibrated(base, x, y, d_eff=d_eff)
+    scaled = calibrated(Rescaled(mlp([64, 32, 10], seed=3), 10.0), x, y, d_eff=d_eff)
     assert scaled.schedule.kind == plain.schedule.kind == "exponential"
     assert scaled.schedule.eta0 == pytest.approx(plain.schedule.eta0 / 100, rel=0.02)
     assert scaled.schedule.tau == pytest.approx(plain.schedule.tau, rel=0.02)
     assert depth(scaled) == pytest.approx(depth(plain), rel=0.02)
     assert scaled.schedule.T0 == pytest.approx(plain.schedule.T0, rel=0.02)  # loss units: unchanged
+    assert_modes_from(d_eff, plain, scaled)
 
 
-def test_multiplying_the_loss_by_k_scales_eta0_by_one_over_k() -> None:
+@pytest.mark.parametrize("d_eff", ["hessian", "gauss-newton"])
+def test_multiplying_the_loss_by_k_scales_eta0_by_one_over_k(d_eff: str) -> None:
     x, y = digits()
-    plain = calibrated(mlp([64, 32, 10], seed=3), x, y)
-    scaled = calibrated(mlp([64, 32, 10], seed=3), x, y, loss_fn=lambda o, t: 7.0 * F.cross_entropy(o, t))
+    plain = calibrated(mlp([64, 32, 10], seed=3), x, y, d_eff=d_eff)
+    scaled = calibrated(mlp([64, 32, 10], seed=3), x, y, loss_fn=lambda o, t: 7.0 * F.cross_entropy(o, t), d_eff=d_eff)
     assert scaled.schedule.eta0 == pytest.approx(plain.schedule.eta0 / 7, rel=0.02)
     assert scaled.schedule.tau == pytest.approx(plain.schedule.tau, rel=0.02)
     assert depth(scaled) == pytest.approx(depth(plain), rel=0.02)
     assert scaled.schedule.T0 == pytest.approx(7 * plain.schedule.T0, rel=0.02)  # loss units: times k
+    assert_modes_from(d_eff, plain, scaled)
 
 
 def test_the_temperature_at_a_fixed_lr_is_proportional_to_one_over_b() -> None:

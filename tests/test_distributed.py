@@ -65,3 +65,7 @@ def test_errors_come_once_with_the_usual_exit_code(tmp_path: Path) -> None:
                          tmp_path / "p.json", cwd=tmp_path)
     assert pyhessian.returncode != 0 and pyhessian.stderr.count("--engine pyhessian runs in one process") == 1
     assert not (tmp_path / "p.json").exists()
+    gauss_newton = torchrun("probe", DIGITS / "model.pt", DIGITS / "data", "--d-eff", "gauss-newton", "--out",
+                            tmp_path / "g.json", cwd=tmp_path)
+    assert gauss_newton.returncode != 0 and gauss_newton.stderr.count("--d-eff gauss-newton runs in one process") == 1
+    assert not (tmp_path / "g.json").exists()

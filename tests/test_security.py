@@ -4,6 +4,7 @@ internal or misleading. Each test failed on the code before the fix; payloads on
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -450,6 +451,13 @@ def test_a_program_exported_for_a_fixed_batch_is_fed_that_batch_size(tiny, tmp_p
     a, b = (json.loads((tmp_path / n).read_text())["measurements"]["hessian"] for n in ("f.json", "d.json"))
     for key in ("lambda_max", "trace"):
         assert a[key] == pytest.approx(b[key], rel=1e-6)
+    # the Gauss-Newton trace ([H15]) feeds the program its 8 examples at a time: unbiased, with its error from the chunks
+    for name in ("f", "d"):
+        assert run("probe", tiny["root"] / f"{'fixed' if name == 'f' else 'dynamic'}.pt2", tiny["data"], "--batch-size", 16,
+                   "--d-eff", "gauss-newton", "-q", "-o", tmp_path / f"g{name}.json").exit_code == 0
+    gf, gd = (json.loads((tmp_path / f"g{n}.json").read_text())["measurements"]["gauss_newton"] for n in ("f", "d"))
+    assert gf["examples"] == gd["examples"] and gf["stderr"] > gd["stderr"] > 0
+    assert abs(gf["trace"] - gd["trace"]) <= 4 * math.hypot(gf["stderr"], gd["stderr"])
     one_line_error(run("probe", tiny["root"] / "fixed.pt2", tiny["data"], "--batch-size", 12, "-q"), 2,
                    "fixed.pt2: was exported for batches of exactly 8", "--batch-size must be a multiple of 8", "dynamic_shapes")
 

@@ -135,7 +135,7 @@ def run(model: torch.nn.Module | str | Path, data: tuple[torch.Tensor, torch.Ten
     device = device or device_of(config.device)
     try:
         result = measure(loaded.module, sample.inputs, sample.targets, loss_config, device, progress or NoProgress(),
-                         loss_fn=loss_fn, group=group)
+                         loss_fn=loss_fn, group=group, example_chunk=loaded.fixed_batch or 1)
     except DataError as exc:
         exc.path = exc.path or sample.path
         raise

@@ -41,10 +41,12 @@ def budget_examples(budget: float, steps: int, batch_size: int, gradient_example
 
 
 def cost(gradient_examples: int, hessian_examples: int, hvps: int, planned_hvps: int, steps: int | None,
-         batch_size: int, budget: float | None) -> ProbeCost:
-    """The probe's cost record; the fraction of the training run with --steps, and the budget where it applied."""
-    spent = example_gradients(gradient_examples, hessian_examples, hvps)
+         batch_size: int, budget: float | None, gauss_newton: int | None = None) -> ProbeCost:
+    """The probe's cost record; the fraction of the training run with --steps, and the budget where it
+    applied. `gauss_newton`: the Gauss-Newton trace's example-gradients, where it was measured ([H15])."""
+    spent = example_gradients(gradient_examples, hessian_examples, hvps) + (gauss_newton or 0)
     training = steps * batch_size if steps else None
     return ProbeCost(example_gradients=spent, gradient_examples=gradient_examples, hessian_examples=hessian_examples,
                      hvps=hvps, planned_hvps=planned_hvps, training_example_gradients=training,
-                     fraction=spent / training if training else None, budget=budget)
+                     fraction=spent / training if training else None, budget=budget,
+                     gauss_newton_example_gradients=gauss_newton)

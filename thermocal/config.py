@@ -76,6 +76,9 @@ class Config(Record):
     stability_fraction: float = Field(0.25, gt=0, description="eta0 <= stability_fraction * 2 / lambda_max")
     lr_law: Literal["linear", "sqrt"] | None = Field(None, description="lr ∝ T (loss-units default) or lr ∝ sqrt(T) "
                                                      "(the seed's, literal default)")
+    d_eff: Literal["hessian", "gauss-newton"] = Field("hessian", description="d_eff = trace/lambda_max from the Hessian's "
+                                                       "trace, or from the Gauss-Newton matrix's, which does not cancel "
+                                                       "at initialisation (method.md [H15])")
     tf_rule: Literal["abs", "floor"] = Field("abs", description="literal: Tf = max(|lambda_min|, tf_floor*lambda_max) or "
                                              "max(lambda_min, tf_floor*lambda_max)")
     tf: float | None = Field(None, gt=0, description="literal: set Tf explicitly")
@@ -127,6 +130,8 @@ class Config(Record):
                     raise ValueError(f"{what} needs --engine native (pyhessian offers power iteration and Hutchinson only)")
         if self.solver == "power" and self.top_k > 1:
             raise ValueError("--top-k needs --method lanczos")
+        if self.rules == "literal" and self.d_eff != "hessian":
+            raise ValueError("--d-eff belongs to the loss-units rules (the literal rules have no d_eff)")
         literal_only = sorted(name for name in LITERAL_ONLY if getattr(self, name) != type(self).model_fields[name].default)
         if self.rules == "loss-units" and literal_only:
             flags = ", ".join("--" + name.replace("_", "-") for name in literal_only)

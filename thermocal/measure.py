@@ -1,6 +1,6 @@
 """The measuring recipe (method.md §0–§2): prepare → minibatch gradients → gradient noise →
 an engine's Hessian spectrum → the curvature along the noise → lambda_max's sampling error →
-what it all cost (budget.py, which also sizes the Hessian's sample to --probe-budget).
+the Gauss-Newton trace (with --d-eff gauss-newton) → what it all cost (budget.py, which also sizes the Hessian's sample to --probe-budget).
 
 Each step lives beside what it bounds: preparation in prepare.py, the gradients and their
 statistics in noise.py, the engines and estimators in curvature/ (engine.py says what every
@@ -16,6 +16,7 @@ import torch
 from thermocal.budget import budget_examples, cost, planned_products
 from thermocal.config import Config
 from thermocal.curvature.engine import open_engine
+from thermocal.curvature.gauss_newton import EXAMPLE_GRADIENTS_PER_DRAW, GAUSS_NEWTON_DRAWS, gauss_newton_trace
 from thermocal.curvature.hvp import supports_forward_mode
 from thermocal.curvature.native import LANCZOS_MIN_ITER, hvp_mode
 from thermocal.curvature.noise_curvature import deviations, noise_curvature
@@ -53,6 +54,7 @@ def probe(
     progress: Progress | None = None,
     loss_fn: LossFn | None = None,
     group: Group = SINGLE,
+    example_chunk: int = 1,
 ) -> ProbeResult:
     """Measure gradient noise and the Hessian spectrum of `model` (changed in place: mode,
     device, dtype; thermocal.probe passes a copy) on the sample.
@@ -62,10 +64,14 @@ def probe(
     training batch size B; a short last batch is dropped. The Hessian is that of the mean loss
     over the first `hessian_samples` of the same shuffled K·B examples (all by default when
     there are at most 512), fewer when `settings.budget` bounds the probe's cost.
+    `example_chunk`: the examples the Gauss-Newton trace feeds the model at a time (a program
+    exported for a fixed batch takes that batch; one otherwise, [H15]).
     """
     s = settings
     if s.engine == "pyhessian" and group.distributed:  # before any work: it would fail after the gradients
         raise InputError("--engine pyhessian runs in one process; use the native engine under torchrun")
+    if s.d_eff == "gauss-newton" and group.distributed:
+        raise InputError("--d-eff gauss-newton runs in one process; under torchrun use --d-eff hessian")
     if s.hvp == "fwd-rev" and not supports_forward_mode(model):
         raise InputError("--hvp fwd-rev needs an eager module; TorchScript models use rev-rev")
     progress = progress or NoProgress()
@@ -84,7 +90,9 @@ def probe(
         del grads
 
     n_hessian = min(s.hessian_samples or k * b, k * b)
-    planned = planned_products(LANCZOS_MIN_ITER, len(rows))
+    gauss_newton = s.d_eff == "gauss-newton"
+    # tr(G) costs EXAMPLE_GRADIENTS_PER_DRAW per example and draw, a product's worth per draw ([H15])
+    planned = planned_products(LANCZOS_MIN_ITER, len(rows)) + (GAUSS_NEWTON_DRAWS if gauss_newton else 0)
     if s.budget is not None:
         n_hessian = min(n_hessian, budget_examples(s.budget, s.steps, b, k * b, planned))
     inputs, targets = p.inputs[:n_hessian], p.targets[:n_hessian]
@@ -104,13 +112,21 @@ def probe(
         with timer("sampling"):
             spectrum = with_sampling_error(spectrum, p.model, p.loss_fn, inputs, targets, p.params, top_vector,
                                            batch_size=b, mode=hvp_mode(s), group=group, progress=progress)
-    spent = cost(k * b, n_hessian, spectrum.hvps + curvature.hvps, planned, s.steps, b, s.budget)
+    trace_g = None
+    if gauss_newton:
+        with timer("gauss_newton"):
+            progress.phase("Gauss-Newton trace", n_hessian)
+            trace_g = gauss_newton_trace(p.model, p.loss_fn, inputs, targets, p.params, chunk=example_chunk,
+                                         generator=generator, progress=progress)
+    extra = EXAMPLE_GRADIENTS_PER_DRAW * GAUSS_NEWTON_DRAWS * n_hessian if gauss_newton else None
+    spent = cost(k * b, n_hessian, spectrum.hvps + curvature.hvps, planned, s.steps, b, s.budget, extra)
     return ProbeResult(
         loss=p.loss_name,
         num_params=sum(param.numel() for param in p.params),
         unused_parameters=p.unused,
         dtype=str(p.dtype).removeprefix("torch."),
         hessian_samples=n_hessian,
-        measurements=Measurements(gradient_noise=noise, hessian=spectrum, noise_curvature=curvature, cost=spent),
+        measurements=Measurements(gradient_noise=noise, hessian=spectrum, noise_curvature=curvature, cost=spent,
+                                  gauss_newton=trace_g),
         timings={phase: round(seconds, 6) for phase, seconds in timer.seconds.items()},
     )

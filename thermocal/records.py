@@ -76,6 +76,18 @@ class NoiseCurvature(Record):
     hvps: int = Field(ge=0)
 
 
+class GaussNewtonTrace(Record):
+    """tr(G), the generalized Gauss-Newton matrix's trace on the Hessian's examples (method.md
+    [H15]), measured with `--d-eff gauss-newton`: `stderr` is its draws' error, `sampling_stderr`
+    its spread over samples of as many examples (the draws' included)."""
+
+    trace: float
+    stderr: float = Field(ge=0)
+    sampling_stderr: float | None = Field(default=None, ge=0)
+    examples: int = Field(ge=1)
+    draws: int = Field(ge=2)
+
+
 # The acceptance tests of method.md [H1] and [H3], shared by the estimators and by `check`:
 # an eigenvalue is resolved to rtol of max(|λ|, EIG_FLOOR_FRACTION·|λ_dom|) ...
 EIG_FLOOR_FRACTION = 1e-3
@@ -239,6 +251,9 @@ class ProbeCost(Record):
     fraction: float | None = Field(default=None, ge=0, description="example_gradients / training_example_gradients")
     budget: float | None = Field(default=None, gt=0, description="--probe-budget where it applied (with --steps, "
                                  "lambda_min not resolved)")
+    # Added with --d-eff gauss-newton (_absent): its two vector-Jacobian products per example and draw.
+    gauss_newton_example_gradients: int | None = Field(default=None, ge=0, exclude_if=_absent,
+                                                       description="example-gradients of tr(G) (method.md [H15])")
 
 
 class Measurements(Record):
@@ -246,6 +261,7 @@ class Measurements(Record):
     hessian: HessianSpectrum
     noise_curvature: NoiseCurvature | None = None
     cost: ProbeCost | None = None
+    gauss_newton: GaussNewtonTrace | None = Field(default=None, exclude_if=_absent)  # with --d-eff gauss-newton
 
 
 class Rules(Record):

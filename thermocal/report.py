@@ -102,6 +102,12 @@ def _measurements(doc: ScheduleFile) -> Table:
         why = _unsampled(doc, "trace") if v2 else "not measured"
         sampling = f"; ± the probes' error only (its sampling error over examples is {why})"
     _row(measured, "trace", _pm(hess.trace, hess.trace_stderr), f"{rec.iterations} probes, {state}{where}{sampling}")
+    gn = getattr(doc.measurements, "gauss_newton", None)
+    if gn is not None:
+        sampling = "" if gn.sampling_stderr is None else f"; its sampling error over examples ± {gn.sampling_stderr:.2g}"
+        _row(measured, "tr G", _pm(gn.trace, gn.stderr),
+             f"Gauss-Newton trace on the {gn.examples} Hessian examples, {gn.draws} draws of each one's outputs; "
+             f"± the draws' error{sampling}")
     if extra is not None:
         _row(measured, "tr(H·Σ_B)", _pm(extra.trace_h_sigma, extra.trace_h_sigma_stderr),
              f"curvature along the noise: {extra.minibatches} deviations g_k − ḡ, {extra.hvps} HVPs with ∇LᵀH∇L")
@@ -123,6 +129,8 @@ def _cost(cost: ProbeCost, batch_size: int, asked: int) -> str:
     where the budget took fewer Hessian examples than `asked` ([S8]'s), how many it allows ([S9])."""
     how = (f"example-gradients: {cost.gradient_examples:,} for the gradients, {cost.hvps} HVPs (the noise "
            f"curvature's too) on {cost.hessian_examples:,} Hessian examples")
+    if cost.gauss_newton_example_gradients:
+        how += f", {cost.gauss_newton_example_gradients:,} for tr G"
     if cost.fraction is None:
         return how
     how += f"; {cost.fraction:.2f} of the training run's {cost.training_example_gradients:,}"
@@ -145,7 +153,16 @@ def _cost(cost: ProbeCost, batch_size: int, asked: int) -> str:
 SCHEDULE_TOLERANCE = 0.01  # what the probe's tolerances aim for on lr(t)/eta0 (method.md [H12])
 
 
-def _trace_shift(shift: float) -> str:
+def _modes_matrix(doc: ScheduleFile) -> str:
+    """Whose trace d_eff counts: G with --d-eff gauss-newton ([H15]), else H."""
+    settings = getattr(doc, "settings", None)
+    return "G" if settings is not None and settings.d_eff == "gauss-newton" else "H"
+
+
+def _trace_shift(shift: float, matrix: str = "H") -> str:
+    if matrix == "G":
+        how = "change of lr(S)/eta0 when tr G moves by one standard error of its draws (d_eff's uncertainty)"
+        return how if shift <= SCHEDULE_TOLERANCE else how + f": more than {SCHEDULE_TOLERANCE:.0%}"
     how = "change of lr(S)/eta0 when the trace moves by one standard error of its probes (d_eff's uncertainty)"
     if shift <= SCHEDULE_TOLERANCE:
         return how
@@ -178,7 +195,7 @@ def _loss_unit_schedule(doc: ScheduleFile) -> Table:
     else:
         spread = f"; ± from every measured input (grad_var's alone: {cal.T0_stderr:.2g})"
     _row(sched, "T0", _pm(s.T0, cal.T0_stderr if cal.T0_stderr_total is None else cal.T0_stderr_total),
-         f"eta0·tr Σ_B/(2·d_eff), d_eff = tr H/lambda_max = {cal.d_eff:.4g}{spread}")
+         f"eta0·tr Σ_B/(2·d_eff), d_eff = tr {_modes_matrix(doc)}/lambda_max = {cal.d_eff:.4g}{spread}")
     source = "given" if rules.epsilon_source == "user" else \
         f"{rules.epsilon_stderrs:g} standard errors of the sample's mean loss"
     _row(sched, "epsilon", _num(rules.epsilon), f"loss tolerance: {source}")
@@ -190,7 +207,7 @@ def _loss_unit_schedule(doc: ScheduleFile) -> Table:
     law = "lr ∝ T (T ∝ eta)" if s.lr_law == "linear" else "lr ∝ √T (the seed's)"
     _row(sched, "lr(t)", s.lr_expression, f"{law}; gamma = {s.gamma:.10g} per step")
     if cal.trace_shift is not None:
-        _row(sched, "lr(S) vs trace", f"± {cal.trace_shift:.2%}", _trace_shift(cal.trace_shift))
+        _row(sched, "lr(S) vs trace", f"± {cal.trace_shift:.2%}", _trace_shift(cal.trace_shift, _modes_matrix(doc)))
     _row(sched, "P(L − L* < ε)", f"{cal.probability_start:.3g} → {cal.probability_end:.3g}", "at T0 → at the last temperature")
     return sched
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from thermocal.calibrate import literal, literal_diagnostics, loss_units
 from thermocal.calibrate.literal import CalibrationSettings, temperature_t0
 from thermocal.config import Config
-from thermocal.records import CalibrationDetails, Diagnostic, LiteralRules, LossUnitCalibration, Measurements, ScheduleV2
+from thermocal.errors import DegenerateError
+from thermocal.records import (CalibrationDetails, Diagnostic, HessianSpectrum, LiteralRules, LossUnitCalibration,
+                              Measurements, ScheduleV2)
 
 __all__ = ["CalibrationSettings", "Calibrated", "calibrate", "literal_settings", "temperature_t0"]
 
@@ -34,8 +36,20 @@ def literal_settings(config: Config) -> CalibrationSettings:
     )
 
 
+def gauss_newton_modes(measurements: Measurements) -> HessianSpectrum:
+    """The spectrum the calibration reads with `--d-eff gauss-newton` ([H15]): the Hessian's, with
+    the Gauss-Newton trace and its errors in place of the Hessian's trace (d_eff = tr G/λ_max)."""
+    g = measurements.gauss_newton
+    if g is None:
+        raise DegenerateError("--d-eff gauss-newton, but the measurements have no Gauss-Newton trace")
+    return measurements.hessian.model_copy(update={"trace": g.trace, "trace_stderr": g.stderr,
+                                                   "trace_sampling_stderr": g.sampling_stderr})
+
+
 def calibrate(measurements: Measurements, num_params: int, config: Config) -> Calibrated:
     noise, spectrum = measurements.gradient_noise, measurements.hessian
+    if config.rules == "loss-units" and config.d_eff == "gauss-newton":
+        spectrum = gauss_newton_modes(measurements)
     if config.rules == "loss-units":
         result = loss_units.calibrate(noise, spectrum, measurements.noise_curvature, config)
         diagnostics = loss_units.diagnose(result.schedule, result.details, noise, spectrum, measurements.noise_curvature)

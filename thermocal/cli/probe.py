@@ -29,7 +29,7 @@ PANELS = {
     **{name: "Model and data" for name in ("trust_checkpoint", "params", "inputs_key", "targets_key", "target_column",
                                             "dataset", "label_smoothing", "hessian_samples",
                                             "probe_budget")},
-    **{name: "Calibration" for name in ("rules", "probability", "eta0_rule", "stability_fraction", "lr_law", "tf_rule",
+    **{name: "Calibration" for name in ("rules", "probability", "eta0_rule", "stability_fraction", "lr_law", "d_eff", "tf_rule",
                                          "tf", "tf_floor", "flat_if_cold")},
 }
 

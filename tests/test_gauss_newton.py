@@ -1,0 +1,127 @@
+"""--d-eff gauss-newton: the Gauss-Newton trace against dense ground truth, its file and its refusals
+(method.md [H15])."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import thermocal
+from conftest import ROOT, SAMPLES, dense_hessian, mlp, one_line_error, run
+from thermocal.config import Config
+from thermocal.curvature.gauss_newton import gauss_newton_trace
+from thermocal.losses import _builtin
+
+
+class OneHot(torch.nn.Module):
+    """Token ids → one-hot rows, in the dtype of the model (dense_hessian makes it float64)."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.register_buffer("like", torch.zeros(()))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return (tokens.long().unsqueeze(-1) == torch.arange(self.vocab)).to(self.like.dtype)
+
+
+def estimate(model, loss_fn, x, y, draws: int, chunk: int = 1, seed: int = 1):
+    params = [p for p in model.parameters() if p.requires_grad]
+    return gauss_newton_trace(model, loss_fn, x, y, params, draws=draws, chunk=chunk,
+                              generator=torch.Generator().manual_seed(seed))
+
+
+def linear_cases():
+    torch.manual_seed(0)
+    x = torch.randn(40, 5)
+    tokens = torch.randint(0, 6, (16, 7))
+    return [("mse", torch.nn.Linear(5, 3), x, torch.randn(40, 3)),
+            ("cross_entropy", torch.nn.Linear(5, 4), x, torch.randint(0, 4, (40,))),
+            ("lm", torch.nn.Sequential(OneHot(6), torch.nn.Linear(6, 6)), tokens, torch.randint(0, 6, (16, 7)))]
+
+
+@pytest.mark.parametrize("case", range(3), ids=["mse", "cross_entropy", "lm"])
+def test_where_the_outputs_are_linear_in_the_parameters_tr_g_is_the_hessians_trace(case: int) -> None:
+    """G = H when the outputs are linear in the parameters: the estimate meets the dense Hessian's
+    trace within 4 of its own (draws') standard errors, and its errors shrink as 1/√draws. (A
+    linear layer under mean squared error has J_iJ_iᵀ ∝ I, so there uᵀ·H_i·J_iJ_iᵀ·u is the
+    same for every sign vector u: exact, with no error.)"""
+    name, model, x, y = linear_cases()[case]
+    loss_fn = _builtin(name, 0.0)
+    exact = float(torch.diagonal(dense_hessian(copy.deepcopy(model), loss_fn, x, y)).sum())
+    few, many = estimate(model, loss_fn, x, y, 4), estimate(model, loss_fn, x, y, 64)
+    assert few.examples == len(x) and few.draws == 4 and few.sampling_stderr > 0
+    if name == "mse":
+        assert few.trace == pytest.approx(exact, rel=1e-6) and few.stderr == pytest.approx(0.0, abs=1e-9)
+        return
+    assert few.stderr > 0 and abs(many.trace - exact) <= 4 * many.stderr, (few, many, exact)
+    assert abs(many.trace - exact) > 0  # an estimate, not the exact value by construction
+    assert many.stderr == pytest.approx(few.stderr / 4, rel=0.5)
+
+
+def test_one_output_per_example_is_exact_on_a_nonlinear_model() -> None:
+    """With one output (u = ±1) the estimate is exact: (2/n)·Σ|∇f_i|² for mean squared error,
+    from per-example gradients, on an MLP whose Hessian is not G."""
+    torch.manual_seed(0)
+    model, x, y = mlp([4, 8, 1], seed=2), torch.randn(24, 4), torch.randn(24, 1)
+    params = list(model.parameters())
+    exact = 0.0
+    for i in range(len(x)):
+        grads = torch.autograd.grad(model(x[i:i + 1]).sum(), params)
+        exact += 2.0 / len(x) * sum(float(g.pow(2).sum()) for g in grads)
+    got = estimate(model, F.mse_loss, x, y, 3)
+    assert got.trace == pytest.approx(exact, rel=1e-5) and got.stderr == pytest.approx(0.0, abs=1e-9)
+    hessian = float(torch.diagonal(dense_hessian(copy.deepcopy(model), F.mse_loss, x, y)).sum())
+    assert abs(hessian - exact) > 1e-3 * exact  # so that the test tells G from H
+
+
+def test_a_chunk_of_examples_is_unbiased_as_well() -> None:
+    """Chunks of several examples (a fixed-batch program's) add cross terms of mean 0: over 30 seeds
+    the mean estimate meets the per-example one within 4 standard errors of that mean."""
+    name, model, x, y = linear_cases()[1]
+    loss_fn = _builtin(name, 0.0)
+    exact = float(torch.diagonal(dense_hessian(copy.deepcopy(model), loss_fn, x, y)).sum())
+    values = torch.tensor([estimate(model, loss_fn, x, y, 2, chunk=8, seed=s).trace for s in range(30)])
+    assert abs(float(values.mean()) - exact) <= 4 * float(values.std()) / 30 ** 0.5
+
+
+def test_the_file_records_tr_g_check_rederives_it_and_the_summary_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "g.json"
+    result = run("probe", SAMPLES / "digits_mlp" / "model.pt", SAMPLES / "digits_mlp" / "data", "--steps", "2000",
+                 "--d-eff", "gauss-newton", "-o", out, env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    doc = thermocal.load_schedule(out).document
+    g, cost = doc.measurements.gauss_newton, doc.measurements.cost
+    assert doc.settings.d_eff == "gauss-newton" and g.examples == doc.inputs.hessian_samples and g.draws == 4
+    assert doc.calibration.d_eff == pytest.approx(g.trace / doc.measurements.hessian.lambda_max, rel=1e-12)
+    assert cost.gauss_newton_example_gradients == 2 * 4 * g.examples
+    assert cost.example_gradients == cost.gradient_examples + 2 * cost.hvps * cost.hessian_examples \
+        + cost.gauss_newton_example_gradients
+    said = " ".join(result.stderr.split())
+    assert "d_eff = tr G/lambda_max" in said and "for tr G" in said and "│ tr G │" in said
+    assert run("check", out).exit_code == 0
+    tampered = json.loads(out.read_text())
+    tampered["measurements"]["gauss_newton"]["trace"] *= 2
+    (tmp_path / "t.json").write_text(json.dumps(tampered))
+    assert run("check", tmp_path / "t.json").exit_code != 0  # d_eff moved: the schedule no longer re-derives
+
+
+def test_the_default_measures_no_gauss_newton_trace_and_files_without_it_read_as_hessian() -> None:
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    doc = thermocal.probe(mlp([4, 8, 3], seed=1), (x, y), Config(batch_size=16, steps=100))
+    assert doc.settings.d_eff == "hessian" and doc.measurements.gauss_newton is None
+    assert "gauss_newton" not in doc.measurements.model_dump_json()  # no new field in a default file's measurements
+    golden = thermocal.load_schedule(ROOT / "tests" / "golden" / "v2" / "digits_default.json").document
+    assert golden.settings.d_eff == "hessian" and run("check", ROOT / "tests" / "golden" / "v2" / "digits_default.json").exit_code == 0
+
+
+def test_it_belongs_to_the_loss_units_rules(tmp_path: Path) -> None:
+    result = run("probe", SAMPLES / "digits_mlp" / "model.pt", SAMPLES / "digits_mlp" / "data", "--rules", "literal",
+                 "--d-eff", "gauss-newton", "-o", tmp_path / "o.json")
+    one_line_error(result, 2, "--d-eff belongs to the loss-units rules")
+    assert not (tmp_path / "o.json").exists()
