@@ -82,6 +82,8 @@ CANDIDATES: dict[str, dict] = {
     "v2_eps4se_linear": {"epsilon_stderrs": 4.0},
     "v2_eps8se_linear": {"epsilon_stderrs": 8.0},
     "v2_eps16se_linear": {"epsilon_stderrs": 16.0},
+    # the default (16 standard errors) with d_eff from the Gauss-Newton trace (method.md [H15])
+    "v2_eps16se_gauss_newton": {"epsilon_stderrs": 16.0, "d_eff": "gauss-newton"},
 }
 
 Schedule = Callable[[int], float]

@@ -12,15 +12,13 @@ generalized Gauss-Newton matrix G = Σ_i J_iᵀ·∂²ℓ/∂f²·J_i / n keeps 
 residual). This script measures, on the evidence tasks (bench/tasks.py) at initialisation with
 the default probe (`thermocal.probe`, --batch-size B --steps S, as bench/evidence.py runs it):
   - the probe's tr(H), its probes' standard error and its sampling error over examples ([H14]);
-  - tr(G) on the same Hessian examples, computed without a parameter-space probe: per example,
-    the squared norm of the gradient of Σ_t log p(ỹ_t) for labels ỹ drawn from the model's own
-    softmax (E = tr of that example's Fisher, which is G for softmax cross-entropy; one draw per
-    position of an LM sequence, whose positions' cross terms have mean 0), `--draws` draws; for
-    mean squared error, 2·|∇f_i|² per output exactly. Its error from the draws alone (what a
-    probe's error is to the trace) and with the examples' spread (the sampling error);
+  - tr(G) on the same Hessian examples, as `--d-eff gauss-newton` measures it (method.md [H15],
+    thermocal/curvature/gauss_newton.py: per example and draw, two vector-Jacobian products
+    with a Rademacher vector over its outputs and the loss's output Hessian times it), with its
+    draws' error (what a probe's error is to the trace) and its sampling error over examples;
   - lr(S)/eta0 of the default schedule with d_eff from tr(H) and from tr(G), and how far each
     one's own error moves it (the largest change at ± one standard error, as [C15] does);
-  - what tr(G) costs, in example-gradients (one per example and draw).
+  - what tr(G) costs, in example-gradients (two per example and draw).
 An exploration for the planners (rule changes are theirs): measured, never a timed test.
 """
 
@@ -36,8 +34,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call, grad, vmap
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -45,56 +41,17 @@ sys.path.insert(0, str(HERE.parent))
 
 import evidence  # noqa: E402
 import tasks as task_sets  # noqa: E402
-from models import lm_loss  # noqa: E402
 from provenance import stamp  # noqa: E402
 
 import thermocal  # noqa: E402
 from thermocal.calibrate.loss_units import _calibrate, _end_ratio  # noqa: E402
 from thermocal.config import Config  # noqa: E402
-
-DRAWS = 4
-
+from thermocal.curvature.gauss_newton import EXAMPLE_GRADIENTS_PER_DRAW, GAUSS_NEWTON_DRAWS, gauss_newton_trace  # noqa: E402
 
 def used_examples(n: int, settings: Config) -> torch.Tensor:
     """The probe's K·B examples in its order (method.md §0): a seeded permutation, cut to whole minibatches."""
     k = n // settings.batch_size
     return torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed))[: k * settings.batch_size]
-
-
-def ggn_per_example(model: torch.nn.Module, loss_fn, x: torch.Tensor, draws: int,
-                    generator: torch.Generator) -> tuple[torch.Tensor, int]:
-    """(examples × draws) estimates of each example's tr(J_iᵀ·∂²ℓ/∂f²·J_i), summed over its
-    positions, and the number of positions per example that the mean loss divides by."""
-    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    with torch.no_grad():
-        out = model(x)
-
-    def sq_norm(tree: dict[str, torch.Tensor]) -> torch.Tensor:
-        return sum(t.reshape(t.shape[0], -1).pow(2).sum(1) for t in tree.values())
-
-    if loss_fn is F.mse_loss:  # ℓ = mean over outputs of (f − y)²: ∂²ℓ/∂f² = 2/D per output, exact
-        outputs = out[0].numel()
-
-        def f_k(p, xi, k):
-            return functional_call(model, p, (xi.unsqueeze(0),)).reshape(-1)[k]
-
-        total = sum(sq_norm(vmap(grad(f_k), in_dims=(None, 0, None))(params, x, k)) for k in range(outputs))
-        return (2.0 * total / outputs).unsqueeze(1).expand(-1, draws).contiguous(), 1
-    lm = loss_fn is lm_loss
-    logits = out[:, :-1] if lm else out  # the LM predicts positions 1..T-1 from 0..T-2
-    positions = logits.shape[1] if lm else 1
-    rows = []
-    for _ in range(draws):
-        labels = torch.multinomial(F.softmax(logits.reshape(-1, logits.shape[-1]).double(), -1), 1,
-                                   generator=generator).reshape(logits.shape[:-1])
-
-        def log_likelihood(p, xi, yi):
-            z = functional_call(model, p, (xi.unsqueeze(0),))[0]
-            z = z[:-1] if lm else z
-            return F.log_softmax(z, -1).gather(-1, yi.reshape(*z.shape[:-1], 1)).sum()
-
-        rows.append(sq_norm(vmap(grad(log_likelihood), in_dims=(None, 0, 0))(params, x, labels)))
-    return torch.stack(rows, dim=1).double(), positions
 
 
 def run(task: task_sets.Task, seed: int, draws: int) -> dict:
@@ -106,12 +63,10 @@ def run(task: task_sets.Task, seed: int, draws: int) -> dict:
     h, n = m.hessian, doc.inputs.hessian_samples
     index = used_examples(len(x), config)[:n]
     start = time.perf_counter()
-    q, positions = ggn_per_example(model, task.loss_fn, x[index], draws, torch.Generator().manual_seed(seed))
+    g = gauss_newton_trace(model, task.loss_fn, x[index], y[index], [p for p in model.parameters() if p.requires_grad],
+                           draws=draws, generator=torch.Generator().manual_seed(seed))
     seconds = time.perf_counter() - start
-    scale = 1.0 / (n * positions)
-    trace_g = float(q.mean(1).sum()) * scale
-    draws_se = math.sqrt(float(q.var(1).sum()) / draws) * scale if draws > 1 else 0.0  # the draws' error alone
-    sampling_se = float(q.mean(1).std()) / math.sqrt(n) * n * scale  # examples' spread, draws included
+    trace_g, draws_se, sampling_se = g.trace, g.stderr, g.sampling_stderr
 
     def end_ratio(trace: float) -> float:
         return _end_ratio(_calibrate(m.gradient_noise, h.model_copy(update={"trace": trace}), m.noise_curvature, config))
@@ -126,7 +81,8 @@ def run(task: task_sets.Task, seed: int, draws: int) -> dict:
             "d_eff_h": h.trace / h.lambda_max, "d_eff_g": trace_g / h.lambda_max,
             "end_ratio_h": end_ratio(h.trace), "end_ratio_g": end_ratio(trace_g),
             "shift_h": shift(h.trace, h.trace_stderr), "shift_g": shift(trace_g, draws_se),
-            "hvps_h": h.hvps, "ggn_example_gradients": n * draws, "hvp_example_gradients": 2 * n,
+            "hvps_h": h.hvps, "ggn_example_gradients": EXAMPLE_GRADIENTS_PER_DRAW * draws * n,
+            "hvp_example_gradients": 2 * n,
             "ggn_seconds": seconds}
 
 
@@ -146,7 +102,7 @@ def table(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--draws", type=int, default=DRAWS)
+    parser.add_argument("--draws", type=int, default=GAUSS_NEWTON_DRAWS)
     parser.add_argument("--quick", action="store_true", help="digits_mlp and diabetes_mlp, one initialisation")
     parser.add_argument("--out", type=Path, default=HERE / "ggn_trace.json")
     args = parser.parse_args()
