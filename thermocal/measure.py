@@ -1,6 +1,7 @@
 """The measuring recipe (method.md §0–§2): prepare → minibatch gradients → gradient noise →
 an engine's Hessian spectrum → the curvature along the noise → lambda_max's sampling error →
-the Gauss-Newton trace (with --d-eff gauss-newton) → what it all cost (budget.py, which also sizes the Hessian's sample to --probe-budget).
+the Gauss-Newton trace (with --d-eff gauss-newton) → what it all cost (budget.py, which also
+sizes the Hessian's sample to --probe-budget).
 
 Each step lives beside what it bounds: preparation in prepare.py, the gradients and their
 statistics in noise.py, the engines and estimators in curvature/ (engine.py says what every
