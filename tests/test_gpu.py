@@ -37,6 +37,7 @@ def sample(n: int = 120) -> tuple[torch.Tensor, torch.Tensor]:
     {"top_k": 3, "density": True, "per_layer": True},
     {"lanczos_memory": 10 * 147 * 8 / 2**30},  # 10 rows of the 147 parameters: thick restarts
     {"method": "power", "trace_method": "hutchinson"},
+    {"d_eff": "gauss-newton"},  # the Gauss-Newton trace (method.md [H15]): its signs are drawn on the CPU
 ])
 def test_the_probe_on_the_gpu_gives_the_cpu_numbers(options: dict) -> None:
     x, y = sample()
@@ -52,6 +53,9 @@ def test_the_probe_on_the_gpu_gives_the_cpu_numbers(options: dict) -> None:
     assert b.lambda_min == pytest.approx(a.lambda_min, rel=1e-6, abs=1e-9 * abs(a.lambda_max))
     assert abs(b.trace - a.trace) <= 2 * max(a.trace_stderr, b.trace_stderr) + 1e-9 * abs(a.trace)
     assert on_gpu.gradient_noise.grad_var == pytest.approx(on_cpu.gradient_noise.grad_var, rel=1e-9)
+    if options.get("d_eff"):
+        assert on_gpu.gauss_newton.trace == pytest.approx(on_cpu.gauss_newton.trace, rel=1e-7)
+        assert on_gpu.gauss_newton.stderr == pytest.approx(on_cpu.gauss_newton.stderr, rel=1e-6)
     if options.get("per_layer"):
         for p, q in zip(a.blocks, b.blocks):
             assert q.lambda_max == pytest.approx(p.lambda_max, rel=1e-7)
