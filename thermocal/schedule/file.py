@@ -188,6 +188,8 @@ def schema_text() -> str:
 # Fields v2 gained after its first files were written; each is left out when it holds nothing.
 LATER_OPTIONAL = (("measurements", "cost"), ("settings", "probe_budget"), ("calibration", "trace_shift"),
                   ("calibration", "T0_stderr_total"))
+# Settings v2 gained later, left out at the value that earlier files were made with (absent reads as it).
+LATER_DEFAULTS = (("settings", "d_eff", "hessian"),)
 
 
 def dumps(document: ScheduleFile, fmt: str) -> str:
@@ -196,6 +198,9 @@ def dumps(document: ScheduleFile, fmt: str) -> str:
     data = document.model_dump(mode="json", exclude_unset=isinstance(document, ScheduleFileV1))
     for section, name in LATER_OPTIONAL:  # absent means None: a file written before them exports as it was
         if isinstance(data.get(section), dict) and data[section].get(name, 0) is None:
+            del data[section][name]
+    for section, name, value in LATER_DEFAULTS:
+        if isinstance(data.get(section), dict) and data[section].get(name) == value:
             del data[section][name]
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
