@@ -11,6 +11,7 @@ import functools
 import importlib
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
@@ -101,10 +102,22 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+# Under torchrun the other ranks wait this long before exiting on an error: the first rank to exit
+# with an error makes torchrun stop the rest, and rank 0, which alone prints, must not be stopped
+# before its line is out (a full test run once lost it so).
+QUIET_RANK_GRACE_S = 5.0
+
+
+def _let_rank_0_speak() -> None:
+    if not is_main_process():
+        time.sleep(QUIET_RANK_GRACE_S)
+
+
 def error(message: str, code: int) -> typer.Exit:
     """Print `thermocal: error: message` as one printable line (rank 0 only) and return the exit to raise."""
     if is_main_process():
-        print(f"thermocal: error: {printable(message)}", file=sys.stderr)
+        print(f"thermocal: error: {printable(message)}", file=sys.stderr, flush=True)
+    _let_rank_0_speak()
     return typer.Exit(code)
 
 
@@ -136,7 +149,8 @@ def handle_errors(command: F) -> F:
                 raise
             if is_main_process():
                 print(f"thermocal: internal error: {type(exc).__name__}: {first_line(exc)} "
-                      "(THERMOCAL_DEBUG=1 shows the traceback)", file=sys.stderr)
+                      "(THERMOCAL_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
+            _let_rank_0_speak()
             raise typer.Exit(EXIT_INTERNAL) from None
 
     return wrapper  # type: ignore[return-value]
