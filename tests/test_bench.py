@@ -147,18 +147,23 @@ def test_trace_coverage_script_runs_and_its_intervals_cover(tmp_path: Path) -> N
     assert len(cell["draws"]) == 40 and all(d["probes"] >= 10 for d in cell["draws"])
 
 
+def quick_run(script: str, out: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """`bench/<script> --quick --out out`, which must succeed and stamp its JSON as a quick run of a commit."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert len(results["provenance"]["commit"]) == 40 and results["provenance"]["quick"] is True
+    return proc, results
+
+
 @pytest.mark.bench
 def test_subsample_coverage_script_runs_on_the_probes_own_subsamples(tmp_path: Path) -> None:
     """bench/subsample_coverage.py cannot rot, and it scores each draw against the dense Hessian of
     the very examples the probe used: the probe's lambda_max (Lanczos to residual 1e-2) is that
     subsample's to 1% (another subsample's differs by 5-10% on the digits MLP), and no z is
     beyond 6 (with honest error bars, a 6-se miss in 3 draws is below one in 10⁷)."""
-    out = tmp_path / "subsample.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "subsample_coverage.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads(out.read_text())
-    assert len(results["provenance"]["commit"]) == 40 and results["provenance"]["quick"] is True
+    proc, results = quick_run("subsample_coverage.py", tmp_path / "subsample.json")
     assert [d["seed"] for d in results["draws"]] == [0, 1, 2]
     for d in results["draws"]:
         lam, sub = d["lambda_max"]["value"], d["subsample"]["lambda_max"]
@@ -173,12 +178,7 @@ def test_ggn_trace_script_runs_on_the_probes_own_examples(tmp_path: Path) -> Non
     """bench/ggn_trace.py --quick cannot rot: each row is the default probe's and its tr(G) (the
     tool's estimator, tests/test_gauss_newton.py) is on as many examples as the probe's Hessian,
     at two example-gradients per example and draw."""
-    out = tmp_path / "ggn.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "ggn_trace.py"), "--quick", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads(out.read_text())
-    assert len(results["provenance"]["commit"]) == 40 and results["provenance"]["quick"] is True
+    proc, results = quick_run("ggn_trace.py", tmp_path / "ggn.json")
     assert [r["task"] for r in results["runs"]] == ["digits_mlp", "diabetes_mlp"]
     for r in results["runs"]:
         assert r["trace_g"] > 0 and r["ggn_example_gradients"] == 2 * r["hessian_examples"] * results["provenance"]["draws"]
