@@ -2,6 +2,7 @@
 
     python bench/ggn_trace.py                 # every evidence task, 3 initialisations -> bench/ggn_trace.json
     python bench/ggn_trace.py --quick         # two small tasks, one initialisation (a test runs it)
+    python bench/ggn_trace.py --midtraining --out bench/ggn_trace_midtraining.json   # after S/10 steps
 
 Calibration v2 takes d_eff = tr(H)/λ_max (method.md [C10]). At initialisation positive and
 negative curvature cancel in tr(H), so the default's 10 Hutch++ probes leave its standard error
@@ -19,7 +20,9 @@ the default probe (`thermocal.probe`, --batch-size B --steps S, as bench/evidenc
   - lr(S)/eta0 of the default schedule with d_eff from tr(H) and from tr(G), and how far each
     one's own error moves it (the largest change at ± one standard error, as [C15] does);
   - what tr(G) costs, in example-gradients (two per example and draw).
-An exploration for the planners (rule changes are theirs): measured, never a timed test.
+With --midtraining each model first trains S/10 steps on the default's schedule (bench/evidence.py's
+"reprobed" method) and is probed for the remaining 9S/10. An exploration for the planners (rule
+changes are theirs): measured, never a timed test.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from provenance import stamp  # noqa: E402
 import thermocal  # noqa: E402
 from thermocal.calibrate.loss_units import _calibrate, _end_ratio  # noqa: E402
 from thermocal.config import Config  # noqa: E402
+from thermocal.schedule.functions import learning_rate  # noqa: E402
 from thermocal.curvature.gauss_newton import EXAMPLE_GRADIENTS_PER_DRAW, GAUSS_NEWTON_DRAWS, gauss_newton_trace  # noqa: E402
 
 def used_examples(n: int, settings: Config) -> torch.Tensor:
@@ -54,10 +58,18 @@ def used_examples(n: int, settings: Config) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(settings.seed))[: k * settings.batch_size]
 
 
-def run(task: task_sets.Task, seed: int, draws: int) -> dict:
+def run(task: task_sets.Task, seed: int, draws: int, midtraining: bool = False) -> dict:
     model = evidence.initial(task, seed).eval()
     x, y = task.train[0][: evidence.PROBE_EXAMPLES], task.train[1][: evidence.PROBE_EXAMPLES]
-    config = Config(batch_size=task.batch, steps=task.steps, threads=torch.get_num_threads())
+    steps, trained = task.steps, 0
+    if midtraining:  # as bench/evidence.py's reprobed method: S/10 steps of the default's schedule, then probe
+        first = thermocal.probe(model, (x, y), Config(batch_size=task.batch, steps=task.steps,
+                                                      threads=torch.get_num_threads()), loss_fn=task.loss_fn)
+        trained = task.steps // 10
+        evidence.train(task, model, learning_rate(first.schedule), seed, stop=trained)
+        model.eval()
+        steps = task.steps - trained
+    config = Config(batch_size=task.batch, steps=steps, threads=torch.get_num_threads())
     doc = thermocal.probe(model, (x, y), config, loss_fn=task.loss_fn)
     m = doc.measurements
     h, n = m.hessian, doc.inputs.hessian_samples
@@ -75,7 +87,7 @@ def run(task: task_sets.Task, seed: int, draws: int) -> dict:
         base = end_ratio(trace)
         return max(abs(end_ratio(trace + sign * se) / base - 1.0) for sign in (-1.0, 1.0))
 
-    return {"task": task.name, "seed": seed, "hessian_examples": n, "lambda_max": h.lambda_max, "kind": doc.schedule.kind,
+    return {"task": task.name, "seed": seed, "trained_steps": trained, "hessian_examples": n, "lambda_max": h.lambda_max, "kind": doc.schedule.kind,
             "trace_h": h.trace, "trace_h_stderr": h.trace_stderr, "trace_h_sampling_stderr": h.trace_sampling_stderr,
             "trace_g": trace_g, "trace_g_draws_stderr": draws_se, "trace_g_sampling_stderr": sampling_se,
             "d_eff_h": h.trace / h.lambda_max, "d_eff_g": trace_g / h.lambda_max,
@@ -104,6 +116,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--draws", type=int, default=GAUSS_NEWTON_DRAWS)
     parser.add_argument("--quick", action="store_true", help="digits_mlp and diabetes_mlp, one initialisation")
+    parser.add_argument("--midtraining", action="store_true", help="probe after S/10 steps of the default's schedule")
     parser.add_argument("--out", type=Path, default=HERE / "ggn_trace.json")
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -113,11 +126,11 @@ def main() -> None:
     for name in names:
         task = {**task_sets.TUNING, **task_sets.HELD_OUT}[name]()
         for seed in range(seeds):
-            runs.append(run(task, seed, args.draws))
+            runs.append(run(task, seed, args.draws, args.midtraining))
             r = runs[-1]
             print(f"{name:15s} seed {seed}: tr H {r['trace_h']:.4g} ± {r['trace_h_stderr']:.2g}, tr G {r['trace_g']:.4g} "
                   f"± {r['trace_g_draws_stderr']:.2g}; shift {r['shift_h']:.1%} -> {r['shift_g']:.1%}", flush=True)
-    results = {"provenance": stamp(sys.argv, quick=args.quick, seeds=seeds, draws=args.draws,
+    results = {"provenance": stamp(sys.argv, quick=args.quick, seeds=seeds, draws=args.draws, midtraining=args.midtraining,
                                    probe_examples=evidence.PROBE_EXAMPLES), "runs": runs,
                "median_abs_log_ratio": statistics.median(abs(math.log(r["trace_g"] / r["trace_h"])) for r in runs
                                                          if r["trace_h"] > 0)}
