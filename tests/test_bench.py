@@ -147,9 +147,17 @@ def test_trace_coverage_script_runs_and_its_intervals_cover(tmp_path: Path) -> N
     assert len(cell["draws"]) == 40 and all(d["probes"] >= 10 for d in cell["draws"])
 
 
-def quick_run(script: str, out: Path) -> tuple[subprocess.CompletedProcess, dict]:
+def results_steps(task: str) -> int:
+    """The training budget S of a bench/tasks.py task."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import tasks
+
+    return {**tasks.TUNING, **tasks.HELD_OUT}[task]().steps
+
+
+def quick_run(script: str, out: Path, *options: str) -> tuple[subprocess.CompletedProcess, dict]:
     """`bench/<script> --quick --out out`, which must succeed and stamp its JSON as a quick run of a commit."""
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", "--out", str(out), *options],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads(out.read_text())
@@ -174,15 +182,18 @@ def test_subsample_coverage_script_runs_on_the_probes_own_subsamples(tmp_path: P
 
 
 @pytest.mark.bench
-def test_ggn_trace_script_runs_on_the_probes_own_examples(tmp_path: Path) -> None:
+@pytest.mark.parametrize("midtraining", [False, True])
+def test_ggn_trace_script_runs_on_the_probes_own_examples(tmp_path: Path, midtraining: bool) -> None:
     """bench/ggn_trace.py --quick cannot rot: each row is the default probe's and its tr(G) (the
     tool's estimator, tests/test_gauss_newton.py) is on as many examples as the probe's Hessian,
     at two example-gradients per example and draw."""
-    proc, results = quick_run("ggn_trace.py", tmp_path / "ggn.json")
+    proc, results = quick_run("ggn_trace.py", tmp_path / "ggn.json", *(["--midtraining"] if midtraining else []))
+    assert results["provenance"]["midtraining"] is midtraining
     assert [r["task"] for r in results["runs"]] == ["digits_mlp", "diabetes_mlp"]
     for r in results["runs"]:
         assert r["trace_g"] > 0 and r["ggn_example_gradients"] == 2 * r["hessian_examples"] * results["provenance"]["draws"]
         assert r["d_eff_g"] == pytest.approx(r["trace_g"] / r["lambda_max"])
+        assert r["trained_steps"] == (results_steps(r["task"]) // 10 if midtraining else 0)
     assert "| digits_mlp | 0 |" in proc.stdout
 
 
