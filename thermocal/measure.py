@@ -119,7 +119,7 @@ def probe(
             progress.phase("Gauss-Newton trace", n_hessian)
             trace_g = gauss_newton_trace(p.model, p.loss_fn, inputs, targets, p.params, chunk=example_chunk,
                                          generator=generator, progress=progress)
-    extra = EXAMPLE_GRADIENTS_PER_DRAW * GAUSS_NEWTON_DRAWS * n_hessian if gauss_newton else None
+    extra = None if trace_g is None else EXAMPLE_GRADIENTS_PER_DRAW * trace_g.draws * trace_g.examples
     spent = cost(k * b, n_hessian, spectrum.hvps + curvature.hvps, planned, s.steps, b, s.budget, extra)
     return ProbeResult(
         loss=p.loss_name,

@@ -48,9 +48,9 @@ def gauss_newton_modes(measurements: Measurements) -> HessianSpectrum:
 
 def calibrate(measurements: Measurements, num_params: int, config: Config) -> Calibrated:
     noise, spectrum = measurements.gradient_noise, measurements.hessian
-    if config.rules == "loss-units" and config.d_eff == "gauss-newton":
-        spectrum = gauss_newton_modes(measurements)
     if config.rules == "loss-units":
+        if config.d_eff == "gauss-newton":
+            spectrum = gauss_newton_modes(measurements)
         result = loss_units.calibrate(noise, spectrum, measurements.noise_curvature, config)
         diagnostics = loss_units.diagnose(result.schedule, result.details, noise, spectrum, measurements.noise_curvature)
         return Calibrated(result.schedule, result.details, diagnostics)

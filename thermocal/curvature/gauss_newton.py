@@ -25,6 +25,7 @@ from torch.func import functional_call, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from thermocal.curvature.hvp import supports_forward_mode
+from thermocal.curvature.sampling import mean_stderr
 from thermocal.losses import LossFn
 from thermocal.progress import NoProgress, Progress
 from thermocal.records import GaussNewtonTrace
@@ -68,7 +69,7 @@ def gauss_newton_trace(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Te
     count = units.shape[0]
     value = float(units.mean(dim=1).sum())
     stderr = math.sqrt(float(units.var(dim=1).sum()) / draws)
-    sampling = float(units.mean(dim=1).std()) * math.sqrt(count) if count > 1 else None
+    sampling = count * mean_stderr(units.mean(dim=1)) if count > 1 else None  # tr G sums the units
     return GaussNewtonTrace(trace=value, stderr=stderr, sampling_stderr=sampling, examples=n, draws=draws)
 
 

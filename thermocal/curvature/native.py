@@ -149,10 +149,8 @@ class NativeEngine:
         no product of its own. Empty otherwise (measure.py then takes [H13]'s own pass)."""
         b = self.settings.batch_size
         sizes = [int(x.shape[0]) for x, _ in self.hessian.batches]
-        if top_forms is None or sum(sizes) // b < 2:
-            return {}
         count, size = sampling_groups(sum(sizes), b)
-        if sizes != [size] * count:
+        if top_forms is None or count < 2 or sizes != [size] * count:
             return {}
         return {"lambda_max_stderr": mean_stderr(top_forms), "sampling_groups": self.groups}
 

@@ -83,10 +83,12 @@ def trace_sampling_variance(offset_forms: torch.Tensor, probe_forms: torch.Tenso
 
 
 def sampling_groups(examples: int, batch_size: int) -> tuple[int, int]:
-    """[H13]'s groups of `examples` (at least two minibatches): (how many, examples in each), each
-    of p whole minibatches, p the fewest that make at most SAMPLING_GROUPS groups; a remainder is
-    left out."""
+    """[H13]'s groups of `examples`: (how many, examples in each), each of p whole minibatches, p
+    the fewest that make at most SAMPLING_GROUPS groups; a remainder is left out. Fewer than two
+    groups (under two minibatches) means none: no sampling error."""
     batches = examples // batch_size
+    if batches < 2:
+        return batches, batch_size
     per = -(-batches // SAMPLING_GROUPS)  # minibatches per group
     return batches // per, per * batch_size
 
@@ -123,9 +125,9 @@ def with_sampling_error(spectrum: HessianSpectrum, model: torch.nn.Module, loss_
     of whole minibatches of the Hessian's (shuffled) examples (whole minibatches, so that a
     program exported for a fixed batch is fed what it takes), a remainder left out; one product
     over the sample in all, counted as one HVP. Unchanged with fewer than two minibatches."""
-    if int(inputs.shape[0]) // batch_size < 2:
-        return spectrum
     count, size = sampling_groups(int(inputs.shape[0]), batch_size)
+    if count < 2:
+        return spectrum
     groups = split_batches(inputs[: count * size], targets[: count * size], size)
     progress.phase("Hessian: lambda_max's sampling error", count)
     quotients = rayleigh_quotients(model, loss_fn, groups, params, vector, mode=mode, group=group)
