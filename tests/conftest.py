@@ -66,11 +66,12 @@ def one_line_error(result, code: int, *needles: str) -> str:
 
 
 def engine_config(**settings: object):
-    """The engine as the curvature tests exercise it: both ends of the spectrum resolved, and the
-    Hessian of the whole sample (no --hessian-samples subset), so that dense truth applies."""
+    """The engine as the curvature tests exercise it: both ends of the spectrum and the trace of H
+    resolved, and the Hessian of the whole sample (no --hessian-samples subset), so that dense
+    truth applies."""
     from thermocal.config import Config
 
-    return Config(lambda_min=True, hessian_samples=None, **settings)
+    return Config(lambda_min=True, hessian_trace=True, hessian_samples=None, **settings)
 
 
 def save_script(model: torch.nn.Module, path: Path) -> Path:

@@ -13,6 +13,8 @@ from conftest import SAMPLES, run, used_examples
 from thermocal.budget import EXAMPLE_GRADIENTS_PER_HVP, budget_examples, planned_products
 from thermocal.calibrate.gibbs import gamma_quantile
 from thermocal.config import Config, make_config
+from thermocal.curvature.gauss_newton import EXAMPLE_GRADIENTS_PER_DRAW, GAUSS_NEWTON_DRAWS
+from thermocal.curvature.native import LAMBDA_MAX_STEPS
 from thermocal.schedule.file import dumps, loads
 
 
@@ -26,6 +28,8 @@ def test_the_budget_keeps_the_most_whole_minibatches_that_fit() -> None:
     assert budget_examples(0.25, 10, 32, 1024, 41) == 32
     # the plan: 20 Lanczos steps and the residual, 10 trace probes, the sampling product, m + 1 noise products
     assert planned_products(20, 8) == 21 + 10 + 1 + 9
+    # without the Hessian's trace ([H12]: the default reads tr G instead), no trace probes
+    assert planned_products(12, 8, trace=False) == 13 + 1 + 9
 
 
 def _regression(n: int = 512, d: int = 5, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -47,9 +51,16 @@ def test_a_budgeted_probe_takes_the_hessian_of_the_first_examples_and_records_it
     first = x[used_examples(512, settings)][:n]
     truth = torch.linalg.eigvalsh(2.0 * first.T @ first / n)
     assert hess.lambda_max == pytest.approx(float(truth[-1]), rel=1e-6)
-    assert hess.trace == pytest.approx(float(truth.sum()), rel=5 * 0.035)  # the trace to its default tolerance
+    # the default reads d_eff off tr G ([H15]) and measures no tr H; for a linear model with MSE, G = H
+    assert hess.trace is None and "trace" not in hess.details
+    trace_g = doc.measurements.gauss_newton
+    # one output per example: each draw of its output's sign gives tr G exactly, and the draws agree
+    assert trace_g.examples == n and trace_g.trace == pytest.approx(float(truth.sum()), rel=1e-9)
+    assert trace_g.stderr == pytest.approx(0.0, abs=1e-9)
     assert cost.hvps == hess.hvps + extra.hvps
-    assert cost.example_gradients == 512 + EXAMPLE_GRADIENTS_PER_HVP * cost.hvps * n
+    assert cost.planned_hvps == planned_products(LAMBDA_MAX_STEPS, 8, trace=False) + GAUSS_NEWTON_DRAWS
+    assert cost.gauss_newton_example_gradients == EXAMPLE_GRADIENTS_PER_DRAW * trace_g.draws * n
+    assert cost.example_gradients == 512 + EXAMPLE_GRADIENTS_PER_HVP * cost.hvps * n + cost.gauss_newton_example_gradients
     assert (cost.training_example_gradients, cost.budget) == (16_000, 0.25)
     assert cost.fraction == pytest.approx(cost.example_gradients / 16_000, rel=1e-12) and cost.fraction <= 0.25
 
@@ -63,7 +74,9 @@ def test_without_steps_a_budget_or_with_lambda_min_resolved_the_hessian_sample_i
         doc = thermocal.probe(model, (x, y), settings)
         assert doc.inputs.hessian_samples == 256
         cost = doc.measurements.cost
-        assert cost.budget is None and cost.example_gradients == 512 + 2 * cost.hvps * 256
+        extra = cost.gauss_newton_example_gradients or 0  # tr G's, where d_eff reads it ([H15]); not the literal rules'
+        assert (extra == 0) == (settings.rules == "literal")
+        assert cost.budget is None and cost.example_gradients == 512 + 2 * cost.hvps * 256 + extra
         assert (cost.fraction is None) == (settings.steps is None)
 
 
@@ -107,7 +120,7 @@ def test_the_default_trace_tolerance_moves_the_lr_by_under_one_percent() -> None
                           "for; a larger --probe-budget takes more)"),
     (["--steps", "2000", "--hessian-samples", "1024"], "(budget 0.25: it allows {n} Hessian examples of the 1,024 asked"),
     (["--steps", "200000"], "of the training run's 6,400,000 (budget 0.25)"),
-    (["--steps", "10"], "11.20 of the training run's 320, OVER the budget of 0.25 (even one minibatch of Hessian "
+    (["--steps", "10"], "7.00 of the training run's 320, OVER the budget of 0.25 (even one minibatch of Hessian "
                         "examples does not fit beside the gradients)"),
 ])
 def test_the_summary_says_what_the_probe_spent_against_its_budget(tmp_path, options: list[str], says: str) -> None:
@@ -118,12 +131,14 @@ def test_the_summary_says_what_the_probe_spent_against_its_budget(tmp_path, opti
     cost, said = doc.measurements.cost, " ".join(result.stderr.split())
     assert says.format(n=doc.inputs.hessian_samples) in said, result.stderr
     assert f"│ probe cost │ {cost.example_gradients:,} │" in said
-    # under two minibatches of Hessian examples there is no sampling error ([H13], [H14]), and both rows say why
+    # under two minibatches of Hessian examples lambda_max has no sampling error ([H13]), and its row says why;
+    # tr G's is its spread over single examples ([H15]), measured all the same
     unmeasured = ("its sampling error over examples is not measured: its 32 Hessian examples are under two "
                   "minibatches of 32; a larger --probe-budget takes more")
     hess = doc.measurements.hessian
     if doc.inputs.hessian_samples < 64:
-        assert said.count(unmeasured) == 2 and hess.lambda_max_stderr is None and hess.trace_sampling_stderr is None
+        assert said.count(unmeasured) == 1 and hess.lambda_max_stderr is None and hess.trace is None
+        assert doc.measurements.gauss_newton.sampling_stderr is not None
     else:
         assert unmeasured not in said and f"± its sampling error ({hess.sampling_groups} groups)" in said
     # within the budget, it names the examples it allowed only where it allowed fewer than [S8]'s

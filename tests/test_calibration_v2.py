@@ -173,12 +173,24 @@ def _end_ratio(d_eff: float, doc) -> float:
     return min(1.0, tf / t0)
 
 
+def read_trace(doc) -> tuple[float, float, float | None]:
+    """The trace d_eff reads ([C10], [H15]): tr G by default, tr H with --d-eff hessian; with its
+    draws' or probes' standard error, and its sampling error over examples."""
+    if doc.settings.d_eff == "gauss-newton":
+        g = doc.measurements.gauss_newton
+        return g.trace, g.stderr, g.sampling_stderr
+    h = doc.measurements.hessian
+    return h.trace, h.trace_stderr, h.trace_sampling_stderr
+
+
+@pytest.mark.parametrize("d_eff", ["gauss-newton", "hessian"])
 @pytest.mark.parametrize("epsilon", [0.005, 10.0])  # a cooling schedule, and one flat on both sides of the trace
-def test_trace_shift_is_how_far_one_trace_standard_error_moves_the_last_lr(epsilon: float) -> None:
+def test_trace_shift_is_how_far_one_trace_standard_error_moves_the_last_lr(epsilon: float, d_eff: str) -> None:
     x, y = digits()
-    doc = calibrated(mlp([64, 32, 10], seed=3), x, y, epsilon=epsilon)
-    hess = doc.measurements.hessian
-    moved = [_end_ratio(max(1.0, (hess.trace + sign * hess.trace_stderr) / hess.lambda_max), doc) for sign in (-1, 1)]
+    doc = calibrated(mlp([64, 32, 10], seed=3), x, y, epsilon=epsilon, d_eff=d_eff)
+    trace, stderr, _ = read_trace(doc)
+    lambda_max = doc.measurements.hessian.lambda_max
+    moved = [_end_ratio(max(1.0, (trace + sign * stderr) / lambda_max), doc) for sign in (-1, 1)]
     base = _end_ratio(doc.calibration.d_eff, doc)
     expected = max(abs(ratio / base - 1) for ratio in moved)
     assert base == pytest.approx(depth(doc), rel=1e-9)
@@ -215,36 +227,43 @@ def assert_checked_where_present(written: str, field: str) -> None:
 
 
 def test_the_summary_says_when_the_trace_leaves_the_last_lr_uncertain_by_more_than_one_percent(tmp_path) -> None:
-    """At initialisation positive and negative curvature cancel in the trace, which is then resolved to
-    --trace-rtol of tr|H| [H3], not of itself: on this fresh MLP one standard error moves lr(S) by ~5%."""
+    """At initialisation positive and negative curvature cancel in tr H, which is then resolved to
+    --trace-rtol of tr|H| [H3], not of itself: on this fresh MLP one standard error moves lr(S) by ~5%.
+    tr G has no negative part to cancel ([H15]): the default's four draws move it by under 1%."""
     from thermocal.schedule.file import dumps
 
     x, y = digits()
-    doc = calibrated(mlp([64, 32, 10], seed=3), x, y, epsilon=0.005)
-    shift = doc.calibration.trace_shift
-    assert shift > 0.01 and doc.measurements.hessian.details["trace"].converged
-    path = tmp_path / "init.json"
-    path.write_text(dumps(doc, "json"))
-    shown = " ".join(run("show", str(path), env={"COLUMNS": "400"}).stdout.split())  # show writes to stdout
-    assert f"│ lr(S) vs trace │ ± {shift:.2%} │" in shown and "more than 1%" in shown, shown
+    for d_eff in ("hessian", "gauss-newton"):
+        doc = calibrated(mlp([64, 32, 10], seed=3), x, y, epsilon=0.005, d_eff=d_eff)
+        shift = doc.calibration.trace_shift
+        path = tmp_path / f"{d_eff}.json"
+        path.write_text(dumps(doc, "json"))
+        shown = " ".join(run("show", str(path), env={"COLUMNS": "400"}).stdout.split())  # show writes to stdout
+        assert f"│ lr(S) vs trace │ ± {shift:.2%} │" in shown, shown
+        if d_eff == "hessian":
+            assert shift > 0.01 and doc.measurements.hessian.details["trace"].converged and "more than 1%" in shown
+        else:
+            assert 0 < shift < 0.01 and "more than 1%" not in shown
 
 
+@pytest.mark.parametrize("d_eff", ["gauss-newton", "hessian"])
 @pytest.mark.parametrize("rule", ["stability", "optimal"])
-def test_t0_standard_error_counts_the_trace_and_every_input_eta0_depends_on(rule: str) -> None:
+def test_t0_standard_error_counts_the_trace_and_every_input_eta0_depends_on(rule: str, d_eff: str) -> None:
     """[C10]: T0 = eta0·tr Σ_B/(2·d_eff), d_eff = tr H/λ_max. Under the stability bound eta0 =
     f·2/λ_max, so T0 = f·tr Σ_B/tr H: λ_max cancels and the trace's error counts as much as
     grad_var's. Under the optimal step, T0 = |∇L|²/(∇LᵀH∇L + tr HΣ_B)·tr Σ_B·λ_max/(2·tr H):
     five inputs with a standard error. First order, independent: relative errors in quadrature; the
-    trace's two (its probes' and its sampling error over examples, [H14]) each count."""
+    trace's two (its probes' or draws' error and its sampling error over examples, [H14], [H15]) each
+    count. The same with tr G in place of tr H."""
     from thermocal.schedule.file import dumps
 
     x, y = digits()
-    doc = calibrated(mlp([64, 32, 10], seed=3), x, y, eta0_rule=rule)
+    doc = calibrated(mlp([64, 32, 10], seed=3), x, y, eta0_rule=rule, d_eff=d_eff)
     noise, hess, curv = doc.measurements.gradient_noise, doc.measurements.hessian, doc.measurements.noise_curvature
     assert doc.schedule.rules.eta0_bound == rule and doc.calibration.d_eff > 1
-    assert hess.trace_sampling_stderr > 0 and hess.trace_sampling_groups >= 2
-    relative = [noise.grad_var_stderr / noise.grad_var, hess.trace_stderr / hess.trace,
-                hess.trace_sampling_stderr / hess.trace]
+    trace, stderr, sampling = read_trace(doc)
+    assert sampling > 0 and stderr > 0
+    relative = [noise.grad_var_stderr / noise.grad_var, stderr / trace, sampling / trace]
     if rule == "optimal":
         relative += [hess.lambda_max_stderr / hess.lambda_max, noise.full_grad_sq_stderr / noise.full_grad_sq,
                      curv.trace_h_sigma_stderr / (curv.grad_h_grad + curv.trace_h_sigma)]
@@ -252,22 +271,29 @@ def test_t0_standard_error_counts_the_trace_and_every_input_eta0_depends_on(rule
     cal = doc.calibration
     assert cal.T0_stderr_total == pytest.approx(expected, rel=1e-4)
     assert cal.T0_stderr == pytest.approx(doc.schedule.T0 * relative[0], rel=1e-12)  # grad_var's share, as before
-    assert cal.T0_stderr_total > 1.5 * cal.T0_stderr  # at initialisation the trace's error dominates
+    if d_eff == "hessian":
+        assert hess.trace_sampling_groups >= 2
+        assert cal.T0_stderr_total > 1.5 * cal.T0_stderr  # at initialisation tr H's error dominates
     assert_checked_where_present(dumps(doc, "json"), "T0_stderr_total")
 
 
-def test_the_summary_prints_t0_with_its_whole_standard_error(tmp_path) -> None:
+@pytest.mark.parametrize("d_eff", ["gauss-newton", "hessian"])
+def test_the_summary_prints_t0_with_its_whole_standard_error(tmp_path, d_eff: str) -> None:
     from thermocal.schedule.file import dumps
 
     x, y = digits()
-    doc = calibrated(mlp([64, 32, 10], seed=3), x, y)
+    doc = calibrated(mlp([64, 32, 10], seed=3), x, y, d_eff=d_eff)
     path = tmp_path / "t0.json"
     path.write_text(dumps(doc, "json"))
     shown = " ".join(run("show", str(path), env={"COLUMNS": "400"}).stdout.split())
     cal = doc.calibration
     assert f"│ T0 │ {doc.schedule.T0:.4g} ± {cal.T0_stderr_total:.2g} │" in shown, shown
     assert f"grad_var's alone: {cal.T0_stderr:.2g}" in shown
-    # the trace's ± is its probes' error; its sampling error over examples is printed beside it
+    # the trace's ± is its probes' (or draws') error; its sampling error over examples is printed beside it
     hess = doc.measurements.hessian
-    assert (f"± the probes' error; its sampling error over examples ± {hess.trace_sampling_stderr:.2g} "
-            f"({hess.trace_sampling_groups} groups)") in shown, shown
+    if d_eff == "hessian":
+        assert (f"± the probes' error; its sampling error over examples ± {hess.trace_sampling_stderr:.2g} "
+                f"({hess.trace_sampling_groups} groups)") in shown, shown
+    else:
+        sampling = doc.measurements.gauss_newton.sampling_stderr
+        assert f"± the draws' error; its sampling error over examples ± {sampling:.2g}" in shown, shown

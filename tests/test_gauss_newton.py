@@ -15,6 +15,7 @@ import thermocal
 from conftest import ROOT, SAMPLES, dense_hessian, mlp, one_line_error, run
 from thermocal.config import Config
 from thermocal.curvature.gauss_newton import gauss_newton_trace
+from thermocal.curvature.native import LANCZOS_MIN_ITER
 from thermocal.losses import _builtin
 
 
@@ -125,13 +126,36 @@ def test_the_file_records_tr_g_check_rederives_it_and_the_summary_says_so(tmp_pa
     assert run("check", tmp_path / "t.json").exit_code != 0  # d_eff moved: the schedule no longer re-derives
 
 
-def test_the_default_measures_no_gauss_newton_trace_and_files_without_it_read_as_hessian() -> None:
+def test_the_default_reads_tr_g_and_spends_nothing_on_the_hessians_trace() -> None:
+    """[H12], [H15]: the default's d_eff is tr G/lambda_max, so it measures no tr H, and Lanczos stops
+    when lambda_max passes [H1] instead of running to the trace's 20-step floor. --hessian-trace
+    measures tr H beside tr G; --d-eff hessian reads it instead; the literal rules read tr H."""
     x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
-    doc = thermocal.probe(mlp([4, 8, 3], seed=1), (x, y), Config(batch_size=16, steps=100))
-    assert doc.settings.d_eff == "hessian" and doc.measurements.gauss_newton is None
-    assert "gauss_newton" not in doc.measurements.model_dump_json()  # no new field in a default file's measurements
-    golden = thermocal.load_schedule(ROOT / "tests" / "golden" / "v2" / "digits_default.json").document
-    assert golden.settings.d_eff == "hessian" and run("check", ROOT / "tests" / "golden" / "v2" / "digits_default.json").exit_code == 0
+    model = mlp([4, 8, 3], seed=1)
+    doc = thermocal.probe(model, (x, y), Config(batch_size=16, steps=100))
+    hess, g = doc.measurements.hessian, doc.measurements.gauss_newton
+    assert doc.settings.d_eff == "gauss-newton" and g is not None
+    assert doc.calibration.d_eff == pytest.approx(g.trace / hess.lambda_max, rel=1e-12)
+    assert hess.trace is None and hess.trace_stderr is None and set(hess.details) == {"lambda_max"}
+    assert hess.details["lambda_max"].iterations < LANCZOS_MIN_ITER and hess.details["lambda_max"].converged
+    both = thermocal.probe(model, (x, y), Config(batch_size=16, steps=100, hessian_trace=True))
+    measured = both.measurements.hessian
+    assert both.settings.d_eff == "gauss-newton" and measured.trace is not None and "trace" in measured.details
+    assert measured.details["lambda_max"].iterations >= LANCZOS_MIN_ITER
+    assert both.calibration.d_eff == pytest.approx(both.measurements.gauss_newton.trace / measured.lambda_max, rel=1e-12)
+    for settings in (Config(batch_size=16, steps=100, d_eff="hessian"), Config(batch_size=16, steps=100, rules="literal")):
+        read = thermocal.probe(model, (x, y), settings)
+        assert read.settings.d_eff == "hessian" and read.measurements.gauss_newton is None
+        assert "gauss_newton" not in read.measurements.model_dump_json()  # no tr G field where it is not read
+        assert read.measurements.hessian.trace is not None
+
+
+def test_files_from_before_the_gauss_newton_default_read_as_hessian_and_pass_check() -> None:
+    """A file written before --d-eff existed, or while tr H was the default, has no d_eff in its
+    settings: it read d_eff off tr H, and it still does."""
+    golden = ROOT / "tests" / "golden" / "v2" / "digits_default.json"
+    assert "d_eff" not in json.loads(golden.read_text())["settings"]
+    assert thermocal.load_schedule(golden).document.settings.d_eff == "hessian" and run("check", golden).exit_code == 0
 
 
 def test_it_belongs_to_the_loss_units_rules(tmp_path: Path) -> None:

@@ -70,7 +70,8 @@ def _probe_mlp(examples: int, batch_size: int, **extra: object):
 
     generator = torch.Generator().manual_seed(0)
     x, y = torch.randn(examples, 6, generator=generator), torch.randint(0, 3, (examples,), generator=generator)
-    settings = Config(batch_size=batch_size, loss="cross_entropy", hessian_samples=None, **extra)
+    settings = Config(batch_size=batch_size, loss="cross_entropy", hessian_samples=None,
+                      **{"hessian_trace": True, **extra})  # with tr H: 20 Lanczos steps, and its micro-batches
     return thermocal.probe(mlp([6, 8, 3]), (x, y), settings), settings, x, y
 
 
@@ -102,6 +103,12 @@ def test_the_probe_reads_it_off_the_micro_batches_when_they_are_its_groups() -> 
     assert h.hvps == sum(rec.hvps for rec in h.details.values())
     assert 0 < h.lambda_max_stderr < 0.5 * h.lambda_max
     assert h.lambda_max_stderr == pytest.approx(_dense_pass(settings, x, y, 8), rel=1e-4)
+    # the default measures no tr H ([H12]): Lanczos stops once [H1] passes, a residual up to 10⁻² of
+    # lambda_max, and the quotients' error is second order in it: within 10⁻² still
+    doc, settings, x, y = _probe_mlp(256, 32, hessian_trace=False)
+    h = doc.measurements.hessian
+    assert h.sampling_groups == 8 and h.trace is None and h.hvps == sum(rec.hvps for rec in h.details.values())
+    assert h.lambda_max_stderr == pytest.approx(_dense_pass(settings, x, y, 8), rel=1e-2)
 
 
 def test_the_probe_takes_its_own_pass_when_the_micro_batches_are_not_its_groups() -> None:

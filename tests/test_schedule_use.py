@@ -224,12 +224,12 @@ def test_check_passes_good_files_and_catches_tampering(files, tmp_path: Path) ->
     assert result.exit_code == 1 and "the file's measurements give no schedule: lambda_max = -1" in result.stdout
 
     data = json.loads(files["plain"].read_text())
-    data["measurements"]["hessian"]["details"]["trace"]["converged"] = False
+    data["measurements"]["hessian"]["details"]["lambda_max"]["converged"] = False
     data["measurements"]["hessian"]["converged"] = False
     unconverged = tmp_path / "unconverged.json"
     unconverged.write_text(json.dumps(data))
     result = run("check", unconverged)
-    assert result.exit_code == 1 and "estimates missed their tolerance: hessian.trace" in result.stdout
+    assert result.exit_code == 1 and "estimates missed their tolerance: hessian.lambda_max" in result.stdout
     assert "looser --eig-rtol/--trace-rtol" in " ".join(result.stdout.split())
 
     (tmp_path / "junk.json").write_text("{not json")

@@ -77,7 +77,7 @@ def test_where_the_basis_spans_the_space_it_is_the_exact_spread_of_the_group_tra
     weighted spread of those (the probe's groups: micro-batches of whole minibatches)."""
     scales = torch.tensor([4.0, 1.0, 0.5, 0.25, 0.1], dtype=torch.float64)
     x, y = _regression(480, scales, torch.Generator().manual_seed(2))
-    settings = Config(batch_size=16, hessian_samples=None)
+    settings = Config(batch_size=16, hessian_samples=None, hessian_trace=True)
     doc = thermocal.probe(torch.nn.Linear(5, 1, bias=False).double(), (x, y), settings)
     h = doc.measurements.hessian
     shuffled = x[used_examples(480, settings)]
@@ -103,7 +103,7 @@ def test_the_standard_error_is_the_spread_of_the_trace_over_samples() -> None:
     squares = []
     for seed in range(150):
         x, y = _regression(256, scales, generator)
-        settings = Config(batch_size=32, hessian_samples=None, seed=seed)
+        settings = Config(batch_size=32, hessian_samples=None, seed=seed, hessian_trace=True)
         h = thermocal.probe(torch.nn.Linear(40, 1, bias=False).double(), (x, y), settings).measurements.hessian
         assert h.trace_sampling_groups == 8
         squares.append(h.trace_sampling_stderr ** 2)
@@ -113,6 +113,6 @@ def test_the_standard_error_is_the_spread_of_the_trace_over_samples() -> None:
 def test_not_measured_with_one_minibatch_or_on_pyhessian() -> None:
     scales = torch.tensor([4.0, 1.0, 0.5], dtype=torch.float64)
     x, y = _regression(64, scales, torch.Generator().manual_seed(4))
-    for settings in (Config(batch_size=16, hessian_samples=16), Config(batch_size=16, engine="pyhessian")):
+    for settings in (Config(batch_size=16, hessian_samples=16, hessian_trace=True), Config(batch_size=16, engine="pyhessian")):
         h = thermocal.probe(torch.nn.Linear(3, 1, bias=False).double(), (x, y), settings).measurements.hessian
         assert h.trace_sampling_stderr is None and h.trace_sampling_groups is None

@@ -76,9 +76,12 @@ class Config(Record):
     stability_fraction: float = Field(0.25, gt=0, description="eta0 <= stability_fraction * 2 / lambda_max")
     lr_law: Literal["linear", "sqrt"] | None = Field(None, description="lr ∝ T (loss-units default) or lr ∝ sqrt(T) "
                                                      "(the seed's, literal default)")
-    d_eff: Literal["hessian", "gauss-newton"] = Field("hessian", description="d_eff = trace/lambda_max from the Hessian's "
-                                                       "trace, or from the Gauss-Newton matrix's, which does not cancel "
-                                                       "at initialisation (method.md [H15])")
+    d_eff: Literal["hessian", "gauss-newton"] = Field("gauss-newton", description="d_eff = trace/lambda_max from the "
+                                                       "Gauss-Newton matrix's trace, which does not cancel at "
+                                                       "initialisation (method.md [H15]), or from the Hessian's (the "
+                                                       "literal rules', and a file's that records no d_eff)")
+    hessian_trace: bool = Field(False, description="also measure the Hessian's trace (Hutch++) where the calibration does "
+                                "not read it (it does with --d-eff hessian and the literal rules)")
     tf_rule: Literal["abs", "floor"] = Field("abs", description="literal: Tf = max(|lambda_min|, tf_floor*lambda_max) or "
                                              "max(lambda_min, tf_floor*lambda_max)")
     tf: float | None = Field(None, gt=0, description="literal: set Tf explicitly")
@@ -119,6 +122,15 @@ class Config(Record):
             return tuple(part for part in value.split(",") if part)
         return tuple(value) if isinstance(value, list) else value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _d_eff_by_rules(cls, data: Any) -> Any:
+        """The literal rules have no d_eff of their own: they record the Hessian's trace (what they
+        read for their diagnostics) unless --d-eff is given, which they refuse."""
+        if isinstance(data, dict) and data.get("rules") == "literal" and data.get("d_eff") is None:
+            return {**data, "d_eff": "hessian"}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> "Config":
         if self.engine == "pyhessian":
@@ -150,6 +162,12 @@ class Config(Record):
         """lambda_min is resolved (both ends of Lanczos, or the shifted power iteration) when asked,
         for the literal rules (Tf rests on it), and by power iteration, which finds it anyway."""
         return self.lambda_min or self.rules == "literal" or self.solver == "power"
+
+    @property
+    def measures_trace(self) -> bool:
+        """The Hessian's trace is measured where something reads it: d_eff from the Hessian [C10],
+        the literal rules' diagnostics, the power routes' shift [H4], and --hessian-trace ([H12])."""
+        return self.hessian_trace or self.d_eff == "hessian" or self.solver == "power"
 
     @property
     def budget(self) -> float | None:
@@ -207,8 +225,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def recorded_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """A schedule file's `settings` as what made it: a file written before --probe-budget existed
-    (or with it unset, which is not written) probed without a bound."""
-    return settings if "probe_budget" in settings else {**settings, "probe_budget": None}
+    (or with it unset, which is not written) probed without a bound, and one without `d_eff`
+    read the Hessian's trace (written only when it is not, file.py LATER_DEFAULTS)."""
+    return {"probe_budget": None, "d_eff": "hessian"} | settings
 
 
 def from_environment(environ: dict[str, str] | None = None) -> dict[str, str]:

@@ -19,7 +19,7 @@ from thermocal.config import Config
 from thermocal.curvature.engine import open_engine
 from thermocal.curvature.gauss_newton import EXAMPLE_GRADIENTS_PER_DRAW, GAUSS_NEWTON_DRAWS, gauss_newton_trace
 from thermocal.curvature.hvp import supports_forward_mode
-from thermocal.curvature.native import LANCZOS_MIN_ITER, hvp_mode
+from thermocal.curvature.native import LAMBDA_MAX_STEPS, LANCZOS_MIN_ITER, hvp_mode
 from thermocal.curvature.noise_curvature import deviations, noise_curvature
 from thermocal.curvature.sampling import trace_micro_batch, with_sampling_error
 from thermocal.distributed import SINGLE, Group
@@ -71,8 +71,6 @@ def probe(
     s = settings
     if s.engine == "pyhessian" and group.distributed:  # before any work: it would fail after the gradients
         raise InputError("--engine pyhessian runs in one process; use the native engine under torchrun")
-    if s.d_eff == "gauss-newton" and group.distributed:
-        raise InputError("--d-eff gauss-newton runs in one process; under torchrun use --d-eff hessian")
     if s.hvp == "fwd-rev" and not supports_forward_mode(model):
         raise InputError("--hvp fwd-rev needs an eager module; TorchScript models use rev-rev")
     progress = progress or NoProgress()
@@ -92,8 +90,11 @@ def probe(
 
     n_hessian = min(s.hessian_samples or k * b, k * b)
     gauss_newton = s.d_eff == "gauss-newton"
-    # tr(G) costs EXAMPLE_GRADIENTS_PER_DRAW per example and draw, a product's worth per draw ([H15])
-    planned = planned_products(LANCZOS_MIN_ITER, len(rows)) + (GAUSS_NEWTON_DRAWS if gauss_newton else 0)
+    # tr(G) costs EXAMPLE_GRADIENTS_PER_DRAW per example and draw, a product's worth per draw ([H15]);
+    # without the Hessian's trace, Lanczos stops at lambda_max's convergence (LAMBDA_MAX_STEPS planned)
+    lanczos_steps = LANCZOS_MIN_ITER if s.measures_trace else LAMBDA_MAX_STEPS
+    planned = planned_products(lanczos_steps, len(rows), trace=s.measures_trace) + \
+        (GAUSS_NEWTON_DRAWS if gauss_newton else 0)
     if s.budget is not None:
         n_hessian = min(n_hessian, budget_examples(s.budget, s.steps, b, k * b, planned))
     inputs, targets = p.inputs[:n_hessian], p.targets[:n_hessian]
@@ -118,7 +119,7 @@ def probe(
         with timer("gauss_newton"):
             progress.phase("Gauss-Newton trace", n_hessian)
             trace_g = gauss_newton_trace(p.model, p.loss_fn, inputs, targets, p.params, chunk=example_chunk,
-                                         generator=generator, progress=progress)
+                                         generator=generator, progress=progress, group=group)
     extra = None if trace_g is None else EXAMPLE_GRADIENTS_PER_DRAW * trace_g.draws * trace_g.examples
     spent = cost(k * b, n_hessian, spectrum.hvps + curvature.hvps, planned, s.steps, b, s.budget, extra)
     return ProbeResult(

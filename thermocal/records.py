@@ -190,8 +190,9 @@ class HessianSpectrum(Record):
         "far another sample of as many examples would move it, to first order (method.md [H13]); absent when not measured")
     sampling_groups: int | None = Field(default=None, ge=2, exclude_if=_absent,
                                         description="groups of examples behind lambda_max_stderr")
-    trace: float
-    trace_stderr: float = Field(ge=0)
+    # Null where the calibration does not read it and --hessian-trace was not given ([H12]).
+    trace: float | None = Field(description="null when not measured (d_eff from the Gauss-Newton trace does not read it)")
+    trace_stderr: float | None = Field(ge=0)
     # Added after trace_stderr's first files (_absent).
     trace_sampling_stderr: float | None = Field(
         default=None, ge=0, exclude_if=_absent, description="sampling standard error of the trace over examples: how "
@@ -207,7 +208,10 @@ class HessianSpectrum(Record):
 
     @model_validator(mode="after")
     def _estimates(self) -> "HessianSpectrum":
-        return _require(self, ("lambda_max", "trace") + (("lambda_min",) if self.lambda_min is not None else ()))
+        if (self.trace is None) != (self.trace_stderr is None):
+            raise ValueError("trace and trace_stderr are measured together (both null, or neither)")
+        return _require(self, ("lambda_max",) + (("trace",) if self.trace is not None else ())
+                        + (("lambda_min",) if self.lambda_min is not None else ()))
 
     @property
     def dominant(self) -> float:
@@ -227,13 +231,14 @@ class HessianSpectrum(Record):
         return names
 
 
-def _missed(details: dict[str, EstimateRecord], eigenvalues: dict[str, float | None], trace: float, trace_stderr: float,
-            scale_bound: float, dominant: float) -> list[str]:
+def _missed(details: dict[str, EstimateRecord], eigenvalues: dict[str, float | None], trace: float | None,
+            trace_stderr: float | None, scale_bound: float, dominant: float) -> list[str]:
     """The estimates in `details` whose record says unconverged, or whose own residual or standard
     error misses its tolerance (an eigenvalue of None was not resolved and is judged by its flag)."""
     met = {name: details[name].eigenvalue_met(value, dominant) for name, value in eigenvalues.items()
            if value is not None and name in details}
-    met["trace"] = details["trace"].trace_met(trace, trace_stderr, scale_bound)
+    if trace is not None and trace_stderr is not None:
+        met["trace"] = details["trace"].trace_met(trace, trace_stderr, scale_bound)
     return [name for name, rec in details.items() if not (rec.converged and met.get(name, True))]
 
 

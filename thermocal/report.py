@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from thermocal.budget import budget_examples, example_gradients
-from thermocal.records import ProbeCost
+from thermocal.records import EIG_FLOOR_FRACTION, HessianSpectrum, ProbeCost
 from thermocal.schedule.file import ScheduleFile
 
 _STATUS_STYLE = {"pass": "green", "warn": "yellow", "fail": "red", "info": "dim"}
@@ -79,8 +79,9 @@ def _measurements(doc: ScheduleFile) -> Table:
         if value is None:
             _row(measured, name, "—", "not resolved: the loss-units calibration does not need it (--lambda-min resolves it)")
             continue
-        rec = hess.details[name]
-        state = "converged" if rec.converged else "NOT converged"
+        rec = hess.details[name]  # [H1]: what converged means, in the row
+        bound = "|lambda_max|" if name == "lambda_max" else f"max(|lambda_min|, {EIG_FLOOR_FRACTION:g}·lambda_max)"
+        state = f"converged (≤ {rec.tolerance:g}·{bound})" if rec.converged else "NOT converged"
         if name == "lambda_max" and hess.lambda_max_stderr is not None:
             _row(measured, name, _pm(value, hess.lambda_max_stderr),
                  f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}{where}; ± its sampling error "
@@ -89,19 +90,10 @@ def _measurements(doc: ScheduleFile) -> Table:
         unsampled = f"; its sampling error over examples is {_unsampled(doc, name)}" \
             if name == "lambda_max" and v2 else ""
         _row(measured, name, _num(value), f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}{where}{unsampled}")
-    rec = hess.details["trace"]
-    if rec.converged:
-        scale = "" if rec.scale is None else f" of max(|trace|, curvature scale {rec.scale:.3g})"
-        state = f"converged: ± ≤ {rec.tolerance:g}{scale}"
+    if hess.trace is None:
+        _row(measured, "trace", "—", "not measured: d_eff reads tr G below ([H15]); --hessian-trace measures it")
     else:
-        state = "NOT converged"
-    if hess.trace_sampling_stderr is not None:
-        sampling = (f"; ± the probes' error; its sampling error over examples ± {hess.trace_sampling_stderr:.2g} "
-                    f"({hess.trace_sampling_groups} groups)")
-    else:
-        why = _unsampled(doc, "trace") if v2 else "not measured"
-        sampling = f"; ± the probes' error only (its sampling error over examples is {why})"
-    _row(measured, "trace", _pm(hess.trace, hess.trace_stderr), f"{rec.iterations} probes, {state}{where}{sampling}")
+        _trace_row(measured, doc, hess, where, v2)
     gn = getattr(doc.measurements, "gauss_newton", None)
     if gn is not None:
         sampling = "" if gn.sampling_stderr is None else f"; its sampling error over examples ± {gn.sampling_stderr:.2g}"
@@ -122,6 +114,23 @@ def _measurements(doc: ScheduleFile) -> Table:
         asked = min(settings.hessian_samples or cost.gradient_examples, cost.gradient_examples) if settings else 0
         _row(measured, "probe cost", f"{cost.example_gradients:,}", _cost(cost, noise.batch_size, asked))
     return measured
+
+
+def _trace_row(measured: Table, doc: ScheduleFile, hess: HessianSpectrum, where: str, v2: bool) -> None:
+    """The Hessian trace's row: its probes, their tolerance, and its sampling error where measured."""
+    rec = hess.details["trace"]
+    if rec.converged:
+        scale = "" if rec.scale is None else f" of max(|trace|, curvature scale {rec.scale:.3g})"
+        state = f"converged: ± ≤ {rec.tolerance:g}{scale}"
+    else:
+        state = "NOT converged"
+    if hess.trace_sampling_stderr is not None:
+        sampling = (f"; ± the probes' error; its sampling error over examples ± {hess.trace_sampling_stderr:.2g} "
+                    f"({hess.trace_sampling_groups} groups)")
+    else:
+        why = _unsampled(doc, "trace") if v2 else "not measured"
+        sampling = f"; ± the probes' error only (its sampling error over examples is {why})"
+    _row(measured, "trace", _pm(hess.trace, hess.trace_stderr), f"{rec.iterations} probes, {state}{where}{sampling}")
 
 
 def _cost(cost: ProbeCost, batch_size: int, asked: int) -> str:

@@ -12,7 +12,9 @@ per example, averaged over every example (it is exact for one output per example
 Examples go `chunk` at a time (one by default; a program exported for a fixed batch takes that
 batch): a chunk's cross terms between its examples have mean 0, as the u_i are independent. An
 eager module's examples are batched by torch.func.vmap; TorchScript, a chunk, or an op vmap
-cannot batch take a loop over them, with the same numbers.
+cannot batch take a loop over them, with the same numbers. Under torchrun each process takes
+every world-th chunk and the per-example estimates are summed over processes (the others' rows
+are zero), so every process holds a single process's numbers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from thermocal.curvature.hvp import supports_forward_mode
 from thermocal.curvature.sampling import mean_stderr
+from thermocal.distributed import SINGLE, Group
 from thermocal.losses import LossFn
 from thermocal.progress import NoProgress, Progress
 from thermocal.records import GaussNewtonTrace
@@ -41,7 +44,8 @@ BATCH_BYTES = 2**28
 
 def gauss_newton_trace(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Tensor, targets: torch.Tensor,
                        params: Sequence[torch.nn.Parameter], *, draws: int = GAUSS_NEWTON_DRAWS, chunk: int = 1,
-                       generator: torch.Generator, progress: Progress = NoProgress()) -> GaussNewtonTrace:
+                       generator: torch.Generator, progress: Progress = NoProgress(),
+                       group: Group = SINGLE) -> GaussNewtonTrace:
     """tr(G) of the mean loss over (`inputs`, `targets`) in `params`, with its errors (`draws` ≥ 2)."""
     params = list(params)
     n = int(inputs.shape[0])
@@ -56,14 +60,17 @@ def gauss_newton_trace(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Te
             if slope.requires_grad else torch.zeros_like(u)  # a loss linear in its outputs (l1) has H = 0
         signs.append(u)
         curved.append(hu.detach())
+    starts = group.shard(range(0, n, chunk))  # this process's chunks, each an independent unit
     estimates = None
     if chunk == 1 and supports_forward_mode(model):
         try:
-            estimates = _batched(model, inputs, signs, curved, params)
+            estimates = _batched(model, inputs, signs, curved, params, starts)
         except (RuntimeError, NotImplementedError):  # an op torch.func cannot batch: the loop gives the same numbers
             estimates = None
     if estimates is None:
-        estimates = _looped(model, inputs, signs, curved, params, chunk)
+        estimates = _looped(model, inputs, signs, curved, params, chunk, starts)
+    if group.distributed:  # every process's rows, the others' zero (on the device its backend reduces)
+        estimates = group.sum(estimates.to(inputs.device)).cpu()
     progress.advance(n)
     units = estimates[::chunk]  # one row per chunk: the independent units
     count = units.shape[0]
@@ -74,11 +81,12 @@ def gauss_newton_trace(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Te
 
 
 def _looped(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Tensor], curved: list[torch.Tensor],
-            params: list[torch.nn.Parameter], chunk: int) -> torch.Tensor:
-    """(examples × draws) estimates, `chunk` examples per forward (a chunk's on its first row, the rest 0)."""
+            params: list[torch.nn.Parameter], chunk: int, starts: list[int]) -> torch.Tensor:
+    """(examples × draws) estimates of the chunks at `starts`, `chunk` examples per forward (a chunk's on
+    its first row; the other rows 0)."""
     n, draws = int(inputs.shape[0]), len(signs)
     estimates = torch.zeros(n, draws, dtype=torch.float64)
-    for start in range(0, n, chunk):
+    for start in starts:
         part = slice(start, min(start + chunk, n))
         out = model(inputs[part])  # one forward for the chunk, two vector-Jacobian products per draw
         for r in range(draws):
@@ -92,16 +100,17 @@ def _looped(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Tens
 
 
 def _batched(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Tensor], curved: list[torch.Tensor],
-             params: list[torch.nn.Parameter]) -> torch.Tensor:
+             params: list[torch.nn.Parameter], rows: list[int]) -> torch.Tensor:
     """The same per-example estimates through torch.func (an eager module): the examples' vector-
     Jacobian products batched by vmap, in chunks whose per-example gradients (2 per draw, d
     numbers each) stay within BATCH_BYTES. 3.3 s against the loop's 10.8 on the benchmark's 1M
     transformer (128 sequences), 0.8 against 3.4 on its CNN, 1.6 against 2.0 on its digits MLP
-    (1,024 examples each; unstamped, 2026-12-06)."""
+    (1,024 examples each; unstamped, 2026-12-06). Only the examples `rows` are computed; the others' rows are 0."""
     ids = {id(p) for p in params}
     values = {name: p.detach() for name, p in model.named_parameters() if id(p) in ids}
     draws, dim = len(signs), sum(p.numel() for p in params)
-    u, w = torch.stack(signs, dim=1), torch.stack(curved, dim=1)  # (n, draws, *outputs)
+    index = torch.tensor(rows, dtype=torch.long, device=inputs.device)
+    u, w = torch.stack(signs, dim=1)[index], torch.stack(curved, dim=1)[index]  # (rows, draws, *outputs)
 
     def example(x: torch.Tensor, wx: torch.Tensor, ux: torch.Tensor) -> torch.Tensor:
         _, pull = vjp(lambda p: functional_call(model, p, (x.unsqueeze(0),)).squeeze(0), values)
@@ -113,5 +122,7 @@ def _batched(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Ten
         return vmap(draw)(wx, ux)
 
     size = max(1, BATCH_BYTES // (2 * draws * dim * params[0].element_size()))
+    estimates = torch.zeros(int(inputs.shape[0]), draws, dtype=torch.float64)
     with sdpa_kernel([SDPBackend.MATH]):  # attention's math backend, which torch.func can batch
-        return vmap(example, chunk_size=size)(inputs, w, u).to("cpu", torch.float64)
+        estimates[index.cpu()] = vmap(example, chunk_size=size)(inputs[index], w, u).to("cpu", torch.float64)
+    return estimates

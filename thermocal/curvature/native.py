@@ -27,9 +27,13 @@ from thermocal.noise import Batch
 from thermocal.progress import Progress, Timer
 from thermocal.records import EIG_FLOOR_FRACTION, BlockCurvature, EstimateRecord, HessianSpectrum, SpectralDensity
 
-# Lanczos runs at least this many steps: its basis deflates the trace's probes ([H8]), and 20 rows
-# cost fewer products in all than stopping at lambda_max's 6-12 and probing longer ([H12]).
+# Where the Hessian's trace is measured, Lanczos runs at least this many steps: its basis deflates the
+# trace's probes ([H8]), and 20 rows cost fewer products in all than stopping at lambda_max's 6-12 and
+# probing longer ([H12]). Without the trace, Lanczos stops when lambda_max passes [H1].
 LANCZOS_MIN_ITER = 20
+# The steps the probe budget plans for lambda_max alone ([S9]): Lanczos met [H1]'s 10⁻² in 6-12 steps on
+# the benchmark's models ([H12]); a slower run costs more than planned, and the file says so.
+LAMBDA_MAX_STEPS = 12
 TRACE_CHUNK = 10
 DENSITY_PROBES, DENSITY_STEPS = 4, 80  # stochastic Lanczos quadrature ([H9])
 
@@ -73,8 +77,8 @@ class NativeEngine:
     def release(self) -> None:
         self.hessian.release()
 
-    def krylov(self, generator: torch.Generator, *, top_k: int, bottom_k: int,
-               index: torch.Tensor | None = None) -> LanczosResult:
+    def krylov(self, generator: torch.Generator, *, top_k: int, bottom_k: int, index: torch.Tensor | None = None,
+               min_iter: int = LANCZOS_MIN_ITER) -> LanczosResult:
         """Lanczos from a seeded Gaussian start on H, or on its diagonal block on `index` ([H10]),
         within the basis bounds of [H11]. The start is drawn in float64 and kept in the basis's
         dtype, and so are the products: a float32 model's are never copied to float64 ([H6])."""
@@ -83,7 +87,7 @@ class NativeEngine:
         dtype = memory.basis_dtype(self.hessian.dtype)
         v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(dtype).to(op.device)
         return lanczos(op, v0, rtol=s.eigen_rtol, floor_fraction=EIG_FLOOR_FRACTION, max_iter=s.iterations,
-                       top_k=top_k, bottom_k=bottom_k, min_iter=min(LANCZOS_MIN_ITER, op.dim), dtype=dtype,
+                       top_k=top_k, bottom_k=bottom_k, min_iter=min(min_iter, op.dim), dtype=dtype,
                        max_basis=memory.basis_rows(op.dim, dtype, int(s.lanczos_memory * memory.GIB), s.iterations))
 
     def trace(self, krylov: tuple[torch.Tensor, float] | None, scale: float,
@@ -118,7 +122,8 @@ class NativeEngine:
         run = self._lanczos_route if s.solver == "lanczos" else self._power_route
         ends, trace, trace_rec, top_vector, top_values, sampling, top_forms = run(generator, progress, timer)
         (lam_max, max_rec), (lam_min, min_rec) = ends
-        check_finite(lambda_max=lam_max, lambda_min=lam_min if lam_min is not None else 0.0, trace=trace.value)
+        check_finite(lambda_max=lam_max, lambda_min=lam_min if lam_min is not None else 0.0,
+                     trace=trace.value if trace is not None else 0.0)
         density = None
         if s.density:
             with timer("density"):
@@ -133,10 +138,12 @@ class NativeEngine:
                 parts = partition(self.names, self.hessian.sizes, per_layer=s.per_layer, patterns=s.blocks)
                 progress.phase("Hessian: per-block curvature", None)
                 blocks = [self._block_curvature(b, generator) for b in parts]
-        details = {"lambda_max": max_rec, "trace": trace_rec} | ({"lambda_min": min_rec} if min_rec is not None else {})
+        details = {"lambda_max": max_rec} | ({"trace": trace_rec} if trace_rec is not None else {}) | \
+            ({"lambda_min": min_rec} if min_rec is not None else {})
         return HessianSpectrum(
-            engine=self.name, hvp_mode=self.hessian.mode, lambda_max=lam_max, lambda_min=lam_min, trace=trace.value,
-            trace_stderr=trace.stderr, trace_sampling_stderr=sampling,
+            engine=self.name, hvp_mode=self.hessian.mode, lambda_max=lam_max, lambda_min=lam_min,
+            trace=trace.value if trace is not None else None, trace_stderr=trace.stderr if trace is not None else None,
+            trace_sampling_stderr=sampling,
             trace_sampling_groups=self.groups if sampling is not None else None, hvps=self.hvps,
             converged=all(rec.converged for rec in details.values()),
             details=details, top_eigenvalues=top_values, density=density, blocks=blocks,
@@ -155,9 +162,9 @@ class NativeEngine:
         return {"lambda_max_stderr": mean_stderr(top_forms), "sampling_groups": self.groups}
 
     def _lanczos_route(self, generator: torch.Generator, progress: Progress, timer: Timer):
-        """Lanczos for lambda_max (and lambda_min when asked, [H7]), then Hutch++ with its basis ([H8]),
-        and the trace's sampling error from the forms their products recorded ([H14]; None where
-        it is not measured)."""
+        """Lanczos for lambda_max (and lambda_min when asked, [H7]), then, where the trace is
+        measured (Config.measures_trace), Hutch++ with its basis ([H8]) and the trace's sampling
+        error from the forms their products recorded ([H14]; None where it is not measured)."""
         s = self.settings
         grouped = self.groups >= 2
         with timer("extremes"):
@@ -165,7 +172,8 @@ class NativeEngine:
             progress.phase("Hessian: Lanczos (both ends)" if both else "Hessian: Lanczos (lambda_max)", None)
             start = self.hvps
             self.hessian.forms = [] if grouped else None
-            run = self.krylov(generator, top_k=s.top_k, bottom_k=1 if both else 0)
+            run = self.krylov(generator, top_k=s.top_k, bottom_k=1 if both else 0,
+                              min_iter=LANCZOS_MIN_ITER if s.measures_trace else 0)
             hvps = self.hvps - start
             # the basis rows' forms, in the order they were multiplied (a restart rotates the rows)
             basis_forms = self.hessian.forms[: run.iterations] if grouped and not run.restarts else None
@@ -183,6 +191,8 @@ class NativeEngine:
             krylov, scale = (run.basis, float(run.alphas.sum())), max(abs(top[0]), run.abs_trace)
             top_vector = run.largest[0].vector  # kept (d numbers) for lambda_max's sampling error ([H13])
             del run  # the other Ritz vectors: d numbers each that the trace need not hold beside its own
+        if not s.measures_trace:
+            return (top, bottom), None, None, top_vector, top_values, None, top_forms
         with timer("trace"):
             progress.phase("Hessian: trace", None)
             self.hessian.forms = [] if basis_forms is not None else None

@@ -189,7 +189,7 @@ def schema_text() -> str:
 LATER_OPTIONAL = (("measurements", "cost"), ("settings", "probe_budget"), ("calibration", "trace_shift"),
                   ("calibration", "T0_stderr_total"))
 # Settings v2 gained later, left out at the value that earlier files were made with (absent reads as it).
-LATER_DEFAULTS = (("settings", "d_eff", "hessian"),)
+LATER_DEFAULTS = (("settings", "d_eff", "hessian"), ("settings", "hessian_trace", False))
 
 
 def dumps(document: ScheduleFile, fmt: str) -> str:
