@@ -7,6 +7,9 @@
     python bench/curvature.py --rounds 1         # the wall-time target's pair (thermocal_default, pyhessian)
                                                  # once, not 5 times (their wall time is the median)
     python bench/curvature.py --report           # RESULTS.md again from results.json (never edit it by hand)
+    python bench/curvature.py --references-from bench/results.json
+                                                 # the same, reusing that run's reference cells (same weights
+                                                 # and data, checked): about 15 minutes instead of 90
 
 Each (model, contender) cell runs in its own child process, so that its peak resident memory
 (ru_maxrss, minus the resident size once model and data are loaded) is its own. Models are
@@ -26,12 +29,13 @@ lambda_min and the trace against a reference:
     restarts discard the Krylov space that resolves the cluster of small eigenvalues.)
 Contenders:
   - thermocal_default: `thermocal probe` as it runs with no options, i.e. what calibration v2
-    needs (gradient noise at B=32, lambda_max to the default rtol, the trace with the Lanczos
-    basis to the default relative standard error, the Hessian on at most `hessian_samples`
-    examples of the sample); its errors against the whole-sample reference include that
-    subsample's sampling error;
+    needs (gradient noise at B=32, lambda_max to the default rtol, the Gauss-Newton trace tr G
+    of method.md [H15] for d_eff, no Hessian trace since 2026-12-06, the Hessian on at most
+    `hessian_samples` examples of the sample); its errors against the whole-sample reference
+    include that subsample's sampling error;
   - thermocal (full accuracy): gradient noise at B=32 + both extremes (Lanczos, rtol 1e-3) on
-    the whole sample + trace (Hutch++ with the Lanczos basis) to 5% relative standard error;
+    the whole sample + trace (Hutch++ with the Lanczos basis) to 5% relative standard error
+    (`--d-eff hessian`: no tr G);
   - pyhessian (defaults): `eigenvalues()` (power iteration, maxIter 100, tol 1e-3) and `trace()`
     (Hutchinson, maxIter 100, tol 1e-3); it has no lambda_min;
   - pyhessian_matched: pyhessian asked for thermocal's accuracy: power iteration at tol 1e-6
@@ -208,14 +212,17 @@ def _probe_cell(model, x, y, loss_fn, **settings) -> dict:
     elapsed = time.perf_counter() - start
     h = result.measurements.hessian
     t = result.timings
-    return {"time": elapsed, "time_curvature": t.get("extremes", 0) + t.get("trace", 0), "hvps": h.hvps,
-            "lambda_max": h.lambda_max, "lambda_min": h.lambda_min, "trace": h.trace, "trace_stderr": h.trace_stderr,
-            "converged": h.converged, "timings": t, "hessian_examples": result.hessian_samples,
-            "trace_sampling_stderr": h.trace_sampling_stderr, "lambda_max_stderr": h.lambda_max_stderr}
+    g = result.measurements.gauss_newton
+    return {"time": elapsed, "time_curvature": t.get("extremes", 0) + t.get("trace", 0) + t.get("gauss_newton", 0),
+            "hvps": h.hvps, "lambda_max": h.lambda_max, "lambda_min": h.lambda_min, "trace": h.trace,
+            "trace_stderr": h.trace_stderr, "converged": h.converged, "timings": t,
+            "hessian_examples": result.hessian_samples, "trace_sampling_stderr": h.trace_sampling_stderr,
+            "lambda_max_stderr": h.lambda_max_stderr,
+            "gauss_newton": None if g is None else {"trace": g.trace, "stderr": g.stderr, "draws": g.draws}}
 
 
 def cell_thermocal(model, x, y, loss_fn):
-    return _probe_cell(model, x, y, loss_fn, lambda_min=True, hessian_samples=None, trace_rtol=0.05)
+    return _probe_cell(model, x, y, loss_fn, lambda_min=True, hessian_samples=None, trace_rtol=0.05, d_eff="hessian")
 
 
 def cell_thermocal_default(model, x, y, loss_fn):
@@ -385,10 +392,12 @@ design (bench/trace_coverage.py measures that rate).
 Contenders (the docstring of bench/curvature.py says exactly what each runs):
 
 - **thermocal_default**: `thermocal probe` with no options: what calibration v2 uses (gradient
-  noise, lambda_max, the trace; no lambda_min), the Hessian on at most the default
+  noise, lambda_max, the Gauss-Newton trace tr G for d_eff; no lambda_min and, since 2026-12-06,
+  no Hessian trace, so its trace columns are empty and its wall time includes tr G where
+  pyhessian's includes the Hessian's trace), the Hessian on at most the default
   `hessian_samples` examples, so its errors include that subsample's sampling error.
 - **thermocal**: full accuracy, as before calibration v2: both extremes by Lanczos to rtol 1e-3 on
-  the whole sample, Hutch++ trace to 5%.
+  the whole sample, Hutch++ trace to 5% (`--d-eff hessian`).
 - **pyhessian**: pyhessian 0.1 with its defaults (power iteration tol 1e-3, Hutchinson tol 1e-3),
   lambda_max and trace only.
 - **pyhessian_matched**: pyhessian at thermocal's full accuracy: power iteration tol 1e-6
@@ -474,6 +483,12 @@ def _ratio(cells: dict, a: str, b: str, key: str) -> float | None:
     return cells[a][key] / cells[b][key]
 
 
+def gauss_newton_error(cells: dict) -> float | None:
+    """thermocal_default's Gauss-Newton trace: its draws' standard error relative to itself."""
+    g = cells["thermocal_default"].get("gauss_newton") if _ok(cells.get("thermocal_default")) else None
+    return g["stderr"] / abs(g["trace"]) if g and g["trace"] else None
+
+
 def targets(results: dict) -> str:
     """Each target's value per model, computed from the cells, and whether it holds on every model."""
     models = results["models"]
@@ -495,6 +510,7 @@ def targets(results: dict) -> str:
         ("the same, highest paired round", lambda c: max(paired_ratios(c), default=None), None, ".2f"),
         ("thermocal_default lambda_max error, subsample included (moves eta0 by it; issue 15: ≤ 1%)", lam_err("thermocal_default", "lambda_max"), 1e-2, ".1e"),
         ("thermocal_default products / pyhessian default's", lambda c: _ratio(c, "thermocal_default", "pyhessian", "hvps"), None, ".2f"),
+        ("thermocal_default tr G draws' error / tr G (d_eff's; method.md [H15])", gauss_newton_error, None, ".1e"),
         ("thermocal (full accuracy) lambda_max error (≤ 0.1%)", lam_err("thermocal", "lambda_max"), 1e-3, ".1e"),
         ("thermocal (full accuracy) lambda_min error (≤ 0.1%)", lam_err("thermocal", "lambda_min"), 1e-3, ".1e"),
         ("thermocal (full accuracy) wall time / pyhessian matched", lambda c: _ratio(c, "thermocal", "pyhessian_matched", "time"), None, ".2f"),
@@ -516,6 +532,14 @@ def targets(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _reused_text(reused: dict | None) -> list[str]:
+    if not reused:
+        return []
+    return ["", f"The reference cells are those of the run of commit `{reused['commit'][:12]}` ({reused['created']}, "
+            f"`{reused['path']}`), reused with `--references-from` because this run built the same weights and data "
+            "(the same fingerprints); they are untimed, so nothing timed here depends on them."]
+
+
 def _rounds_text(rounds: int) -> list[str]:
     if rounds <= 1:
         return []
@@ -533,7 +557,8 @@ def markdown(results: dict) -> str:
         f"One run of commit `{p['commit'][:12]}` ({tree}), thermocal {p['thermocal']}, torch {p['torch']}, Python "
         f"{p['python']}, {p['created']}; command `{' '.join(p['argv'])}`; machine {p['machine']}"
         + (" (quick sizes)" if p["quick"] else "") + ". Every cell is in `bench/results.json`.", "",
-        HOW_TO_READ, *_rounds_text(p.get("rounds", 1)), "", "## Against the targets", "", targets(results), "",
+        HOW_TO_READ, *_rounds_text(p.get("rounds", 1)), *_reused_text(p.get("references_from")), "",
+        "## Against the targets", "", targets(results), "",
         "## Accuracy, time and products", "", table(results), "",
     ])
 
@@ -548,6 +573,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--markdown", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--report", action="store_true", help="regenerate the markdown from --out's JSON")
+    parser.add_argument("--references-from", type=Path, help="reuse the reference cells of an earlier run's JSON "
+                        "(refused unless it built the same weights and data: they are untimed, depend on nothing else, "
+                        "and take most of a full run)")
     parser.add_argument("--cell", nargs=2, metavar=("MODEL", "CONTENDER"), help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -559,8 +587,11 @@ def main() -> None:
         args.markdown.write_text(markdown(json.loads(args.out.read_text())))
         return
     names, contenders = args.models.split(","), args.contenders.split(",")
+    earlier = json.loads(args.references_from.read_text()) if args.references_from else None
+    reused = None if earlier is None else {"path": str(args.references_from), "commit": earlier["provenance"]["commit"],
+                                           "created": earlier["provenance"]["created"]}
     results = {"provenance": stamp(sys.argv, quick=args.quick, rounds=args.rounds, models=names, contenders=contenders,
-                                   sizes=QUICK_SIZES if args.quick else FULL_SIZES),
+                                   sizes=QUICK_SIZES if args.quick else FULL_SIZES, references_from=reused),
                "models": {name: {} for name in names}, "sizes": {}, "fingerprints": {}}
     with tempfile.TemporaryDirectory() as folder:
         for model_name in names:
@@ -568,6 +599,9 @@ def main() -> None:
             torch.save({"state": model.state_dict(), "x": x, "y": y}, Path(folder) / f"{model_name}.pt")
             results["sizes"][model_name] = {"params": zoo.num_params(model), "examples": len(x)}
             results["fingerprints"][model_name] = zoo.fingerprint(model, x, y)
+            if earlier is not None and "reference" in contenders:
+                results["models"][model_name]["reference"] = reference_for(earlier, args.references_from, model_name,
+                                                                           model, x, y)
 
         def run_pass(names_of_contenders: list[str]) -> None:
             for contender in names_of_contenders:
@@ -578,7 +612,7 @@ def main() -> None:
         run_pass([c for c in contenders if c not in UNTIMED])
         if args.rounds > 1:
             repeat_pair(results["models"], [c for c in PAIR if c in contenders], args.rounds, folder, args.quick)
-        run_pass([c for c in contenders if c in UNTIMED])
+        run_pass([c for c in contenders if c in UNTIMED and earlier is None])
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     args.markdown.write_text(markdown(results))
     print(markdown(results))

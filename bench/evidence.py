@@ -12,7 +12,8 @@ the same batch sequence for each seed, with plain SGD unless named, for the task
 is scored by the loss on the test split; everything that tunes, tunes on the validation split:
 - thermocal: `thermocal.probe` of the initial model on (at most 1024 of) the training split,
   with --batch-size B --steps S, then the file's lr(t); its literal v1 rules likewise; each
-  record keeps the trace, its standard error and probes, and `trace_shift` (method.md [C15]);
+  record keeps the trace d_eff reads (tr G by default, [H15]), its standard error and draws or
+  probes, and `trace_shift` (method.md [C15]);
 - grid: SGD at 7 half-decade learning rates x {constant, cosine, step (x0.1 at S/2, 3S/4)},
   extended by half-decades while the best is at an edge, chosen on validation loss with seed 0;
 - range test: the lr of steepest descent of the smoothed loss over a 100-step exponential sweep
@@ -70,19 +71,21 @@ BASELINES = ("grid", "range_test", "adamw_1e-3", "adamw_tuned", "stability", "li
 # Calibration v2 candidates (issue 15), judged on the tuning tasks only: name -> settings. The
 # reference is the derivation's plain reading: epsilon one standard error of the mean loss.
 REFERENCE = "v2_eps1se_linear"
+# Each keeps the d_eff it was judged with: tr H's (the default until the Gauss-Newton candidate tied
+# it, method.md [C12]), and the Gauss-Newton trace's (the default now, [H15]).
 CANDIDATES: dict[str, dict] = {
-    REFERENCE: {"epsilon_stderrs": 1.0},
-    "v2_eps1se_f0.5": {"epsilon_stderrs": 1.0, "stability_fraction": 0.5},
-    "v2_eps1se_f0.1": {"epsilon_stderrs": 1.0, "stability_fraction": 0.1},
-    "v2_eps1se_min": {"epsilon_stderrs": 1.0, "eta0_rule": "min"},
-    "v2_eps1se_optimal": {"epsilon_stderrs": 1.0, "eta0_rule": "optimal"},
-    "v2_eps1se_sqrt": {"epsilon_stderrs": 1.0, "lr_law": "sqrt"},
-    "v2_eps1se_p0.5": {"epsilon_stderrs": 1.0, "probability": 0.5},
-    "v2_eps2se_linear": {"epsilon_stderrs": 2.0},
-    "v2_eps4se_linear": {"epsilon_stderrs": 4.0},
-    "v2_eps8se_linear": {"epsilon_stderrs": 8.0},
-    "v2_eps16se_linear": {"epsilon_stderrs": 16.0},
-    # the default (16 standard errors) with d_eff from the Gauss-Newton trace (method.md [H15])
+    REFERENCE: {"epsilon_stderrs": 1.0, "d_eff": "hessian"},
+    "v2_eps1se_f0.5": {"epsilon_stderrs": 1.0, "stability_fraction": 0.5, "d_eff": "hessian"},
+    "v2_eps1se_f0.1": {"epsilon_stderrs": 1.0, "stability_fraction": 0.1, "d_eff": "hessian"},
+    "v2_eps1se_min": {"epsilon_stderrs": 1.0, "eta0_rule": "min", "d_eff": "hessian"},
+    "v2_eps1se_optimal": {"epsilon_stderrs": 1.0, "eta0_rule": "optimal", "d_eff": "hessian"},
+    "v2_eps1se_sqrt": {"epsilon_stderrs": 1.0, "lr_law": "sqrt", "d_eff": "hessian"},
+    "v2_eps1se_p0.5": {"epsilon_stderrs": 1.0, "probability": 0.5, "d_eff": "hessian"},
+    "v2_eps2se_linear": {"epsilon_stderrs": 2.0, "d_eff": "hessian"},
+    "v2_eps4se_linear": {"epsilon_stderrs": 4.0, "d_eff": "hessian"},
+    "v2_eps8se_linear": {"epsilon_stderrs": 8.0, "d_eff": "hessian"},
+    "v2_eps16se_linear": {"epsilon_stderrs": 16.0, "d_eff": "hessian"},
+    # 16 standard errors with d_eff from the Gauss-Newton trace: the default's settings
     "v2_eps16se_gauss_newton": {"epsilon_stderrs": 16.0, "d_eff": "gauss-newton"},
 }
 
@@ -227,12 +230,16 @@ def thermocal_run(task: task_sets.Task, seed: int, **settings: object) -> dict:
     if doc is None:
         return _refused(why, cost, probe_seconds)
     run = train(task, model, learning_rate(doc.schedule), seed)
-    hessian = doc.measurements.hessian
+    hessian, g = doc.measurements.hessian, doc.measurements.gauss_newton
+    if g is not None:  # d_eff read off tr G ([H15]): its draws, their error and its sampling error
+        trace = {"d_eff_from": "gauss-newton", "trace": g.trace, "trace_stderr": g.stderr, "trace_draws": g.draws,
+                 "trace_sampling_stderr": g.sampling_stderr}
+    else:
+        trace = {"d_eff_from": "hessian", "trace": hessian.trace, "trace_stderr": hessian.trace_stderr,
+                 "trace_probes": hessian.details["trace"].iterations, "trace_sampling_stderr": hessian.trace_sampling_stderr}
     return _record(run, task, cost, probe_seconds, kind=doc.schedule.kind, eta0=doc.schedule.eta0,
                    lambda_max=hessian.lambda_max, stability_fraction=doc.settings.stability_fraction,
-                   trace=hessian.trace, trace_stderr=hessian.trace_stderr, trace_probes=hessian.details["trace"].iterations,
-                   trace_sampling_stderr=hessian.trace_sampling_stderr,
-                   trace_shift=getattr(doc.calibration, "trace_shift", None))
+                   trace_shift=getattr(doc.calibration, "trace_shift", None), **trace)
 
 
 def reprobed_run(task: task_sets.Task, seed: int) -> dict:
@@ -477,23 +484,26 @@ def _targets_section(held: list[dict]) -> list[str]:
 def _trace_section(tasks: list[dict]) -> list[str]:
     """How far one standard error of the default's trace moves lr(S)/eta0 (method.md [C15], [H12])."""
     lines = ["## The trace's effect on the schedule (the default, at initialisation)", "",
-             "The trace is resolved to `--trace-rtol` of max(|trace|, tr|H|) (method.md [H3]); `trace_shift` is the "
-             "largest relative change of lr(S)/eta0 when the trace moves by one standard error of its probes ([C15]); "
-             "the sampling error over examples ([H14]; — in runs before it was recorded) is not in it. Per seed of "
-             "the default:", "",
-             "| task | schedule kinds | probes | trace standard error / trace | sampling error / trace | "
-             "trace_shift, median (largest) | seeds above 1% |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "d_eff reads the trace of the Gauss-Newton matrix G from a fixed number of draws (method.md [H15]), or, in "
+             "runs of a commit whose default read tr H, the Hessian's trace, resolved to `--trace-rtol` of "
+             "max(|trace|, tr|H|) ([H3]); `trace_shift` is the largest relative change of lr(S)/eta0 when that trace "
+             "moves by one standard error of its draws or probes ([C15]); the sampling error over examples ([H14], "
+             "[H15]; — in runs before it was recorded) is not in it. Per seed of the default:", "",
+             "| task | schedule kinds | trace | draws (G) or probes (H) | trace standard error / trace | "
+             "sampling error / trace | trace_shift, median (largest) | seeds above 1% |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for t in tasks:
         runs = [r for r in t["methods"][DEFAULT] if r.get("trace_shift") is not None]
         if not runs:
             continue
         kinds = ", ".join(f"{k} {sum(r['kind'] == k for r in runs)}" for k in sorted({r["kind"] for r in runs}))
-        probes = sorted({r["trace_probes"] for r in runs})
+        read = ", ".join(sorted({"tr G" if r.get("d_eff_from") == "gauss-newton" else "tr H" for r in runs}))
+        probes = sorted({r.get("trace_draws") or r["trace_probes"] for r in runs})
         relative = [r["trace_stderr"] / abs(r["trace"]) for r in runs]
         shifts = [r["trace_shift"] for r in runs]
         sampled = [r["trace_sampling_stderr"] / abs(r["trace"]) for r in runs if r.get("trace_sampling_stderr") is not None]
         sampling = f"{min(sampled):.3f}–{max(sampled):.3f}" if sampled else "—"
-        lines.append(f"| {t['task']} | {kinds} | {', '.join(map(str, probes))} | {min(relative):.3f}–{max(relative):.3f} | "
+        lines.append(f"| {t['task']} | {kinds} | {read} | {', '.join(map(str, probes))} | {min(relative):.3f}–{max(relative):.3f} | "
                      f"{sampling} | {statistics.median(shifts):.2%} ({max(shifts):.2%}) | "
                      f"{sum(x > 0.01 for x in shifts)} of {len(runs)} |")
     return lines + [""]
@@ -505,7 +515,9 @@ def _candidates_section(results: dict) -> list[str]:
     lines = ["## Calibration v2 candidates on the tuning tasks (issue 15: the default is chosen here)", "",
              f"Test loss relative to `{REFERENCE}` (ε one standard error of the sample's mean loss, the derivation's "
              "plain reading), mean over seeds of the paired ratio; < 1 is better. The default is the candidate with the "
-             "lowest geometric mean, decided as the rule before the run.", "",
+             "lowest geometric mean, decided as the rule before the run; candidates whose geometric means differ by "
+             "under 0.005 tie, and a tie goes to the one whose schedule moves least with its trace's error (issue 15 "
+             "item 5; added when v2_eps16se_gauss_newton tied the default to three decimals, method.md [C12]).", "",
              "| candidate | " + " | ".join(t["task"] for t in rows) + " | geometric mean |",
              "| --- | " + " | ".join("---" for _ in rows) + " | --- |"]
     for cand in chosen:
