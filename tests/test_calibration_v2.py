@@ -244,6 +244,11 @@ def test_the_summary_says_when_the_trace_leaves_the_last_lr_uncertain_by_more_th
             assert shift > 0.01 and doc.measurements.hessian.details["trace"].converged and "more than 1%" in shown
         else:
             assert 0 < shift < 0.01 and "more than 1%" not in shown
+            data = json.loads(path.read_text())  # as mid-training, where 4 draws left tr G's error up to 10% ([H15])
+            data["calibration"]["trace_shift"] = 0.05
+            path.write_text(json.dumps(data))
+            shown = " ".join(run("show", str(path), env={"COLUMNS": "400"}).stdout.split())
+            assert "more than 1%; more Hessian examples (a larger --probe-budget) narrow it" in shown, shown
 
 
 @pytest.mark.parametrize("d_eff", ["gauss-newton", "hessian"])

@@ -171,7 +171,10 @@ def _modes_matrix(doc: ScheduleFile) -> str:
 def _trace_shift(shift: float, matrix: str = "H") -> str:
     if matrix == "G":
         how = "change of lr(S)/eta0 when tr G moves by one standard error of its draws (d_eff's uncertainty)"
-        return how if shift <= SCHEDULE_TOLERANCE else how + f": more than {SCHEDULE_TOLERANCE:.0%}"
+        if shift <= SCHEDULE_TOLERANCE:
+            return how
+        return (how + f": more than {SCHEDULE_TOLERANCE:.0%}; more Hessian examples (a larger --probe-budget) "
+                "narrow it, the shift falling as 1/√examples")
     how = "change of lr(S)/eta0 when the trace moves by one standard error of its probes (d_eff's uncertainty)"
     if shift <= SCHEDULE_TOLERANCE:
         return how
