@@ -11,8 +11,9 @@ parameter-space probe is drawn, so the estimate's error is the draws' over a few
 per example, averaged over every example (it is exact for one output per example, where u_i = ±1).
 Examples go `chunk` at a time (one by default; a program exported for a fixed batch takes that
 batch): a chunk's cross terms between its examples have mean 0, as the u_i are independent. An
-eager module's examples are batched by torch.func.vmap; TorchScript, a chunk, or an op vmap
-cannot batch take a loop over them, with the same numbers. Under torchrun each process takes
+eager module's examples are batched (one forward of per-example parameter copies under
+torch.func.vmap, then ordinary backwards); TorchScript, a chunk, or an op vmap cannot batch take
+a loop over them, with the same numbers. Under torchrun each process takes
 every world-th chunk and the per-example estimates are summed over processes (the others' rows
 are zero), so every process holds a single process's numbers.
 """
@@ -23,7 +24,7 @@ import math
 from typing import Sequence
 
 import torch
-from torch.func import functional_call, vjp, vmap
+from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from thermocal.curvature.hvp import supports_forward_mode
@@ -38,8 +39,12 @@ from thermocal.records import GaussNewtonTrace
 GAUSS_NEWTON_DRAWS = 4
 # Example-gradients per example and draw: two vector-Jacobian products (the forward is shared).
 EXAMPLE_GRADIENTS_PER_DRAW = 2
-# Bytes of per-example gradients one vmap chunk may hold (an eager module's examples are batched).
-BATCH_BYTES = 2**28
+# An eager module's examples go in chunks (_batched): of CHUNK_EXAMPLES, or more while their per-example
+# gradients (two live) fit in CHUNK_BYTES, and never past MAX_CHUNK_BYTES. On the benchmark's models
+# (unstamped, 2026-12-06) 16 MB was the fastest size on its 105k MLP and CNN (0.8 s and 0.32 s for 512
+# examples; 1.4 and 0.55 at 64 MB), while its 1M transformer wanted larger chunks (128 sequences: 8.1 s
+# at 2 per chunk, 4.5 at 8, 3.6 at 33).
+CHUNK_EXAMPLES, CHUNK_BYTES, MAX_CHUNK_BYTES = 32, 2**24, 2**28
 
 
 def gauss_newton_trace(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Tensor, targets: torch.Tensor,
@@ -101,28 +106,47 @@ def _looped(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Tens
 
 def _batched(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Tensor], curved: list[torch.Tensor],
              params: list[torch.nn.Parameter], rows: list[int]) -> torch.Tensor:
-    """The same per-example estimates through torch.func (an eager module): the examples' vector-
-    Jacobian products batched by vmap, in chunks whose per-example gradients (2 per draw, d
-    numbers each) stay within BATCH_BYTES. 3.3 s against the loop's 10.8 on the benchmark's 1M
-    transformer (128 sequences), 0.8 against 3.4 on its CNN, 1.6 against 2.0 on its digits MLP
-    (1,024 examples each; unstamped, 2026-12-06). Only the examples `rows` are computed; the others' rows are 0."""
+    """The same per-example estimates with one forward per chunk of examples (an eager module): each
+    example gets its own copy of the parameters (an expanded view, no copy), the chunk's forward is
+    vmapped over examples and copies, and one ordinary backward per vector gives every example's
+    vector-Jacobian product at once, as the gradient in its own copy (chunks as CHUNK_EXAMPLES
+    says). torch.func's vjp, which this replaced, imports torch._dynamo on its first call (1.3 s)
+    and took 1.4 s on the benchmark's digits MLP and 3.1 s on its 105k MLP (512 examples each),
+    against 0.36 s and 1.5 s here, first call included; 0.34 s on its CNN, 3.7 s on its 1M
+    transformer (128 sequences; unstamped, 2026-12-06). Only the examples `rows` are computed;
+    the others' rows are 0."""
     ids = {id(p) for p in params}
     values = {name: p.detach() for name, p in model.named_parameters() if id(p) in ids}
     draws, dim = len(signs), sum(p.numel() for p in params)
     index = torch.tensor(rows, dtype=torch.long, device=inputs.device)
     u, w = torch.stack(signs, dim=1)[index], torch.stack(curved, dim=1)[index]  # (rows, draws, *outputs)
+    x = inputs[index]
+    per_example = 2 * dim * params[0].element_size()
+    size = max(1, min(MAX_CHUNK_BYTES // per_example, max(CHUNK_EXAMPLES, CHUNK_BYTES // per_example)))
+    part = torch.zeros(len(rows), draws, dtype=torch.float64)
 
-    def example(x: torch.Tensor, wx: torch.Tensor, ux: torch.Tensor) -> torch.Tensor:
-        _, pull = vjp(lambda p: functional_call(model, p, (x.unsqueeze(0),)).squeeze(0), values)
+    def forward(copies: dict[str, torch.Tensor], example: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, copies, (example.unsqueeze(0),)).squeeze(0)
 
-        def draw(wr: torch.Tensor, ur: torch.Tensor) -> torch.Tensor:
-            (a,), (b,) = pull(wr), pull(ur)
-            return sum((a[k].double() * b[k].double()).sum() for k in values)
-
-        return vmap(draw)(wx, ux)
-
-    size = max(1, BATCH_BYTES // (2 * draws * dim * params[0].element_size()))
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # nn.Transformer's inference kernels have no derivative
+    try:
+        with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):  # attention's math backend, which vmap batches
+            for start in range(0, len(rows), size):
+                span = slice(start, start + size)
+                m = int(x[span].shape[0])
+                copies = {name: v.unsqueeze(0).expand(m, *v.shape).requires_grad_() for name, v in values.items()}
+                out = vmap(forward)(copies, x[span])
+                leaves = list(copies.values())
+                for r in range(draws):
+                    left = torch.autograd.grad(out, leaves, w[span, r], retain_graph=True, allow_unused=True,
+                                               materialize_grads=True)
+                    right = torch.autograd.grad(out, leaves, u[span, r], retain_graph=r + 1 < draws, allow_unused=True,
+                                                materialize_grads=True)
+                    part[span, r] = sum(torch.linalg.vecdot(a.reshape(m, -1), b.reshape(m, -1)).double()
+                                        for a, b in zip(left, right)).cpu()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     estimates = torch.zeros(int(inputs.shape[0]), draws, dtype=torch.float64)
-    with sdpa_kernel([SDPBackend.MATH]):  # attention's math backend, which torch.func can batch
-        estimates[index.cpu()] = vmap(example, chunk_size=size)(inputs[index], w, u).to("cpu", torch.float64)
+    estimates[index.cpu()] = part
     return estimates
