@@ -4,14 +4,15 @@
     python bench/ggn_trace.py --quick         # two small tasks, one initialisation (a test runs it)
     python bench/ggn_trace.py --midtraining --out bench/ggn_trace_midtraining.json   # after S/10 steps
 
-Calibration v2 takes d_eff = tr(H)/λ_max (method.md [C10]). At initialisation positive and
+Calibration v2 took d_eff = tr(H)/λ_max (method.md [C10]) until this script's runs made tr(G)
+the default (eb5e805); it probes with `--d-eff hessian` to compare the two. At initialisation positive and
 negative curvature cancel in tr(H), so the default's 10 Hutch++ probes leave its standard error
 at up to 100% of itself, and one standard error moves lr(S)/eta0 by 5-18% on the tasks that
 cool ([H12], [C15]); Lanczos keeps 20 steps only to deflate those probes. The Gibbs picture the
 calibration comes from is about stiff modes of positive curvature, which is what the
 generalized Gauss-Newton matrix G = Σ_i J_iᵀ·∂²ℓ/∂f²·J_i / n keeps (H = G at a minimum of zero
 residual). This script measures, on the evidence tasks (bench/tasks.py) at initialisation with
-the default probe (`thermocal.probe`, --batch-size B --steps S, as bench/evidence.py runs it):
+the probe (`thermocal.probe`, --batch-size B --steps S --d-eff hessian, as bench/evidence.py ran it):
   - the probe's tr(H), its probes' standard error and its sampling error over examples ([H14]);
   - tr(G) on the same Hessian examples, as `--d-eff gauss-newton` measures it (method.md [H15],
     thermocal/curvature/gauss_newton.py: per example and draw, two vector-Jacobian products
@@ -69,7 +70,8 @@ def run(task: task_sets.Task, seed: int, draws: int, midtraining: bool = False) 
         evidence.train(task, model, learning_rate(first.schedule), seed, stop=trained)
         model.eval()
         steps = task.steps - trained
-    config = Config(batch_size=task.batch, steps=steps, threads=torch.get_num_threads())
+    # d_eff from tr(H), the default before eb5e805: this script sets tr G beside it
+    config = Config(batch_size=task.batch, steps=steps, threads=torch.get_num_threads(), d_eff="hessian")
     doc = thermocal.probe(model, (x, y), config, loss_fn=task.loss_fn)
     m = doc.measurements
     h, n = m.hessian, doc.inputs.hessian_samples

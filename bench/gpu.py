@@ -65,7 +65,8 @@ def thermocal_probe(model, x, y, loss_fn, device: torch.device, vmap: bool) -> d
     from thermocal.config import Config
     from thermocal.measure import probe
 
-    settings = Config(lambda_min=True, hessian_samples=None, batch_size=min(32, len(x) // 4), loss="bench", trace_rtol=0.05, vmap_probes=vmap)
+    settings = Config(lambda_min=True, hessian_samples=None, batch_size=min(32, len(x) // 4), loss="bench", trace_rtol=0.05, vmap_probes=vmap,
+                      d_eff="hessian")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     done = []

@@ -58,7 +58,8 @@ def cell(n: int, width: int, memory: bool = False) -> dict:
 
     model, x, y, _ = mlp(n=n, width=width, train=not memory)
     base = _peak_mb()
-    settings = Config(lambda_min=True, hessian_samples=None, batch_size=32, max_iter=MEMORY_MAX_ITER if memory else None)
+    settings = Config(lambda_min=True, hessian_samples=None, batch_size=32, max_iter=MEMORY_MAX_ITER if memory else None,
+                      d_eff="hessian")  # the full-accuracy probe: both ends and tr(H), no tr G
     start = time.perf_counter()
     result = probe(model, x, y, settings, torch.device("cpu"))
     elapsed = time.perf_counter() - start

@@ -80,7 +80,8 @@ def truth(model, loss_fn, x, y) -> dict:
 
 
 def draw(model, loss_fn, x, y, seed: int, whole: dict) -> dict:
-    settings = Config(batch_size=min(32, len(x) // 4), loss="bench", seed=seed)  # the thermocal_default cell's
+    # the thermocal_default cell's settings, with the Hessian's trace measured (the default reads tr G, [H15])
+    settings = Config(batch_size=min(32, len(x) // 4), loss="bench", seed=seed, hessian_trace=True)
     result = probe(model, x, y, settings, torch.device("cpu"), loss_fn=loss_fn)
     h, n, total = result.measurements.hessian, result.hessian_samples, len(x)
     index = used_examples(total, settings)[:n]

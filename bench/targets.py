@@ -67,12 +67,13 @@ def _settings(row: str, dim: int, examples: int) -> Config:
         extra["lanczos_memory"] = int(row.split()[1]) * dim * 4 / GIB  # float32 rows
     elif row == "fwd-rev":
         extra["hvp"] = "fwd-rev"
-    return Config(lambda_min=True, hessian_samples=None, batch_size=min(32, examples // 4), loss="bench", trace_rtol=TRACE_RTOL, **extra)
+    return Config(lambda_min=True, hessian_samples=None, batch_size=min(32, examples // 4), loss="bench", trace_rtol=TRACE_RTOL,
+                  d_eff="hessian", **extra)  # the full-accuracy probe reads tr(H) (curvature.py's thermocal cell)
 
 
 def _full_engine(model, x, y, loss_fn) -> NativeEngine:
     """The full-accuracy probe's native engine (micro-batches, product mode) on the whole sample."""
-    settings = Config(lambda_min=True, hessian_samples=None, loss="bench", trace_rtol=TRACE_RTOL)
+    settings = Config(lambda_min=True, hessian_samples=None, loss="bench", trace_rtol=TRACE_RTOL, d_eff="hessian")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     return NativeEngine(model, loss_fn, split_batches(x, y, settings.micro_batch), [p for _, p in named],
                         [n for n, _ in named], settings)
