@@ -61,7 +61,7 @@ def gauss_newton_trace(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Te
         u = torch.randint(0, 2, outputs.shape, generator=generator).to(outputs.device, outputs.dtype) * 2 - 1
         leaf = outputs.detach().requires_grad_()
         (slope,) = torch.autograd.grad(loss_fn(leaf, targets), leaf, create_graph=True)
-        hu = torch.autograd.grad(slope, leaf, grad_outputs=u, allow_unused=True, materialize_grads=True)[0] \
+        hu = torch.autograd.grad(_dot(slope, u), leaf, allow_unused=True, materialize_grads=True)[0] \
             if slope.requires_grad else torch.zeros_like(u)  # a loss linear in its outputs (l1) has H = 0
         signs.append(u)
         curved.append(hu.detach())
@@ -85,6 +85,12 @@ def gauss_newton_trace(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Te
     return GaussNewtonTrace(trace=value, stderr=stderr, sampling_stderr=sampling, examples=n, draws=draws)
 
 
+def _dot(outputs: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    """vector·outputs, a scalar whose gradient is the vector-Jacobian product. Passed as grad_outputs
+    instead, torch 2.13's first autograd.grad call imports sympy to compare the shapes (0.7 s)."""
+    return (outputs * vector).sum()
+
+
 def _looped(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Tensor], curved: list[torch.Tensor],
             params: list[torch.nn.Parameter], chunk: int, starts: list[int]) -> torch.Tensor:
     """(examples × draws) estimates of the chunks at `starts`, `chunk` examples per forward (a chunk's on
@@ -95,9 +101,9 @@ def _looped(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Tens
         part = slice(start, min(start + chunk, n))
         out = model(inputs[part])  # one forward for the chunk, two vector-Jacobian products per draw
         for r in range(draws):
-            left = torch.autograd.grad(out, params, curved[r][part], retain_graph=True, allow_unused=True,
+            left = torch.autograd.grad(_dot(out, curved[r][part]), params, retain_graph=True, allow_unused=True,
                                        materialize_grads=True)
-            right = torch.autograd.grad(out, params, signs[r][part], retain_graph=r + 1 < draws, allow_unused=True,
+            right = torch.autograd.grad(_dot(out, signs[r][part]), params, retain_graph=r + 1 < draws, allow_unused=True,
                                         materialize_grads=True)
             estimates[start, r] = sum(float(torch.dot(a.reshape(-1).double(), b.reshape(-1).double()))
                                       for a, b in zip(left, right))
@@ -139,9 +145,9 @@ def _batched(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Ten
                 out = vmap(forward)(copies, x[span])
                 leaves = list(copies.values())
                 for r in range(draws):
-                    left = torch.autograd.grad(out, leaves, w[span, r], retain_graph=True, allow_unused=True,
+                    left = torch.autograd.grad(_dot(out, w[span, r]), leaves, retain_graph=True, allow_unused=True,
                                                materialize_grads=True)
-                    right = torch.autograd.grad(out, leaves, u[span, r], retain_graph=r + 1 < draws, allow_unused=True,
+                    right = torch.autograd.grad(_dot(out, u[span, r]), leaves, retain_graph=r + 1 < draws, allow_unused=True,
                                                 materialize_grads=True)
                     part[span, r] = sum(torch.linalg.vecdot(a.reshape(m, -1), b.reshape(m, -1)).double()
                                         for a, b in zip(left, right)).cpu()
