@@ -118,7 +118,7 @@ def _batched(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Ten
     vector-Jacobian product at once, as the gradient in its own copy (chunks as CHUNK_EXAMPLES
     says). torch.func's vjp, which this replaced, imports torch._dynamo on its first call (1.3 s)
     and took 1.4 s on the benchmark's digits MLP and 3.1 s on its 105k MLP (512 examples each),
-    against 0.36 s and 1.5 s here, first call included; 0.34 s on its CNN, 3.7 s on its 1M
+    against 0.07 s and 1.4 s here, first call included; 0.34 s on its CNN, 3.7 s on its 1M
     transformer (128 sequences; unstamped, 2026-12-06). Only the examples `rows` are computed;
     the others' rows are 0."""
     ids = {id(p) for p in params}
