@@ -124,6 +124,11 @@ def test_the_file_records_tr_g_check_rederives_it_and_the_summary_says_so(tmp_pa
     tampered["measurements"]["gauss_newton"]["trace"] *= 2
     (tmp_path / "t.json").write_text(json.dumps(tampered))
     assert run("check", tmp_path / "t.json").exit_code != 0  # d_eff moved: the schedule no longer re-derives
+    tampered = json.loads(out.read_text())  # settings that read tr(H), which this file never measured
+    tampered["settings"]["d_eff"] = "hessian"
+    (tmp_path / "h.json").write_text(json.dumps(tampered))
+    checked = run("check", tmp_path / "h.json")
+    assert checked.exit_code == 1 and "d_eff reads the Hessian's trace" in checked.stdout, checked.output
 
 
 def test_the_default_reads_tr_g_and_spends_nothing_on_the_hessians_trace() -> None:

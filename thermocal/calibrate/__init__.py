@@ -48,6 +48,9 @@ def gauss_newton_modes(measurements: Measurements) -> HessianSpectrum:
 
 def calibrate(measurements: Measurements, num_params: int, config: Config) -> Calibrated:
     noise, spectrum = measurements.gradient_noise, measurements.hessian
+    if config.d_eff == "hessian" and spectrum.trace is None:  # a file edited by hand, or settings that do not match
+        raise DegenerateError("d_eff reads the Hessian's trace (--d-eff hessian or the literal rules), but the "
+                              "measurements have none")
     if config.rules == "loss-units":
         if config.d_eff == "gauss-newton":
             spectrum = gauss_newton_modes(measurements)
