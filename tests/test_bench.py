@@ -95,7 +95,11 @@ def test_the_evidence_harness_runs_end_to_end_and_reports_from_its_json(tmp_path
             assert len(runs) == 2, method
             assert all(r["test"] is not None or r["diverged"] or r.get("refused") for r in runs), method
         assert task["grid"]["runs"] >= 3 and task["methods"]["thermocal"][0]["probe_cost"] > 0
-        assert all(r["trace_shift"] >= 0 and r["trace_stderr"] > 0 for r in task["methods"]["thermocal"])
+        # d_eff reads tr G ([H15]); both tasks are regressions with one output per example, where
+        # every draw gives tr G exactly: its draws' error is 0, and so is trace_shift
+        assert all(r["d_eff_from"] == "gauss-newton" and r["trace_draws"] == 4 for r in task["methods"]["thermocal"])
+        assert all(r["trace_stderr"] <= 1e-9 * abs(r["trace"]) and r["trace_shift"] <= 1e-6
+                   for r in task["methods"]["thermocal"])
     text = markdown.read_text()
     assert "## The trace's effect on the schedule" in text
     assert "## Calibration v2 candidates on the tuning tasks" in text and "## Targets on the held-out tasks" in text and "friedman_mlp" in text and provenance["commit"][:12] in text
