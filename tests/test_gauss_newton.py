@@ -66,17 +66,93 @@ def test_where_the_outputs_are_linear_in_the_parameters_tr_g_is_the_hessians_tra
 
 
 def test_the_batched_and_the_looped_paths_give_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An eager module goes through torch.func.vmap, a TorchScript one through a loop over its
-    examples: the same signs give the same estimate, on a nonlinear classifier."""
+    """An eager module that is not only Linear and row-wise layers (here a LayerNorm) goes through
+    torch.func.vmap, a TorchScript one through a loop over its examples: the same signs give the
+    same estimate, on a nonlinear classifier."""
     import thermocal.curvature.gauss_newton as gauss_newton
 
     torch.manual_seed(0)
-    model, x, y = mlp([5, 8, 4], seed=3), torch.randn(30, 5), torch.randint(0, 4, (30,))
+    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.LayerNorm(8), torch.nn.Tanh(), torch.nn.Linear(8, 4))
+    x, y = torch.randn(30, 5), torch.randint(0, 4, (30,))
     with monkeypatch.context() as patch:
         patch.setattr(gauss_newton, "_looped", lambda *args: pytest.fail("the eager module took the loop"))
+        patch.setattr(gauss_newton, "_dense", lambda *args: pytest.fail("a LayerNorm took the dense path"))
         eager = estimate(model, F.cross_entropy, x, y, 3)
     scripted = estimate(torch.jit.script(model), F.cross_entropy, x, y, 3)
     assert eager.trace == pytest.approx(scripted.trace, rel=1e-6) and eager.stderr == pytest.approx(scripted.stderr, rel=1e-5)
+
+
+def dense_model() -> torch.nn.Sequential:
+    """Flatten, Linear layers (one without bias, nested), row-wise activations and an eval-mode Dropout."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Dropout(0.5),
+                               torch.nn.Sequential(torch.nn.Linear(8, 8, bias=False), torch.nn.Tanh()),
+                               torch.nn.Linear(8, 7), torch.nn.Softplus(), torch.nn.Linear(7, 4)).eval()
+
+
+@pytest.mark.parametrize("frozen", [[], ["1.bias", "5.weight", "5.bias"]], ids=["all", "frozen"])
+def test_linear_layers_take_the_dense_path_with_the_same_numbers(monkeypatch: pytest.MonkeyPatch,
+                                                                  frozen: list[str]) -> None:
+    """[H15] A Sequential of Linear and row-wise layers needs no per-example gradients: example i's
+    weight gradients g_i·a_iᵀ and h_i·a_iᵀ have the dot product (g_i·h_i)|a_i|², its bias ones g_i·h_i.
+    The same signs give the loop's estimate (TorchScript), with every parameter trained and with a
+    layer and a bias frozen (their terms left out)."""
+    import thermocal.curvature.gauss_newton as gauss_newton
+
+    model = dense_model()
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in frozen)
+    x, y = torch.randn(30, 2, 3), torch.randint(0, 4, (30,))
+    with monkeypatch.context() as patch:
+        for path in ("_looped", "_batched"):
+            patch.setattr(gauss_newton, path, lambda *args: pytest.fail("the dense model took per-example gradients"))
+        dense = estimate(model, F.cross_entropy, x, y, 3)
+    looped = estimate(torch.jit.script(model), F.cross_entropy, x, y, 3)
+    assert dense.trace == pytest.approx(looped.trace, rel=1e-6) and dense.stderr == pytest.approx(looped.stderr, rel=1e-5)
+    assert dense.sampling_stderr == pytest.approx(looped.sampling_stderr, rel=1e-5)
+
+
+class Centred(torch.nn.Sequential):
+    """A Sequential whose forward mixes the examples: per example it is not what the batch computes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x - x.mean(dim=0))
+
+
+def not_dense():
+    torch.manual_seed(0)
+    shared = torch.nn.Linear(6, 6)
+    tied = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.Tanh(), torch.nn.Linear(6, 6))
+    tied[2].weight = tied[0].weight
+    hooked = torch.nn.Sequential(torch.nn.Linear(6, 6))
+    hooked[0].register_forward_hook(lambda module, args, output: output * 2)
+    training = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.Dropout(0.5))
+    return {"subclass": Centred(torch.nn.Linear(6, 6)), "reused": torch.nn.Sequential(shared, torch.nn.Tanh(), shared),
+            "tied": tied, "hooked": hooked, "norm": torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.LayerNorm(6)),
+            "training": training, "flatten": torch.nn.Sequential(torch.nn.Flatten(0), torch.nn.Linear(6, 6))}
+
+
+@pytest.mark.parametrize("name", list(not_dense()))
+def test_the_dense_path_refuses_what_it_cannot_prove_row_wise(name: str) -> None:
+    """A subclass's forward, a layer used twice, a tied weight, a hook, a layer with other parameters,
+    a Dropout in training or a Flatten over the examples: each may make an example's gradient other
+    than g_i·a_iᵀ, so those models go to the per-example paths."""
+    from thermocal.curvature.gauss_newton import _dense_layers
+
+    model = not_dense()[name]
+    assert _dense_layers(model, [p for p in model.parameters()]) is None
+    assert _dense_layers(torch.nn.Sequential(torch.nn.Linear(6, 6)), list(torch.nn.Linear(6, 6).parameters())) is None
+
+
+def test_a_linear_layer_over_positions_falls_back_with_the_same_numbers() -> None:
+    """A Linear layer applied at every position of a sequence has a per-example gradient summed over
+    positions: _dense declines after its first forward and the batched path gives the loop's numbers."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4))
+    x, y = torch.randn(12, 6, 3), torch.randint(0, 4, (12, 6))
+    loss_fn = _builtin("lm", 0.0)
+    assert estimate(model, loss_fn, x, y, 2).trace == pytest.approx(
+        estimate(torch.jit.script(model), loss_fn, x, y, 2).trace, rel=1e-6)
 
 
 def test_one_output_per_example_is_exact_on_a_nonlinear_model() -> None:

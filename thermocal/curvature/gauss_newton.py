@@ -10,8 +10,10 @@ the example. Any loss that is a mean over examples works, so H_i is block-diagon
 parameter-space probe is drawn, so the estimate's error is the draws' over a few output values
 per example, averaged over every example (it is exact for one output per example, where u_i = ±1).
 Examples go `chunk` at a time (one by default; a program exported for a fixed batch takes that
-batch): a chunk's cross terms between its examples have mean 0, as the u_i are independent. An
-eager module's examples are batched (one forward of per-example parameter copies under
+batch): a chunk's cross terms between its examples have mean 0, as the u_i are independent. A
+Sequential of Linear and row-wise layers needs no per-example gradients at all (_dense: a Linear
+layer's are outer products g·aᵀ, and (g·aᵀ)·(h·aᵀ) = (g·h)(a·a)); another eager module's
+examples are batched (one forward of per-example parameter copies under
 torch.func.vmap, then ordinary backwards); TorchScript, a chunk, or an op vmap cannot batch take
 a loop over them, with the same numbers. Under torchrun each process takes
 every world-th chunk and the per-example estimates are summed over processes (the others' rows
@@ -67,7 +69,10 @@ def gauss_newton_trace(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Te
         curved.append(hu.detach())
     starts = group.shard(range(0, n, chunk))  # this process's chunks, each an independent unit
     estimates = None
-    if chunk == 1 and supports_forward_mode(model):
+    layers = _dense_layers(model, params) if chunk == 1 else None
+    if layers is not None:
+        estimates = _dense(model, layers, inputs, signs, curved, params, starts)
+    if estimates is None and chunk == 1 and supports_forward_mode(model):
         try:
             estimates = _batched(model, inputs, signs, curved, params, starts)
         except (RuntimeError, NotImplementedError):  # an op torch.func cannot batch: the loop gives the same numbers
@@ -89,6 +94,91 @@ def _dot(outputs: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
     """vector·outputs, a scalar whose gradient is the vector-Jacobian product. Passed as grad_outputs
     instead, torch 2.13's first autograd.grad call imports sympy to compare the shapes (0.7 s)."""
     return (outputs * vector).sum()
+
+
+# Layers that treat every example on its own and hold no parameters: with Linear layers, the whole of a
+# model that _dense computes without per-example gradients.
+ROW_WISE = (torch.nn.Identity, torch.nn.Flatten, torch.nn.Dropout, torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU,
+            torch.nn.ELU, torch.nn.CELU, torch.nn.SELU, torch.nn.GELU, torch.nn.SiLU, torch.nn.Mish, torch.nn.Tanh,
+            torch.nn.Sigmoid, torch.nn.Softplus, torch.nn.Softsign, torch.nn.Hardtanh, torch.nn.Hardswish,
+            torch.nn.Hardsigmoid, torch.nn.LogSigmoid, torch.nn.Tanhshrink)
+
+
+def _dense_layers(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> list[torch.nn.Linear] | None:
+    """The Linear layers that hold `params`, where `model` is a Sequential (nested or not) of Linear and
+    ROW_WISE layers, or one Linear layer (these classes exactly: a subclass may change the forward),
+    each used once and without hooks, whose Linear layers' weights and biases are every parameter in `params`, none
+    shared; None otherwise (_dense does not apply)."""
+    if type(model) not in (torch.nn.Sequential, torch.nn.Linear):
+        return None
+    modules = [m for _, m in model.named_modules(remove_duplicate=False)]
+    leaves = [m for m in modules if type(m) is not torch.nn.Sequential]
+    if len({id(m) for m in leaves}) != len(leaves):  # a layer used twice
+        return None
+    if any(type(m) not in (torch.nn.Linear, *ROW_WISE) for m in leaves) \
+            or any(m._forward_hooks or m._forward_pre_hooks for m in modules) \
+            or any(isinstance(m, torch.nn.Flatten) and m.start_dim != 1 for m in leaves) \
+            or any(isinstance(m, torch.nn.Dropout) and m.training for m in leaves):
+        return None
+    ids = {id(p) for p in params}
+    layers = [m for m in leaves if type(m) is torch.nn.Linear and any(id(p) in ids for p in m.parameters())]
+    held = [id(p) for m in layers for p in (m.weight, m.bias) if p is not None and id(p) in ids]
+    if len(held) != len(set(held)) or set(held) != ids or not all(p.requires_grad for p in params):
+        return None
+    return layers
+
+
+def _dense(model: torch.nn.Sequential, layers: list[torch.nn.Linear], inputs: torch.Tensor, signs: list[torch.Tensor],
+           curved: list[torch.Tensor], params: list[torch.nn.Parameter], rows: list[int]) -> torch.Tensor | None:
+    """The same per-example estimates for a model of Linear and row-wise layers (_dense_layers), without
+    per-example gradients: example i's gradient in a Linear layer's weight is g_i·a_iᵀ (g_i the
+    vector-Jacobian product in the layer's output, a_i its input), so two of them have the dot
+    product (g_i·h_i)(a_i·a_i), and in its bias g_i·h_i. One batched forward per chunk keeps every
+    layer's input and output, and one backward per vector, to the layers' outputs only, gives every
+    g_i. On the benchmark's 105k MLP (512 examples) this took 0.02 s, against 1.2 s for _batched's
+    per-example gradients (unstamped, 2026-12-06). None where a layer sees more than one
+    dimension besides the examples' (its per-example gradient is then a sum over positions): the
+    caller goes on to _batched."""
+    ids = {id(p) for p in params}
+    draws = len(signs)
+    index = torch.tensor(rows, dtype=torch.long, device=inputs.device)
+    u, w = torch.stack(signs, dim=1)[index], torch.stack(curved, dim=1)[index]  # (rows, draws, *outputs)
+    x = inputs[index]
+    per_example = 3 * params[0].element_size() * sum(m.in_features + m.out_features for m in layers)
+    size = max(CHUNK_EXAMPLES, CHUNK_BYTES // per_example)
+    part = torch.zeros(len(rows), draws, dtype=torch.float64)
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def keep(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
+        seen[id(module)] = (args[0].detach(), output)
+
+    handles = [m.register_forward_hook(keep) for m in layers]
+    try:
+        with torch.enable_grad():
+            for start in range(0, len(rows), size):
+                span = slice(start, start + size)
+                seen.clear()
+                out = model(x[span])
+                kept = [seen[id(m)] for m in layers]
+                if any(a.dim() != 2 or z.dim() != 2 for a, z in kept):
+                    return None
+                # per example: |a_i|² where the weight is measured, + 1 where the bias is
+                scales = [(a.square().sum(dim=1) if id(m.weight) in ids else torch.zeros_like(a[:, 0]))
+                          + (1.0 if m.bias is not None and id(m.bias) in ids else 0.0) for m, (a, _) in zip(layers, kept)]
+                outs = [z for _, z in kept]
+                for r in range(draws):
+                    left = torch.autograd.grad(_dot(out, w[span, r]), outs, retain_graph=True, allow_unused=True,
+                                               materialize_grads=True)
+                    right = torch.autograd.grad(_dot(out, u[span, r]), outs, retain_graph=r + 1 < draws,
+                                                allow_unused=True, materialize_grads=True)
+                    part[span, r] = sum(torch.linalg.vecdot(g, h).double() * scale.double()
+                                        for g, h, scale in zip(left, right, scales)).cpu()
+    finally:
+        for handle in handles:
+            handle.remove()
+    estimates = torch.zeros(int(inputs.shape[0]), draws, dtype=torch.float64)
+    estimates[index.cpu()] = part
+    return estimates
 
 
 def _looped(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Tensor], curved: list[torch.Tensor],
