@@ -19,7 +19,7 @@ from thermocal.config import Config
 from thermocal.curvature.engine import open_engine
 from thermocal.curvature.gauss_newton import EXAMPLE_GRADIENTS_PER_DRAW, GAUSS_NEWTON_DRAWS, gauss_newton_trace
 from thermocal.curvature.hvp import supports_forward_mode
-from thermocal.curvature.native import LAMBDA_MAX_STEPS, LANCZOS_MIN_ITER, hvp_mode
+from thermocal.curvature.native import hvp_mode, lanczos_steps
 from thermocal.curvature.noise_curvature import deviations, noise_curvature
 from thermocal.curvature.sampling import trace_micro_batch, with_sampling_error
 from thermocal.distributed import SINGLE, Group
@@ -92,8 +92,7 @@ def probe(
     gauss_newton = s.d_eff == "gauss-newton"
     # tr(G) costs EXAMPLE_GRADIENTS_PER_DRAW per example and draw, a product's worth per draw ([H15]);
     # without the Hessian's trace, Lanczos stops at lambda_max's convergence (LAMBDA_MAX_STEPS planned)
-    lanczos_steps = LANCZOS_MIN_ITER if s.measures_trace else LAMBDA_MAX_STEPS
-    planned = planned_products(lanczos_steps, len(rows), trace=s.measures_trace) + \
+    planned = planned_products(lanczos_steps(s.measures_trace)[1], len(rows), trace=s.measures_trace) + \
         (GAUSS_NEWTON_DRAWS if gauss_newton else 0)
     if s.budget is not None:
         n_hessian = min(n_hessian, budget_examples(s.budget, s.steps, b, k * b, planned))

@@ -38,6 +38,12 @@ TRACE_CHUNK = 10
 DENSITY_PROBES, DENSITY_STEPS = 4, 80  # stochastic Lanczos quadrature ([H9])
 
 
+def lanczos_steps(measures_trace: bool) -> tuple[int, int]:
+    """(the fewest steps Lanczos runs, the steps the budget's plan counts for it [S9]), from whether
+    the Hessian's trace is measured: one rule for the run and its plan, so they cannot drift."""
+    return (LANCZOS_MIN_ITER, LANCZOS_MIN_ITER) if measures_trace else (0, LAMBDA_MAX_STEPS)
+
+
 def hvp_mode(s: Config) -> Mode:
     """The native products' mode: `auto` is reverse-over-reverse, the faster on every benchmark
     model, with and without graph reuse (bench/RESULTS.md); pyhessian's engine is always rev-rev."""
@@ -173,10 +179,12 @@ class NativeEngine:
             start = self.hvps
             self.hessian.forms = [] if grouped else None
             run = self.krylov(generator, top_k=s.top_k, bottom_k=1 if both else 0,
-                              min_iter=LANCZOS_MIN_ITER if s.measures_trace else 0)
+                              min_iter=lanczos_steps(s.measures_trace)[0])
             hvps = self.hvps - start
             # the basis rows' forms, in the order they were multiplied (a restart rotates the rows)
-            basis_forms = self.hessian.forms[: run.iterations] if grouped and not run.restarts else None
+            # (only Hutch++'s sampling error reads them: none where the trace is not measured)
+            basis_forms = self.hessian.forms[: run.iterations] if grouped and not run.restarts and s.measures_trace \
+                else None
             # the top pair's residual product (lanczos computes it first after its iterations): v·H_g·v ([H13])
             top_forms = self.hessian.forms[run.iterations] if grouped else None
             method = _lanczos_method("Lanczos, full reorthogonalization, Ritz residual test", run)
