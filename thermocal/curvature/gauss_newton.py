@@ -11,7 +11,7 @@ parameter-space probe is drawn, so the estimate's error is the draws' over a few
 per example, averaged over every example (it is exact for one output per example, where u_i = ±1).
 Examples go `chunk` at a time (one by default; a program exported for a fixed batch takes that
 batch): a chunk's cross terms between its examples have mean 0, as the u_i are independent. A
-Sequential of Linear and row-wise layers needs no per-example gradients at all (_dense: a Linear
+Sequential of Linear and row-wise layers (eager or TorchScript) needs no per-example gradients at all (_dense: a Linear
 layer's are outer products g·aᵀ, and (g·aᵀ)·(h·aᵀ) = (g·h)(a·a)); another eager module's
 examples are batched (one forward of per-example parameter copies under
 torch.func.vmap, then ordinary backwards); TorchScript, a chunk, or an op vmap cannot batch take
@@ -23,6 +23,7 @@ are zero), so every process holds a single process's numbers.
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 import torch
@@ -42,7 +43,8 @@ GAUSS_NEWTON_DRAWS = 4
 # Example-gradients per example and draw: two vector-Jacobian products (the forward is shared).
 EXAMPLE_GRADIENTS_PER_DRAW = 2
 # An eager module's examples go in chunks (_batched): of CHUNK_EXAMPLES, or more while their per-example
-# gradients (two live) fit in CHUNK_BYTES, and never past MAX_CHUNK_BYTES. On the benchmark's models
+# gradients (two live) fit in CHUNK_BYTES, and never past MAX_CHUNK_BYTES (_dense: the same rule, with its
+# layers' inputs and outputs in place of the gradients). On the benchmark's models
 # (unstamped, 2026-12-06) 16 MB was the fastest size on its 105k MLP and CNN (0.8 s and 0.32 s for 512
 # examples; 1.4 and 0.55 at 64 MB), while its 1M transformer wanted larger chunks (128 sequences: 8.1 s
 # at 2 per chunk, 4.5 at 8, 3.6 at 33).
@@ -69,9 +71,9 @@ def gauss_newton_trace(model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Te
         curved.append(hu.detach())
     starts = group.shard(range(0, n, chunk))  # this process's chunks, each an independent unit
     estimates = None
-    layers = _dense_layers(model, params) if chunk == 1 else None
-    if layers is not None:
-        estimates = _dense(model, layers, inputs, signs, curved, params, starts)
+    chain = _dense_chain(model, params) if chunk == 1 else None
+    if chain is not None:
+        estimates = _dense(chain, inputs, signs, curved, params, starts)
     if estimates is None and chunk == 1 and supports_forward_mode(model):
         try:
             estimates = _batched(model, inputs, signs, curved, params, starts)
@@ -102,80 +104,88 @@ ROW_WISE = (torch.nn.Identity, torch.nn.Flatten, torch.nn.Dropout, torch.nn.ReLU
             torch.nn.ELU, torch.nn.CELU, torch.nn.SELU, torch.nn.GELU, torch.nn.SiLU, torch.nn.Mish, torch.nn.Tanh,
             torch.nn.Sigmoid, torch.nn.Softplus, torch.nn.Softsign, torch.nn.Hardtanh, torch.nn.Hardswish,
             torch.nn.Hardsigmoid, torch.nn.LogSigmoid, torch.nn.Tanhshrink)
+_KNOWN = (torch.nn.Sequential, torch.nn.Linear, *ROW_WISE)
+# the names TorchScript gives a module compiled from each (a numbered `___torch_mangle_N` may follow the module path)
+_COMPILED = {f"__torch__.{c.__module__}.{c.__qualname__}": c for c in _KNOWN}
 
 
-def _dense_layers(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> list[torch.nn.Linear] | None:
-    """The Linear layers that hold `params`, where `model` is a Sequential (nested or not) of Linear and
-    ROW_WISE layers, or one Linear layer (these classes exactly: a subclass may change the forward),
-    each used once and without hooks, whose Linear layers' weights and biases are every parameter in `params`, none
-    shared; None otherwise (_dense does not apply)."""
-    if type(model) not in (torch.nn.Sequential, torch.nn.Linear):
-        return None
+def _torch_class(module: torch.nn.Module) -> type | None:
+    """The class of _KNOWN that `module` is: an eager instance of exactly it (a subclass may change the
+    forward), or a TorchScript module compiled from it; None for any other."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return _COMPILED.get(re.sub(r"\.___torch_mangle_\d+", "", module._c._type().qualified_name()))
+    return type(module) if type(module) in _KNOWN else None
+
+
+def _hooked(module: torch.nn.Module) -> bool:
+    if isinstance(module, torch.jit.ScriptModule):
+        return bool(module._c._get_forward_hooks() or module._c._get_forward_pre_hooks())
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def _dense_chain(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> list[torch.nn.Module] | None:
+    """The layers `model` runs, in order, where it is a Sequential (nested or not, eager or TorchScript)
+    of Linear and ROW_WISE layers, or one Linear layer: each used once and without hooks, whose
+    Linear layers' weights and biases are every parameter in `params`, none shared. None otherwise
+    (_dense does not apply)."""
     modules = [m for _, m in model.named_modules(remove_duplicate=False)]
-    leaves = [m for m in modules if type(m) is not torch.nn.Sequential]
-    if len({id(m) for m in leaves}) != len(leaves):  # a layer used twice
+    kinds = [_torch_class(m) for m in modules]
+    if kinds[0] not in (torch.nn.Sequential, torch.nn.Linear) or None in kinds or any(_hooked(m) for m in modules):
         return None
-    if any(type(m) not in (torch.nn.Linear, *ROW_WISE) for m in leaves) \
-            or any(m._forward_hooks or m._forward_pre_hooks for m in modules) \
-            or any(isinstance(m, torch.nn.Flatten) and m.start_dim != 1 for m in leaves) \
-            or any(isinstance(m, torch.nn.Dropout) and m.training for m in leaves):
+    chain = [m for m, kind in zip(modules, kinds) if kind is not torch.nn.Sequential]  # a Sequential's order
+    if len({id(m) for m in chain}) != len(chain):  # a layer used twice
+        return None
+    if any(kind is torch.nn.Flatten and getattr(m, "start_dim", None) != 1 for m, kind in zip(modules, kinds)) \
+            or any(kind is torch.nn.Dropout and m.training for m, kind in zip(modules, kinds)):
         return None
     ids = {id(p) for p in params}
-    layers = [m for m in leaves if type(m) is torch.nn.Linear and any(id(p) in ids for p in m.parameters())]
-    held = [id(p) for m in layers for p in (m.weight, m.bias) if p is not None and id(p) in ids]
+    held = [id(p) for m in chain for _, p in m.named_parameters(recurse=False) if id(p) in ids]
     if len(held) != len(set(held)) or set(held) != ids or not all(p.requires_grad for p in params):
         return None
-    return layers
+    return chain
 
 
-def _dense(model: torch.nn.Sequential, layers: list[torch.nn.Linear], inputs: torch.Tensor, signs: list[torch.Tensor],
-           curved: list[torch.Tensor], params: list[torch.nn.Parameter], rows: list[int]) -> torch.Tensor | None:
-    """The same per-example estimates for a model of Linear and row-wise layers (_dense_layers), without
+def _dense(chain: list[torch.nn.Module], inputs: torch.Tensor, signs: list[torch.Tensor], curved: list[torch.Tensor],
+           params: list[torch.nn.Parameter], rows: list[int]) -> torch.Tensor | None:
+    """The same per-example estimates for a model of Linear and row-wise layers (_dense_chain), without
     per-example gradients: example i's gradient in a Linear layer's weight is g_i·a_iᵀ (g_i the
     vector-Jacobian product in the layer's output, a_i its input), so two of them have the dot
-    product (g_i·h_i)(a_i·a_i), and in its bias g_i·h_i. One batched forward per chunk keeps every
-    layer's input and output, and one backward per vector, to the layers' outputs only, gives every
-    g_i. On the benchmark's 105k MLP (512 examples) this took 0.02 s, against 1.2 s for _batched's
-    per-example gradients (unstamped, 2026-12-06). None where a layer sees more than one
-    dimension besides the examples' (its per-example gradient is then a sum over positions): the
-    caller goes on to _batched."""
+    product (g_i·h_i)|a_i|², and in its bias g_i·h_i. One batched pass through the chain per chunk
+    keeps every measured layer's input and output, and one backward per vector, to those outputs
+    only, gives every g_i. On the benchmark's 105k MLP (512 examples) this took 0.02 s, against
+    1.2 s for _batched's per-example gradients (unstamped, 2026-12-06). None where a layer sees
+    more than one dimension besides the examples' (its per-example gradient is then a sum over
+    positions): the caller goes on to the per-example paths."""
     ids = {id(p) for p in params}
+    measured = [m for m in chain if any(id(p) in ids for p in m.parameters(recurse=False))]
     draws = len(signs)
     index = torch.tensor(rows, dtype=torch.long, device=inputs.device)
     u, w = torch.stack(signs, dim=1)[index], torch.stack(curved, dim=1)[index]  # (rows, draws, *outputs)
     x = inputs[index]
-    per_example = 3 * params[0].element_size() * sum(m.in_features + m.out_features for m in layers)
+    per_example = 3 * params[0].element_size() * sum(m.weight.shape[0] + m.weight.shape[1] for m in measured)
     size = max(CHUNK_EXAMPLES, CHUNK_BYTES // per_example)
     part = torch.zeros(len(rows), draws, dtype=torch.float64)
-    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def keep(module: torch.nn.Module, args: tuple, output: torch.Tensor) -> None:
-        seen[id(module)] = (args[0].detach(), output)
-
-    handles = [m.register_forward_hook(keep) for m in layers]
-    try:
-        with torch.enable_grad():
-            for start in range(0, len(rows), size):
-                span = slice(start, start + size)
-                seen.clear()
-                out = model(x[span])
-                kept = [seen[id(m)] for m in layers]
-                if any(a.dim() != 2 or z.dim() != 2 for a, z in kept):
-                    return None
-                # per example: |a_i|² where the weight is measured, + 1 where the bias is
-                scales = [(a.square().sum(dim=1) if id(m.weight) in ids else torch.zeros_like(a[:, 0]))
-                          + (1.0 if m.bias is not None and id(m.bias) in ids else 0.0) for m, (a, _) in zip(layers, kept)]
-                outs = [z for _, z in kept]
-                for r in range(draws):
-                    left = torch.autograd.grad(_dot(out, w[span, r]), outs, retain_graph=True, allow_unused=True,
-                                               materialize_grads=True)
-                    right = torch.autograd.grad(_dot(out, u[span, r]), outs, retain_graph=r + 1 < draws,
-                                                allow_unused=True, materialize_grads=True)
-                    part[span, r] = sum(torch.linalg.vecdot(g, h).double() * scale.double()
-                                        for g, h, scale in zip(left, right, scales)).cpu()
-    finally:
-        for handle in handles:
-            handle.remove()
+    with torch.enable_grad():
+        for start in range(0, len(rows), size):
+            span = slice(start, start + size)
+            out, kept = x[span], []
+            for layer in chain:  # what the Sequential's forward does, keeping the measured layers' ends
+                given, out = out, layer(out)
+                if any(layer is m for m in measured):
+                    if given.dim() != 2:
+                        return None
+                    weight, bias = layer.weight, layer.bias
+                    # per example: |a_i|² where the weight is measured, + 1 where the bias is
+                    scale = given.detach().square().sum(dim=1) if id(weight) in ids else torch.zeros_like(given[:, 0])
+                    kept.append((out, scale + (1.0 if bias is not None and id(bias) in ids else 0.0)))
+            ends = [z for z, _ in kept]
+            for r in range(draws):
+                left = torch.autograd.grad(_dot(out, w[span, r]), ends, retain_graph=True, allow_unused=True,
+                                           materialize_grads=True)
+                right = torch.autograd.grad(_dot(out, u[span, r]), ends, retain_graph=r + 1 < draws,
+                                            allow_unused=True, materialize_grads=True)
+                part[span, r] = sum(torch.linalg.vecdot(g, h).double() * scale.double()
+                                    for g, h, (_, scale) in zip(left, right, kept)).cpu()
     estimates = torch.zeros(int(inputs.shape[0]), draws, dtype=torch.float64)
     estimates[index.cpu()] = part
     return estimates
