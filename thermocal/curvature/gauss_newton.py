@@ -11,13 +11,13 @@ parameter-space probe is drawn, so the estimate's error is the draws' over a few
 per example, averaged over every example (it is exact for one output per example, where u_i = ±1).
 Examples go `chunk` at a time (one by default; a program exported for a fixed batch takes that
 batch): a chunk's cross terms between its examples have mean 0, as the u_i are independent. A
-Sequential of Linear and row-wise layers (eager or TorchScript) needs no per-example gradients at all (_dense: a Linear
-layer's are outer products g·aᵀ, and (g·aᵀ)·(h·aᵀ) = (g·h)(a·a)); another eager module's
-examples are batched (one forward of per-example parameter copies under
-torch.func.vmap, then ordinary backwards); TorchScript, a chunk, or an op vmap cannot batch take
-a loop over them, with the same numbers. Under torchrun each process takes
-every world-th chunk and the per-example estimates are summed over processes (the others' rows
-are zero), so every process holds a single process's numbers.
+Sequential of Linear and row-wise layers (eager or TorchScript) needs no per-example gradients
+at all (_dense: a Linear layer's are outer products g·aᵀ, and (g·aᵀ)·(h·aᵀ) = (g·h)(a·a));
+another eager module's examples are batched (one forward of per-example parameter copies under
+torch.func.vmap, then ordinary backwards); other TorchScript, a chunk, or an op vmap cannot batch
+take a loop over them, with the same numbers. Under torchrun each process takes every world-th
+chunk and the per-example estimates are summed over processes (the others' rows are zero), so
+every process holds a single process's numbers.
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ def _torch_class(module: torch.nn.Module) -> type | None:
 
 
 def _hooked(module: torch.nn.Module) -> bool:
+    """Whether `module` runs forward hooks (eager or compiled into TorchScript): they may change its output."""
     if isinstance(module, torch.jit.ScriptModule):
         return bool(module._c._get_forward_hooks() or module._c._get_forward_pre_hooks())
     return bool(module._forward_hooks or module._forward_pre_hooks)
