@@ -238,7 +238,8 @@ def thermocal_run(task: task_sets.Task, seed: int, **settings: object) -> dict:
         trace = {"d_eff_from": "hessian", "trace": hessian.trace, "trace_stderr": hessian.trace_stderr,
                  "trace_probes": hessian.details["trace"].iterations, "trace_sampling_stderr": hessian.trace_sampling_stderr}
     return _record(run, task, cost, probe_seconds, kind=doc.schedule.kind, eta0=doc.schedule.eta0,
-                   lambda_max=hessian.lambda_max, stability_fraction=doc.settings.stability_fraction,
+                   lambda_max=hessian.lambda_max, hessian_examples=doc.inputs.hessian_samples,
+                   stability_fraction=doc.settings.stability_fraction,
                    trace_shift=getattr(doc.calibration, "trace_shift", None), **trace)
 
 

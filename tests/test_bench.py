@@ -100,6 +100,8 @@ def test_the_evidence_harness_runs_end_to_end_and_reports_from_its_json(tmp_path
         assert all(r["d_eff_from"] == "gauss-newton" and r["trace_draws"] == 4 for r in task["methods"]["thermocal"])
         assert all(r["trace_stderr"] <= 1e-9 * abs(r["trace"]) and r["trace_shift"] <= 1e-6
                    for r in task["methods"]["thermocal"])
+        # the Hessian's examples the budget left the probe ([S8], [S9]): at least a minibatch, at most 512
+        assert all(task["batch"] <= r["hessian_examples"] <= 512 for r in task["methods"]["thermocal"])
     text = markdown.read_text()
     assert "## The trace's effect on the schedule" in text
     assert "## Calibration v2 candidates on the tuning tasks" in text and "## Targets on the held-out tasks" in text and "friedman_mlp" in text and provenance["commit"][:12] in text
