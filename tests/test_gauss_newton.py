@@ -169,12 +169,16 @@ def not_dense():
 def test_the_dense_path_refuses_what_it_cannot_prove_row_wise(name: str) -> None:
     """A subclass's forward, a layer used twice, a tied weight, a hook, a layer with other parameters,
     a Dropout in training or a Flatten over the examples: each may make an example's gradient other
-    than g_i·a_iᵀ, so those models go to the per-example paths. So does a parameter the model does
-    not hold."""
+    than g_i·a_iᵀ, so those models go to the per-example paths."""
     from thermocal.curvature.gauss_newton import _dense_chain
 
     model = not_dense()[name]
     assert _dense_chain(model, [p for p in model.parameters()]) is None
+
+
+def test_the_dense_path_refuses_parameters_the_model_does_not_hold() -> None:
+    from thermocal.curvature.gauss_newton import _dense_chain
+
     assert _dense_chain(torch.nn.Sequential(torch.nn.Linear(6, 6)), list(torch.nn.Linear(6, 6).parameters())) is None
 
 

@@ -146,6 +146,25 @@ def _dense_chain(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> li
     return chain
 
 
+def _chunk_size(per_example: int) -> int:
+    """Examples per chunk where each holds `per_example` bytes: CHUNK_EXAMPLES, or more while they fit in
+    CHUNK_BYTES, never past MAX_CHUNK_BYTES, at least one."""
+    return max(1, min(MAX_CHUNK_BYTES // per_example, max(CHUNK_EXAMPLES, CHUNK_BYTES // per_example)))
+
+
+def _selected(inputs: torch.Tensor, signs: list[torch.Tensor], curved: list[torch.Tensor], rows: list[int]):
+    """The examples `rows`: their indices, inputs, and sign and curved vectors as (rows, draws, *outputs)."""
+    index = torch.tensor(rows, dtype=torch.long, device=inputs.device)
+    return index, inputs[index], torch.stack(signs, dim=1)[index], torch.stack(curved, dim=1)[index]
+
+
+def _placed(part: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """(n × draws) estimates with the computed rows `part` at `index` and the others 0."""
+    estimates = torch.zeros(n, part.shape[1], dtype=torch.float64)
+    estimates[index.cpu()] = part
+    return estimates
+
+
 def _dense(chain: list[torch.nn.Module], inputs: torch.Tensor, signs: list[torch.Tensor], curved: list[torch.Tensor],
            params: list[torch.nn.Parameter], rows: list[int]) -> torch.Tensor | None:
     """The same per-example estimates for a model of Linear and row-wise layers (_dense_chain), without
@@ -159,12 +178,10 @@ def _dense(chain: list[torch.nn.Module], inputs: torch.Tensor, signs: list[torch
     positions): the caller goes on to the per-example paths."""
     ids = {id(p) for p in params}
     measured = [m for m in chain if any(id(p) in ids for p in m.parameters(recurse=False))]
+    measuring = {id(m) for m in measured}
     draws = len(signs)
-    index = torch.tensor(rows, dtype=torch.long, device=inputs.device)
-    u, w = torch.stack(signs, dim=1)[index], torch.stack(curved, dim=1)[index]  # (rows, draws, *outputs)
-    x = inputs[index]
-    per_example = 3 * params[0].element_size() * sum(m.weight.shape[0] + m.weight.shape[1] for m in measured)
-    size = max(CHUNK_EXAMPLES, CHUNK_BYTES // per_example)
+    index, x, u, w = _selected(inputs, signs, curved, rows)
+    size = _chunk_size(3 * params[0].element_size() * sum(m.weight.shape[0] + m.weight.shape[1] for m in measured))
     part = torch.zeros(len(rows), draws, dtype=torch.float64)
     with torch.enable_grad():
         for start in range(0, len(rows), size):
@@ -172,7 +189,7 @@ def _dense(chain: list[torch.nn.Module], inputs: torch.Tensor, signs: list[torch
             out, kept = x[span], []
             for layer in chain:  # what the Sequential's forward does, keeping the measured layers' ends
                 given, out = out, layer(out)
-                if any(layer is m for m in measured):
+                if id(layer) in measuring:
                     if given.dim() != 2:
                         return None
                     weight, bias = layer.weight, layer.bias
@@ -187,9 +204,7 @@ def _dense(chain: list[torch.nn.Module], inputs: torch.Tensor, signs: list[torch
                                             allow_unused=True, materialize_grads=True)
                 part[span, r] = sum(torch.linalg.vecdot(g, h).double() * scale.double()
                                     for g, h, (_, scale) in zip(left, right, kept)).cpu()
-    estimates = torch.zeros(int(inputs.shape[0]), draws, dtype=torch.float64)
-    estimates[index.cpu()] = part
-    return estimates
+    return _placed(part, index, int(inputs.shape[0]))
 
 
 def _looped(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Tensor], curved: list[torch.Tensor],
@@ -225,11 +240,8 @@ def _batched(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Ten
     ids = {id(p) for p in params}
     values = {name: p.detach() for name, p in model.named_parameters() if id(p) in ids}
     draws, dim = len(signs), sum(p.numel() for p in params)
-    index = torch.tensor(rows, dtype=torch.long, device=inputs.device)
-    u, w = torch.stack(signs, dim=1)[index], torch.stack(curved, dim=1)[index]  # (rows, draws, *outputs)
-    x = inputs[index]
-    per_example = 2 * dim * params[0].element_size()
-    size = max(1, min(MAX_CHUNK_BYTES // per_example, max(CHUNK_EXAMPLES, CHUNK_BYTES // per_example)))
+    index, x, u, w = _selected(inputs, signs, curved, rows)
+    size = _chunk_size(2 * dim * params[0].element_size())
     part = torch.zeros(len(rows), draws, dtype=torch.float64)
 
     def forward(copies: dict[str, torch.Tensor], example: torch.Tensor) -> torch.Tensor:
@@ -254,6 +266,4 @@ def _batched(model: torch.nn.Module, inputs: torch.Tensor, signs: list[torch.Ten
                                         for a, b in zip(left, right)).cpu()
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    estimates = torch.zeros(int(inputs.shape[0]), draws, dtype=torch.float64)
-    estimates[index.cpu()] = part
-    return estimates
+    return _placed(part, index, int(inputs.shape[0]))
