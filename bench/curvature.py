@@ -30,9 +30,8 @@ lambda_min and the trace against a reference:
 Contenders:
   - thermocal_default: `thermocal probe` as it runs with no options, i.e. what calibration v2
     needs (gradient noise at B=32, lambda_max to the default rtol, the Gauss-Newton trace tr G
-    of method.md [H15] for d_eff, no Hessian trace since 2026-12-06, the Hessian on at most
-    `hessian_samples` examples of the sample); its errors against the whole-sample reference
-    include that subsample's sampling error;
+    of method.md [H15] for d_eff, no Hessian trace since 2026-12-06; the Hessian of the whole
+    sample since 2026-12-07, of its first 512 examples before);
   - thermocal (full accuracy): gradient noise at B=32 + both extremes (Lanczos, rtol 1e-3) on
     the whole sample + trace (Hutch++ with the Lanczos basis) to 5% relative standard error
     (`--d-eff hessian`: no tr G);
@@ -394,8 +393,8 @@ Contenders (the docstring of bench/curvature.py says exactly what each runs):
 - **thermocal_default**: `thermocal probe` with no options: what calibration v2 uses (gradient
   noise, lambda_max, the Gauss-Newton trace tr G for d_eff; no lambda_min and, since 2026-12-06,
   no Hessian trace, so its trace columns are empty and its wall time includes tr G where
-  pyhessian's includes the Hessian's trace), the Hessian on at most the default
-  `hessian_samples` examples, so its errors include that subsample's sampling error.
+  pyhessian's includes the Hessian's trace), the Hessian of the whole sample (since 2026-12-07;
+  before, of its first 512 examples, whose sampling error then counted in its errors).
 - **thermocal**: full accuracy, as before calibration v2: both extremes by Lanczos to rtol 1e-3 on
   the whole sample, Hutch++ trace to 5% (`--d-eff hessian`).
 - **pyhessian**: pyhessian 0.1 with its defaults (power iteration tol 1e-3, Hutchinson tol 1e-3),
@@ -508,7 +507,7 @@ def targets(results: dict) -> str:
          lambda c: _ratio(c, "thermocal_default", "pyhessian", "time"), 1.0, ".2f"),
         ("the same, lowest paired round", lambda c: min(paired_ratios(c), default=None), None, ".2f"),
         ("the same, highest paired round", lambda c: max(paired_ratios(c), default=None), None, ".2f"),
-        ("thermocal_default lambda_max error, subsample included (moves eta0 by it; issue 15: ≤ 1%)", lam_err("thermocal_default", "lambda_max"), 1e-2, ".1e"),
+        ("thermocal_default lambda_max error (moves eta0 by it; issue 15: ≤ 1%)", lam_err("thermocal_default", "lambda_max"), 1e-2, ".1e"),
         ("thermocal_default products / pyhessian default's", lambda c: _ratio(c, "thermocal_default", "pyhessian", "hvps"), None, ".2f"),
         ("thermocal_default tr G draws' error / tr G (d_eff's; method.md [H15])", gauss_newton_error, None, ".1e"),
         ("thermocal (full accuracy) lambda_max error (≤ 0.1%)", lam_err("thermocal", "lambda_max"), 1e-3, ".1e"),

@@ -3,15 +3,16 @@
     python bench/subsample_coverage.py              # the digits MLP, 100 seeds -> bench/subsample_coverage.json
     python bench/subsample_coverage.py --quick      # 3 seeds: keeps the script from rotting (a test runs it)
 
-The default probe takes the Hessian of the first `hessian_samples` (512) of the sample's
-shuffled examples, so its lambda_max and trace differ from the whole sample's by the probe's
+A probe with `--hessian-samples 512` (the default until 2026-12-07; the default now takes the
+whole sample) takes the Hessian of the first 512 of the sample's shuffled examples, so its
+lambda_max and trace differ from the whole sample's by the probe's
 own error and by the subsample's. It reports the first as `trace_stderr` (the probes, [H3]) and
 the second as the sampling errors s (`trace_sampling_stderr` [H14], `lambda_max_stderr` [H13]),
 each the spread of the value over samples of n examples: a subsample of n of the N examples
-differs from the whole by s·√(1 − n/N). bench/RESULTS.md has one draw of this (one seed), where
-the digits trace was 3.0 of these standard errors off; one draw cannot tell a bad draw from an
-error bar that is too short. This script reruns the default probe (`measure.probe`, as the
-benchmark's thermocal_default cell) with `--seeds` probe seeds on the benchmark's digits MLP
+differs from the whole by s·√(1 − n/N). bench/RESULTS.md had one draw of this (one seed, in the
+run of daf3f39), where the digits trace was 3.0 of these standard errors off; one draw cannot tell
+a bad draw from an error bar that is too short. This script reruns that probe (`measure.probe`,
+as the benchmark's thermocal_default cell then ran) with `--seeds` probe seeds on the benchmark's digits MLP
 (2.4k parameters, 1,024 examples): each seed shuffles the sample differently (another
 subsample) and draws other probes and another Lanczos start. For each seed it computes the
 dense Hessian (torch.autograd.functional.hessian, float64) of the subsample the probe used, and
@@ -52,6 +53,7 @@ from thermocal.config import Config  # noqa: E402
 from thermocal.measure import probe  # noqa: E402
 
 MODEL = "digits"  # the one benchmark model whose dense Hessian is cheap enough to compute per seed
+SUBSAMPLE = 512  # the Hessian's examples of each draw: half the model's 1,024
 
 
 def dense_hessian(model: torch.nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -80,8 +82,10 @@ def truth(model, loss_fn, x, y) -> dict:
 
 
 def draw(model, loss_fn, x, y, seed: int, whole: dict) -> dict:
-    # the thermocal_default cell's settings, with the Hessian's trace measured (the default reads tr G, [H15])
-    settings = Config(batch_size=min(32, len(x) // 4), loss="bench", seed=seed, hessian_trace=True)
+    # the thermocal_default cell's settings, with the Hessian's trace measured (the default reads tr G, [H15]),
+    # on a subsample of SUBSAMPLE examples (the default's Hessian is the whole sample's)
+    settings = Config(batch_size=min(32, len(x) // 4), loss="bench", seed=seed, hessian_trace=True,
+                      hessian_samples=SUBSAMPLE)
     result = probe(model, x, y, settings, torch.device("cpu"), loss_fn=loss_fn)
     h, n, total = result.measurements.hessian, result.hessian_samples, len(x)
     index = used_examples(total, settings)[:n]
@@ -142,7 +146,7 @@ def main() -> None:
     summary = {name: {kind: summarize([d[name][kind] for d in draws]) for kind in ("z_total", "z_probes", "z_sampling")}
                for name in ("trace", "lambda_max")}
     results = {"provenance": stamp(sys.argv, quick=args.quick, model=MODEL, seeds=seeds,
-                                   hessian_samples=Config().hessian_samples),
+                                   hessian_samples=SUBSAMPLE),
                "examples": len(x), "whole": whole, "seconds": time.perf_counter() - start, "summary": summary,
                "draws": draws}
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -65,6 +65,29 @@ def test_a_budgeted_probe_takes_the_hessian_of_the_first_examples_and_records_it
     assert cost.fraction == pytest.approx(cost.example_gradients / 16_000, rel=1e-12) and cost.fraction <= 0.25
 
 
+def test_by_default_the_hessian_is_the_whole_samples_so_lambda_max_carries_no_subsample_error() -> None:
+    """[S8]: without --hessian-samples (and without --steps' budget) the Hessian is that of all K·B
+    examples, so lambda_max, and eta0 ∝ 1/lambda_max, is the whole sample's: 2·XᵀX/N for linear
+    regression with MSE, to [H1]'s residual test (within 1%). Inputs with a log-normal scale
+    (heavy tails) make the premise visible: the Hessian of 512 of the 2,048 examples (the default
+    before 2026-12-07) puts lambda_max more than 5% away."""
+    g = torch.Generator().manual_seed(2)
+    n, d = 2048, 5
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.exp(0.75 * torch.randn(n, 1, generator=g,
+                                                                                          dtype=torch.float64))
+    y = (x @ torch.randn(d, generator=g, dtype=torch.float64) + torch.randn(n, generator=g, dtype=torch.float64))
+    model = torch.nn.Linear(d, 1, bias=False).double()
+    truth = float(torch.linalg.eigvalsh(2.0 * x.T @ x / n)[-1])
+    doc = thermocal.probe(model, (x, y.unsqueeze(1)), Config(batch_size=16))
+    hess = doc.measurements.hessian
+    assert doc.settings.hessian_samples is None and doc.inputs.hessian_samples == n
+    assert hess.lambda_max == pytest.approx(truth, rel=1e-2)
+    assert hess.sampling_groups == 16 and hess.lambda_max_stderr > 0  # [H13] over the whole sample's groups
+    sub = thermocal.probe(model, (x, y.unsqueeze(1)), Config(batch_size=16, hessian_samples=512))
+    assert sub.inputs.hessian_samples == 512
+    assert abs(sub.measurements.hessian.lambda_max / truth - 1) > 0.05
+
+
 def test_without_steps_a_budget_or_with_lambda_min_resolved_the_hessian_sample_is_as_set() -> None:
     model, x, y = _regression()
     for settings in (Config(batch_size=16, hessian_samples=256),
@@ -116,9 +139,9 @@ def test_the_default_trace_tolerance_moves_the_lr_by_under_one_percent() -> None
 
 
 @pytest.mark.parametrize("options, says", [
-    (["--steps", "2000"], "of the training run's 64,000 (budget 0.25: it allows {n} Hessian examples of the 512 asked "
-                          "for; a larger --probe-budget takes more)"),
-    (["--steps", "2000", "--hessian-samples", "1024"], "(budget 0.25: it allows {n} Hessian examples of the 1,024 asked"),
+    (["--steps", "2000"], "of the training run's 64,000 (budget 0.25: it allows {n} Hessian examples of the 1,024 asked "
+                          "for; a larger --probe-budget takes more)"),  # by default, all of them ([S8])
+    (["--steps", "2000", "--hessian-samples", "512"], "(budget 0.25: it allows {n} Hessian examples of the 512 asked"),
     (["--steps", "200000"], "of the training run's 6,400,000 (budget 0.25)"),
     (["--steps", "10"], "7.00 of the training run's 320, OVER the budget of 0.25 (even one minibatch of Hessian "
                         "examples does not fit beside the gradients)"),
@@ -143,4 +166,4 @@ def test_the_summary_says_what_the_probe_spent_against_its_budget(tmp_path, opti
         assert unmeasured not in said and f"± its sampling error ({hess.sampling_groups} groups)" in said
     # within the budget, it names the examples it allowed only where it allowed fewer than [S8]'s
     if cost.fraction <= cost.budget:
-        assert ("it allows" in said) == (doc.inputs.hessian_samples < min(doc.settings.hessian_samples, 1024))
+        assert ("it allows" in said) == (doc.inputs.hessian_samples < min(doc.settings.hessian_samples or 1024, 1024))

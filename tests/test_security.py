@@ -463,14 +463,15 @@ def test_a_program_exported_for_a_fixed_batch_is_fed_that_batch_size(tiny, tmp_p
 
 
 def test_a_fixed_batch_that_does_not_divide_the_hessian_subsample_is_fed_whole_batches(tmp_path) -> None:
-    """A program exported for batches of 24 on 1200 examples: the default Hessian subsample (512)
-    is not a multiple of 24, and was fed as one batch of 512 (exit 2, blaming the data)."""
+    """A program exported for batches of 24 on 1200 examples: a Hessian subsample of 512 is not a
+    multiple of 24, and was fed as one batch of 512 (exit 2, blaming the data)."""
     program = torch.export.export(mlp([6, 8, 3]).eval(), (torch.zeros(24, 6),))
     torch.export.save(program, str(tmp_path / "fixed24.pt2"))
     generator = torch.Generator().manual_seed(0)
     data = save_data(tmp_path / "d.pt", inputs=torch.randn(1200, 6, generator=generator),
                      targets=torch.randint(0, 3, (1200,), generator=generator))
-    result = run("probe", tmp_path / "fixed24.pt2", data, "--batch-size", 48, "-q", "-o", tmp_path / "f.json")
+    result = run("probe", tmp_path / "fixed24.pt2", data, "--batch-size", 48, "--hessian-samples", 512, "-q",
+                 "-o", tmp_path / "f.json")
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "f.json").read_text())
     assert doc["inputs"]["hessian_samples"] == 504 and doc["settings"]["hessian_samples"] == 512

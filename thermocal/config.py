@@ -47,8 +47,9 @@ class Config(Record):
     loss: str = Field("auto", description="auto, cross_entropy, nll, mse, l1, huber, bce, bce_with_logits, lm, or module:callable")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="label smoothing of cross_entropy and lm")
     max_samples: int | None = Field(None, ge=2, description="probe a seeded random subset of this many examples")
-    hessian_samples: int | None = Field(512, ge=1, description="examples of the sample whose loss's Hessian is probed "
-                                        "(the first of the shuffled K·B; all when unset or larger)")
+    hessian_samples: int | None = Field(None, ge=1, description="probe the Hessian of the first M of the shuffled "
+                                        "examples (default: all of them; with --steps, --probe-budget may take fewer; "
+                                        "method.md [S8])")
     seed: int = Field(0, ge=0, lt=2**63, description="seeds the shuffle, subsampling and every random probe")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: OMP_NUM_THREADS, else the idle CPUs)")

@@ -63,8 +63,8 @@ def probe(
     `loss_fn` (a mean over examples), when given, replaces the loss `settings.loss` names.
     The sample is shuffled with the seeded generator and cut into K = ⌊N/B⌋ minibatches of the
     training batch size B; a short last batch is dropped. The Hessian is that of the mean loss
-    over the first `hessian_samples` of the same shuffled K·B examples (all by default when
-    there are at most 512), fewer when `settings.budget` bounds the probe's cost.
+    over the first `hessian_samples` of the same shuffled K·B examples (all of them by default),
+    fewer when `settings.budget` bounds the probe's cost.
     `example_chunk`: the examples the Gauss-Newton trace feeds the model at a time (a program
     exported for a fixed batch takes that batch; one otherwise, [H15]).
     """
