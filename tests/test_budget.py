@@ -32,9 +32,14 @@ def test_the_budget_keeps_the_most_whole_minibatches_that_fit() -> None:
     assert planned_products(12, 8, trace=False) == 13 + 1 + 9
 
 
-def _regression(n: int = 512, d: int = 5, seed: int = 0) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+def _regression(n: int = 512, d: int = 5, seed: int = 0, tails: float = 0.0) -> tuple[torch.nn.Module, torch.Tensor,
+                                                                                    torch.Tensor]:
+    """Linear regression with MSE; `tails` > 0 scales each example by exp(tails·z), z standard normal
+    (heavy-tailed inputs, whose subsamples' Hessians differ more)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(0.5, 2.0, d, dtype=torch.float64)
+    if tails:
+        x = x * torch.exp(tails * torch.randn(n, 1, generator=g, dtype=torch.float64))
     y = x @ torch.randn(d, generator=g, dtype=torch.float64) + torch.randn(n, generator=g, dtype=torch.float64)
     return torch.nn.Linear(d, 1, bias=False).double(), x, y.unsqueeze(1)
 
@@ -68,22 +73,18 @@ def test_a_budgeted_probe_takes_the_hessian_of_the_first_examples_and_records_it
 def test_by_default_the_hessian_is_the_whole_samples_so_lambda_max_carries_no_subsample_error() -> None:
     """[S8]: without --hessian-samples (and without --steps' budget) the Hessian is that of all K·B
     examples, so lambda_max, and eta0 ∝ 1/lambda_max, is the whole sample's: 2·XᵀX/N for linear
-    regression with MSE, to [H1]'s residual test (within 1%). Inputs with a log-normal scale
-    (heavy tails) make the premise visible: the Hessian of 512 of the 2,048 examples (the default
-    before 2026-12-07) puts lambda_max more than 5% away."""
-    g = torch.Generator().manual_seed(2)
-    n, d = 2048, 5
-    x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.exp(0.75 * torch.randn(n, 1, generator=g,
-                                                                                          dtype=torch.float64))
-    y = (x @ torch.randn(d, generator=g, dtype=torch.float64) + torch.randn(n, generator=g, dtype=torch.float64))
-    model = torch.nn.Linear(d, 1, bias=False).double()
+    regression with MSE, to [H1]'s residual test (within 1%). Heavy-tailed inputs make the premise
+    visible: the Hessian of 512 of the 2,048 examples (the default before 2026-12-07) puts
+    lambda_max more than 5% away."""
+    n = 2048
+    model, x, y = _regression(n=n, seed=2, tails=0.75)
     truth = float(torch.linalg.eigvalsh(2.0 * x.T @ x / n)[-1])
-    doc = thermocal.probe(model, (x, y.unsqueeze(1)), Config(batch_size=16))
+    doc = thermocal.probe(model, (x, y), Config(batch_size=16))
     hess = doc.measurements.hessian
     assert doc.settings.hessian_samples is None and doc.inputs.hessian_samples == n
     assert hess.lambda_max == pytest.approx(truth, rel=1e-2)
     assert hess.sampling_groups == 16 and hess.lambda_max_stderr > 0  # [H13] over the whole sample's groups
-    sub = thermocal.probe(model, (x, y.unsqueeze(1)), Config(batch_size=16, hessian_samples=512))
+    sub = thermocal.probe(model, (x, y), Config(batch_size=16, hessian_samples=512))
     assert sub.inputs.hessian_samples == 512
     assert abs(sub.measurements.hessian.lambda_max / truth - 1) > 0.05
 
