@@ -6,9 +6,12 @@ v2 files are re-derived with their own `settings`; v1 files with the literal rul
 [K2] the schedule and calibration re-derived from the file's own measurements and rules equal
      the file's (a hand-edited eta0 is caught), and so do the recomputed diagnostics; a field
      v2 gained later (file.LATER_OPTIONAL) is compared only where the file has it;
-[K3] every curvature estimate met its tolerance, and no diagnostic has status fail (nor warn,
-     with strict);
-[K4] with a previous file: eta0, tau, T0 and Tf moved by at most max_drift (relative).
+[K3] every curvature estimate met its tolerance, re-derived from the file's settings (v1: its
+     release's defaults), never looser than that whatever `details` says; and no diagnostic has
+     status fail (nor warn, with strict);
+[K4] with a previous file: eta0, tau, T0 and Tf moved by at most max_drift (relative);
+[K5] settings that would run code or unpickle when the file is re-run (`probe --config`) are
+     reported (warn; fail with strict).
 """
 
 from __future__ import annotations
@@ -18,13 +21,17 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from thermocal.calibrate import CalibrationSettings, calibrate, literal, literal_diagnostics
+from thermocal.config import CODE_SETTINGS, runs_code
 from thermocal.errors import DegenerateError
-from thermocal.records import CalibrationDetails, Diagnostic, LossUnitCalibration, ScheduleBase
+from thermocal.records import CalibrationDetails, Diagnostic, EstimateRecord, HessianSpectrum, LossUnitCalibration, ScheduleBase
 from thermocal.schedule.file import LATER_OPTIONAL, ScheduleFile, ScheduleFileV2
 from thermocal.text import first_line, printable
 
 REL_TOL = 1e-9
 DRIFT_FIELDS = ("eta0", "tau", "T0", "Tf")
+# What v1 files were probed to (the first release's --eig-rtol and --trace-rtol defaults; v1 files
+# do not record their settings).
+V1_EIG_RTOL, V1_TRACE_RTOL = 1e-3, 0.02
 
 
 @dataclass(frozen=True)
@@ -115,15 +122,62 @@ def remedy(dtype: str) -> str:
             "float32 models of ~100M parameters may need --eig-rtol 1e-2")
 
 
+def tolerances(doc: ScheduleFile) -> tuple[float, float]:
+    """(eigenvalue, trace) tolerances the file's settings gave the probe (v1: its release's defaults)."""
+    if isinstance(doc, ScheduleFileV2):
+        return doc.settings.eigen_rtol, doc.settings.trace_rtol
+    return V1_EIG_RTOL, V1_TRACE_RTOL
+
+
+def _rederived(details: dict[str, EstimateRecord], eig: float, trace: float, where: str,
+               looser: list[str]) -> dict[str, EstimateRecord]:
+    """The records, each judged at the tighter of its own tolerance and the settings' (listing in
+    `looser` those that claimed a looser one)."""
+    out = {}
+    for name, rec in details.items():
+        wanted = trace if name == "trace" else eig
+        if rec.tolerance > wanted * (1 + REL_TOL):
+            looser.append(f"{where}.{name}.tolerance = {rec.tolerance:g} where the settings give {wanted:g}")
+        out[name] = rec.model_copy(update={"tolerance": min(rec.tolerance, wanted)})
+    return out
+
+
+def rederived_hessian(doc: ScheduleFile, looser: list[str]) -> HessianSpectrum:
+    """The file's Hessian record with every tolerance re-derived from its settings ([K3])."""
+    eig, trace = tolerances(doc)
+    hessian = doc.measurements.hessian
+    blocks = [block.model_copy(update={"details": _rederived(block.details, eig, trace, f"blocks.{block.name}", looser)})
+              for block in hessian.blocks or []]
+    return hessian.model_copy(update={"details": _rederived(hessian.details, eig, trace, "details", looser),
+                                      "blocks": blocks if hessian.blocks is not None else None})
+
+
 def convergence(doc: ScheduleFile) -> list[Finding]:
     """[K3], first half: a schedule resting on an estimate that missed its tolerance is not sound.
-    Convergence is re-derived from each record's residual or standard error, not read off its flag."""
-    hessian = doc.measurements.hessian
+    Convergence is re-derived from each record's residual or standard error, not read off its flag,
+    against the tolerance the settings give, not the one the record claims."""
+    looser: list[str] = []
+    hessian = rederived_hessian(doc, looser)
+    out = [Finding("tolerance", "fail", "measurements.hessian." + "; ".join(looser))] if looser else []
     missed = [f"hessian.{name}" for name in hessian.unconverged(doc.inputs.model.num_params)]
     if missed or not hessian.converged:
-        return [Finding("convergence", "fail", "estimates missed their tolerance: " + (", ".join(missed) or "hessian")
-                        + f" ({remedy(doc.inputs.dtype)})")]
-    return [Finding("convergence", "pass", "every curvature estimate met its tolerance")]
+        return out + [Finding("convergence", "fail", "estimates missed their tolerance: " + (", ".join(missed) or "hessian")
+                              + f" ({remedy(doc.inputs.dtype)})")]
+    return out + [Finding("convergence", "pass", "every curvature estimate met its tolerance")]
+
+
+def code_settings(doc: ScheduleFile, strict: bool) -> list[Finding]:
+    """[K5]: settings that re-running the file would take as code to run (refused by `probe --config`
+    without --allow-code-from-config)."""
+    if not isinstance(doc, ScheduleFileV2):
+        return []
+    named = [f"{name} {getattr(doc.settings, name)!r}" if name != "trust_checkpoint" else name
+             for name in CODE_SETTINGS if runs_code(name, getattr(doc.settings, name))]
+    if not named:
+        return []
+    return [Finding("settings", "fail" if strict else "warn",
+                    f"re-running this file would run code: {', '.join(named)} (`probe --config` refuses them "
+                    "without --allow-code-from-config)")]
 
 
 def diagnostics_status(doc: ScheduleFile, strict: bool) -> list[Finding]:
@@ -168,6 +222,7 @@ def check(doc: ScheduleFile, *, strict: bool = False, previous: ScheduleFile | N
     findings = [Finding("validate", "pass", f"a valid {doc.format} file")]
     findings += rederive(doc)
     findings += convergence(doc)
+    findings += code_settings(doc, strict)
     findings += diagnostics_status(doc, strict)
     if previous is not None:
         findings += drift(doc, previous, max_drift)

@@ -5,6 +5,11 @@ environment variables fill in, what `thermocal.probe()` takes from Python, and w
 `thermocal.schedule/v2` file records whole under `settings`: a file says exactly how to make it
 again (`thermocal probe MODEL DATA --config that-file.json` re-runs it). Precedence: flags, then
 environment variables, then the file, then these defaults. Plain data: no torch here.
+
+A file or a variable may come from someone else (a colleague's result, a CI artifact), so the
+settings that run code or lower a safety check (CODE_SETTINGS) are taken from the command line
+or the Python API only; from a file or a variable they are refused unless the command line says
+--allow-code-from-config, and then `resolve_config` names them so that the CLI says what will run.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +28,17 @@ from thermocal.records import Record
 from thermocal.text import printable
 
 ENV_PREFIX = "THERMOCAL_"
+# What `thermocal export --format env` writes: a prefix no setting's variable has (tested), so that
+# exporting a schedule into the environment never changes a later probe.
+EXPORT_ENV_PREFIX = "THERMOCAL_SCHEDULE_"
+# The variables earlier releases exported that are not settings: one of them in the environment
+# means THERMOCAL_STEPS, _WARMUP_STEPS, _MIN_LR or _TF there may be an export's, not a setting.
+OLD_EXPORT_MARKERS = ("THERMOCAL_ETA0", "THERMOCAL_GAMMA", "THERMOCAL_TOTAL_STEPS", "THERMOCAL_KIND")
+# Settings that run code or lower a safety check (README "Security"), with what each does.
+CODE_SETTINGS = {"arch": "builds the model by calling that Python code",
+                 "dataset": "loads the data by calling that Python code",
+                 "loss": "imports or runs that Python code as the loss",
+                 "trust_checkpoint": "unpickles the checkpoint, which runs any code it names"}
 # The knobs of the native engine's accuracy: a tolerance on the schedule, not on each eigenvalue
 # (method.md [H12]): lambda_max to 1% moves eta0 by at most 1%.
 SCHEDULE_EIG_RTOL = 1e-2
@@ -199,6 +216,43 @@ class Config(Record):
         return self.lr_law or ("linear" if self.rules == "loss-units" else "sqrt")
 
 
+def runs_code(name: str, value: Any) -> bool:
+    """Whether setting `name` at `value` (as a file or a variable gives it) runs code or lowers a
+    safety check: --arch and --dataset whenever set, a module:callable or file.py:callable --loss,
+    --trust-checkpoint unless it is off."""
+    if name == "loss":
+        return isinstance(value, str) and ":" in value
+    if name == "trust_checkpoint":
+        return value is not None and value is not False and str(value).strip().lower() not in ("0", "false", "no", "off", "")
+    return name in CODE_SETTINGS and value is not None
+
+
+@dataclass(frozen=True)
+class CodeSetting:
+    """A code-running setting taken from a settings file or a variable, and where it came from."""
+
+    name: str
+    value: Any
+    origin: str  # the file's path, or the variable's name
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def __str__(self) -> str:
+        shown = "" if self.name == "trust_checkpoint" else f" {printable(str(self.value))[:120]!r}"
+        return f"{self.name}{shown} from {printable(self.origin)} ({CODE_SETTINGS[self.name]})"
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """The settings, and the code-running ones among them that came from a file or a variable
+    (empty unless --allow-code-from-config let them through)."""
+
+    config: "Config"
+    code_from_config: tuple[CodeSetting, ...]
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """Settings from a TOML, YAML or JSON file: a mapping of setting names, or a thermocal.schedule/v2
     file, whose `settings` are taken (so a result can be re-run from its own file)."""
@@ -211,9 +265,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
         elif text.lstrip().startswith("{"):
             data = json.loads(text)
         else:
-            import yaml
+            from thermocal.io.files import load_yaml
 
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
     except Exception as exc:  # tomllib, json and yaml each raise their own
         raise InputError(f"cannot be read as TOML, JSON or YAML ({printable(str(exc).splitlines()[0] if str(exc) else '')})",
                          path) from exc
@@ -233,25 +287,49 @@ def recorded_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 def from_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
     """`THERMOCAL_BATCH_SIZE=64` → {"batch_size": "64"} for every setting of Config (values are
-    parsed by the model). THERMOCAL_DEBUG is not a setting and is left alone."""
+    parsed by the model). THERMOCAL_DEBUG is not a setting and is left alone, and so are the
+    THERMOCAL_SCHEDULE_* lines `export --format env` writes. An environment that holds an older
+    release's export (THERMOCAL_ETA0, ...) is refused: its THERMOCAL_STEPS, _WARMUP_STEPS, _MIN_LR
+    and _TF would be read as settings nobody gave."""
     environ = os.environ if environ is None else environ
     names = set(Config.model_fields)
+    old_export = [key for key in OLD_EXPORT_MARKERS if key in environ]
     out = {}
     for key, value in environ.items():
-        if key.startswith(ENV_PREFIX):
+        if key.startswith(ENV_PREFIX) and not key.startswith(EXPORT_ENV_PREFIX):
             name = key[len(ENV_PREFIX):].lower()
             if name in names:
+                if old_export:
+                    raise InputError(f"{key} is set beside {old_export[0]}, which only an older `thermocal export "
+                                     "--format env` writes: it may be the export's, not a setting; unset the exported "
+                                     "THERMOCAL_* variables (exports now write THERMOCAL_SCHEDULE_*)")
                 out[name] = value
     return out
 
 
-def make_config(flags: dict[str, Any], file: Path | None = None, environ: dict[str, str] | None = None) -> Config:
+def make_config(flags: dict[str, Any], file: Path | None = None, environ: dict[str, str] | None = None, *,
+                allow_code_from_config: bool = False) -> Config:
     """Config from the flags given (non-default only), then THERMOCAL_* variables, then `file`."""
-    values: dict[str, Any] = read_config_file(file) if file is not None else {}
-    values.update(from_environment(environ))
-    values.update(flags)
+    return resolve_config(flags, file, environ, allow_code_from_config=allow_code_from_config).config
+
+
+def resolve_config(flags: dict[str, Any], file: Path | None = None, environ: dict[str, str] | None = None, *,
+                   allow_code_from_config: bool = False) -> ResolvedConfig:
+    """make_config, and the code-running settings that came from `file` or a variable: refused
+    (one line naming each, its origin and the flag to pass instead) unless allowed."""
+    from_file = read_config_file(file) if file is not None else {}
+    from_env = from_environment(environ)
+    borrowed = [CodeSetting(name, value, ENV_PREFIX + name.upper() if name in from_env else str(file))
+                for name, value in (from_file | from_env).items()
+                if name in CODE_SETTINGS and name not in flags and runs_code(name, value)]
+    if borrowed and not allow_code_from_config:
+        raise InputError("settings that run code are taken from the command line only: "
+                         + "; ".join(str(setting) for setting in borrowed)
+                         + f". Pass {', '.join(dict.fromkeys(s.flag for s in borrowed))} yourself, or add "
+                         "--allow-code-from-config to run it")
+    values: dict[str, Any] = {**from_file, **from_env, **flags}
     try:
-        return Config.model_validate(values)
+        return ResolvedConfig(Config.model_validate(values), tuple(borrowed))
     except ValidationError as exc:
         first = exc.errors()[0]
         message = printable(first["msg"].removeprefix("Value error, "))

@@ -16,8 +16,8 @@ from typing import Any, Optional, Union
 
 import typer
 
-from thermocal.cli.main import DEFAULT_RESULT, command, emit, line, stderr_console
-from thermocal.config import Config, make_config
+from thermocal.cli.main import DEFAULT_RESULT, command, emit, is_main_process, line, stderr_console
+from thermocal.config import Config, resolve_config
 from thermocal.errors import NumericalError
 
 # Flags whose name is not the field's; the help panel of each field (the rest: "Engine and memory").
@@ -64,7 +64,7 @@ def _setting_parameters() -> list[inspect.Parameter]:
 
 def probe(
     model: Path, data: Optional[Path], config_file: Optional[Path], out: Path, force: bool, quiet: bool,
-    as_json: bool, fail_unconverged: bool, **settings: Any,
+    as_json: bool, fail_unconverged: bool, allow_code_from_config: bool, **settings: Any,
 ) -> None:
     """Measure gradient noise and Hessian curvature, calibrate the schedule, write --out."""
     import torch
@@ -78,8 +78,12 @@ def probe(
     from thermocal.schedule.file import dumps
 
     flags = {name: tuple(value) if isinstance(value, list) else value for name, value in settings.items() if value is not None}
-    config = make_config(flags, config_file)
+    resolved = resolve_config(flags, config_file, allow_code_from_config=allow_code_from_config)
+    config = resolved.config
     ensure_writable(out, force=force)
+    for setting in resolved.code_from_config:  # said before it runs, --quiet or not
+        if is_main_process():
+            stderr_console().print(line("warning", f"--allow-code-from-config: running {setting}"), soft_wrap=True)
     torch.set_num_threads(config.threads or default_threads())
     with distributed(device_of(config.device)) as (group, device):
         quiet = quiet or not group.is_main  # under torchrun rank 0 alone prints and writes
@@ -135,6 +139,10 @@ def _fixed_parameters() -> list[inspect.Parameter]:
                                        rich_help_panel="Output")),
         ("fail_unconverged", bool, typer.Option(False, "--fail-unconverged", help="Exit 1, writing nothing, if an estimate "
                                                 "misses its tolerance.", rich_help_panel="Output")),
+        ("allow_code_from_config", bool, typer.Option(False, "--allow-code-from-config", help="Let --config or a "
+                                                      "THERMOCAL_* variable set --arch, --dataset, a module:callable "
+                                                      "--loss or --trust-checkpoint (each is named before it runs); "
+                                                      "without it they are refused.", rich_help_panel="Main settings")),
     ]
     return [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD if i < 2 else keyword, default=default,
                               annotation=annotation) for i, (name, annotation, default) in enumerate(rows)]
