@@ -131,8 +131,8 @@ class CoolingMonitor:
         """Feed one optimizer step: its minibatch loss, |g_t|² of its minibatch gradient, and (optionally) eta_t."""
         if lr is None:
             lr = self.schedule.lr(step)
-        if not (math.isfinite(loss) and math.isfinite(grad_sq_norm) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"step {step}: loss, grad_sq_norm and lr must be finite (lr > 0), got {loss}, {grad_sq_norm}, {lr}")
+        if not (math.isfinite(loss) and math.isfinite(grad_sq_norm) and math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"step {step}: loss, grad_sq_norm and lr must be finite (lr >= 0), got {loss}, {grad_sq_norm}, {lr}")
         left = self._now.push(loss)
         if left is not None:
             self._before.push(left)
@@ -141,7 +141,10 @@ class CoolingMonitor:
         self._floors.append(lr * self._noise_trace() / 4.0)
         if len(self._rates) <= self.window:
             return Reading(step, None, None, None, False, 1.0, 0)
-        cooling = max(math.log(self._rates[0] / lr), 0.0) / self.window
+        if lr == 0:  # no step is taken: nothing relaxes and nothing cools, so there is no rate to judge
+            return Reading(step, None, None, None, False, 1.0, self._above)
+        # a window that starts at lr 0 (a warmup from zero) warmed up: it did not cool
+        cooling = max(math.log(self._rates[0] / lr), 0.0) / self.window if self._rates[0] > 0 else 0.0
         ratio = cooling / (2.0 * lr * self.curvature)
         self._above = self._above + 1 if ratio > self.epsilon else 0
         fired = self._above >= self.window

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -81,11 +82,12 @@ def show(
 ) -> None:
     """Show the measurements with their errors, the schedule, the diagnostics and the curves."""
     document = read_schedule(file)
-    console = Console(no_color=no_color or "NO_COLOR" in os.environ, highlight=False, soft_wrap=False,
+    # rendered into a string, then written by emit: a stdout that cannot be written is one line, exit 2
+    console = Console(file=io.StringIO(), no_color=no_color or "NO_COLOR" in os.environ, highlight=False,
+                      soft_wrap=False, force_terminal=sys.stdout.isatty(),
                       width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "80")))
-    with console.capture() as captured:
-        console.print(show_group(document))
-    emit([captured.get()])
+    console.print(show_group(document))
+    emit([console.file.getvalue()])
 
 
 @command

@@ -73,6 +73,11 @@ class Group(_FlagsWithoutType, TyperGroup):
         except typer.Abort:
             print("thermocal: error: interrupted", file=sys.stderr)
             code = 130
+        except OSError as exc:  # --help or --version to a stdout that cannot take it (commands map their own)
+            _silence_stdout()
+            if not isinstance(exc, BrokenPipeError):
+                print(f"thermocal: error: stdout: cannot be written ({exc.strerror or exc})", file=sys.stderr)
+            code = EXIT_BAD_INPUT
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)

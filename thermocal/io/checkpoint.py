@@ -36,7 +36,7 @@ import torch
 
 from thermocal.errors import CheckpointError, DataError, InputError
 from thermocal.io.archives import ZIP_ERRORS, check_export_archive, check_torch_zip, load_weights_only
-from thermocal.io.files import sha256_file, sha256_listing
+from thermocal.io.files import require_file_or_folder, sha256_file, sha256_listing
 from thermocal.io.huggingface import HUGGINGFACE, load_huggingface
 from thermocal.io.loaders import Loaded, Loader, ModelOptions
 from thermocal.io.user_code import call_user, import_callable
@@ -81,8 +81,7 @@ def _is_safetensors(path: Path) -> bool:
 
 def detect_format(path: Path) -> str:
     """Name the checkpoint format of `path` from its content, or raise CheckpointError."""
-    if not path.exists():
-        raise CheckpointError("no such file or directory", path)
+    require_file_or_folder(path, CheckpointError)
     if path.is_dir():
         if (path / "config.json").is_file():
             return HUGGINGFACE

@@ -34,7 +34,7 @@ import torch
 
 from thermocal.errors import DataError, InputError
 from thermocal.io.archives import check_torch_zip, load_weights_only
-from thermocal.io.files import memory_budget, sha256_file, sha256_listing
+from thermocal.io.files import memory_budget, require_file_or_folder, sha256_file, sha256_listing
 from thermocal.io.user_code import call_user, import_callable
 from thermocal.text import first_line
 
@@ -73,8 +73,7 @@ class Sample:
 
 
 def _data_files(path: Path) -> list[Path]:
-    if not path.exists():
-        raise DataError("no such file or directory", path)
+    require_file_or_folder(path, DataError)
     if path.is_file():
         if path.suffix.lower() not in SUFFIXES:
             raise DataError(f"has an unknown data suffix; use one of {', '.join(SUFFIXES)}", path)

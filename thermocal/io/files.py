@@ -1,12 +1,13 @@
-"""Hashing and atomic, non-clobbering writes."""
+"""Hashing, atomic non-clobbering writes, and reading files that may come from someone else."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from thermocal.errors import InputError, OutputError
 
@@ -51,10 +52,42 @@ def memory_budget() -> int:
         return 1 << 32
 
 
+def require_file_or_folder(path: Path, error: type[InputError] = InputError) -> None:
+    """Refuse, before anything reads it, a path that is neither a regular file nor a folder: a fifo
+    would block the read forever and a device (/dev/zero) never ends."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise error("no such file or directory", path) from None
+    except OSError as exc:
+        raise error(f"cannot be read ({exc.strerror})", path) from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = ("a fifo" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+        raise error(f"is {kind}; give a regular file or a folder", path)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML as plain data, refusing aliases (`*name`): each one repeats a whole subtree, so a few KB
+    of them expand to gigabytes that no limit on the file's size would see. thermocal never writes
+    them (file.dumps turns them off), and no settings or schedule file needs them."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"line {mark.line + 1}: YAML aliases (*name) are not accepted in a thermocal file")
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=NoAliases)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_text(path: Path) -> str:
     """A UTF-8 text file's content, or an InputError naming the file."""
     if not path.exists():
         raise InputError("no such file", path)
+    require_file_or_folder(path)
     if not path.is_file():
         raise InputError("is not a file", path)
     try:

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from thermocal.errors import InputError
+from thermocal.io.files import require_file_or_folder
 from thermocal.text import printable
 
 COLUMNS = ("step", "loss", "grad_norm", "lr")
@@ -14,8 +15,9 @@ COLUMNS = ("step", "loss", "grad_norm", "lr")
 
 def read_log(path: Path) -> list[tuple[int, float, float, float]]:
     """(step, loss, grad_norm, lr) rows in file order; a one-line InputError naming the file otherwise."""
+    require_file_or_folder(path)
     if not path.is_file():
-        raise InputError("no such file", path)
+        raise InputError("is a folder; give the CSV log", path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is not part of a name
             reader = csv.reader(handle)
@@ -37,6 +39,8 @@ def read_log(path: Path) -> list[tuple[int, float, float, float]]:
                     raise InputError(f"line {line}: {printable(str(exc))[:120]}", path) from exc
                 if not all(math.isfinite(v) for v in (step_value, loss, grad, lr)):
                     raise InputError(f"line {line}: step, loss, grad_norm and lr must be finite", path)
+                if lr < 0 or grad < 0:
+                    raise InputError(f"line {line}: lr and grad_norm cannot be negative (got {lr:g}, {grad:g})", path)
                 if step_value != int(step_value):
                     raise InputError(f"line {line}: step {step_value:g} is not a whole number", path)
                 rows.append((int(step_value), loss, grad, lr))

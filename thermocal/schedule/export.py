@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable, Iterable, Iterator
 
+from thermocal.config import EXPORT_ENV_PREFIX
 from thermocal.records import ScheduleBase
 from thermocal.schedule.file import ScheduleFile, dumps
 from thermocal.schedule.functions import (
@@ -133,12 +134,13 @@ def keras_snippet(doc: ScheduleFile) -> str:
 
 
 def env_lines(doc: ScheduleFile) -> str:
-    """`THERMOCAL_<NAME>=value` lines; a value the schedule does not have (TAU of a flat
-    schedule, STEPS and TOTAL_STEPS without a budget) is left out rather than set empty."""
+    """`THERMOCAL_SCHEDULE_<NAME>=value` lines; a value the schedule does not have (TAU of a flat
+    schedule, STEPS and TOTAL_STEPS without a budget) is left out rather than set empty. The
+    prefix is one no probe setting's variable has, so exporting these never changes a later probe."""
     s = doc.schedule
     values = {"ETA0": s.eta0, "GAMMA": s.gamma, "TAU": s.tau, "T0": s.T0, "TF": s.Tf, "STEPS": s.steps,
               "WARMUP_STEPS": s.warmup_steps, "MIN_LR": s.min_lr, "TOTAL_STEPS": total_steps(s), "KIND": s.kind}
-    return "".join(f"THERMOCAL_{key}={repr(value) if isinstance(value, float) else value}\n"
+    return "".join(f"{EXPORT_ENV_PREFIX}{key}={repr(value) if isinstance(value, float) else value}\n"
                    for key, value in values.items() if value is not None)
 
 

@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from thermocal.errors import InputError
+from thermocal.io.files import load_yaml
 from thermocal.text import printable
 from thermocal.config import Config, recorded_settings
 from thermocal.records import (
@@ -192,6 +193,13 @@ LATER_OPTIONAL = (("measurements", "cost"), ("settings", "probe_budget"), ("cali
 LATER_DEFAULTS = (("settings", "d_eff", "hessian"), ("settings", "hessian_trace", False))
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a value seen twice out again, never as an alias (load_yaml refuses aliases)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def dumps(document: ScheduleFile, fmt: str) -> str:
     """The file as JSON or YAML. A v1 document is written with the fields it was read with only
     (the records' newer optional fields are not v1's), so exporting it gives back a v1 file."""
@@ -205,7 +213,7 @@ def dumps(document: ScheduleFile, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
     if fmt == "yaml":
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
     raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
@@ -220,7 +228,7 @@ def loads(text: str, source: str) -> ScheduleFile:
     if _depth(text) > MAX_DEPTH:
         raise InputError(f"is nested more than {MAX_DEPTH} levels deep; a schedule file is not", source)
     try:
-        data: Any = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        data: Any = json.loads(text) if text.lstrip().startswith("{") else load_yaml(text)
     except (ValueError, yaml.YAMLError, RecursionError) as exc:
         raise InputError(f"is neither JSON nor YAML ({printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)})",
                          source) from exc
