@@ -88,7 +88,7 @@ def test_help_shows_flags_without_a_type() -> None:
 def test_env_leaves_out_what_a_flat_schedule_lacks(tmp_path: Path) -> None:
     golden = ROOT / "tests" / "golden" / "v1" / "digits_flat_if_cold_warmup.json"
     text = run("export", str(golden), "--format", "env").stdout
-    assert "THERMOCAL_TAU" not in text and "THERMOCAL_ETA0=" in text
+    assert "THERMOCAL_SCHEDULE_TAU" not in text and "THERMOCAL_SCHEDULE_ETA0=" in text
     assert all(line.split("=", 1)[1] for line in text.splitlines())
 
 

@@ -99,8 +99,8 @@ def test_csv_env_optax_and_keras(files) -> None:
     step, lr, temp = rows[-1].split(",")
     assert float(lr) == schedule.lr(425) and float(temp) == schedule.temperature(425)
     env = dict(line.split("=", 1) for line in run("export", files["warm"], "--format", "env").stdout.splitlines())
-    assert float(env["THERMOCAL_ETA0"]) == schedule.document.schedule.eta0
-    assert float(env["THERMOCAL_GAMMA"]) == schedule.document.schedule.gamma and env["THERMOCAL_WARMUP_STEPS"] == "25"
+    assert float(env["THERMOCAL_SCHEDULE_ETA0"]) == schedule.document.schedule.eta0
+    assert float(env["THERMOCAL_SCHEDULE_GAMMA"]) == schedule.document.schedule.gamma and env["THERMOCAL_SCHEDULE_WARMUP_STEPS"] == "25"
     for fmt, needle in (("optax", "optax.exponential_decay(init_value=ETA0, transition_steps=1, decay_rate=GAMMA)"),
                         ("keras", "class ThermocalSchedule")):
         text = run("export", files["warm"], "--format", fmt).stdout
