@@ -23,7 +23,7 @@ from typing import Literal
 from thermocal.calibrate import CalibrationSettings, calibrate, literal, literal_diagnostics
 from thermocal.config import CODE_SETTINGS, runs_code
 from thermocal.errors import DegenerateError
-from thermocal.records import CalibrationDetails, Diagnostic, EstimateRecord, HessianSpectrum, LossUnitCalibration, ScheduleBase
+from thermocal.records import CalibrationDetails, Diagnostic, EstimateRecord, LossUnitCalibration, Measurements, ScheduleBase
 from thermocal.schedule.file import LATER_OPTIONAL, ScheduleFile, ScheduleFileV2
 from thermocal.text import first_line, printable
 
@@ -142,14 +142,20 @@ def _rederived(details: dict[str, EstimateRecord], eig: float, trace: float, whe
     return out
 
 
-def rederived_hessian(doc: ScheduleFile, looser: list[str]) -> HessianSpectrum:
-    """The file's Hessian record with every tolerance re-derived from its settings ([K3])."""
+def rederived_measurements(doc: ScheduleFile, looser: list[str]) -> Measurements:
+    """The file's curvature records with every tolerance re-derived from its settings ([K3])."""
     eig, trace = tolerances(doc)
-    hessian = doc.measurements.hessian
-    blocks = [block.model_copy(update={"details": _rederived(block.details, eig, trace, f"blocks.{block.name}", looser)})
+    m = doc.measurements
+    hessian = m.hessian
+    blocks = [block.model_copy(update={"details": _rederived(block.details, eig, trace, f"hessian.blocks.{block.name}",
+                                                             looser)})
               for block in hessian.blocks or []]
-    return hessian.model_copy(update={"details": _rederived(hessian.details, eig, trace, "details", looser),
-                                      "blocks": blocks if hessian.blocks is not None else None})
+    hessian = hessian.model_copy(update={"details": _rederived(hessian.details, eig, trace, "hessian.details", looser),
+                                         "blocks": blocks if hessian.blocks is not None else None})
+    pc = m.preconditioned
+    if pc is not None:
+        pc = pc.model_copy(update={"details": _rederived(pc.details, eig, trace, "preconditioned.details", looser)})
+    return m.model_copy(update={"hessian": hessian, "preconditioned": pc})
 
 
 def convergence(doc: ScheduleFile) -> list[Finding]:
@@ -157,10 +163,10 @@ def convergence(doc: ScheduleFile) -> list[Finding]:
     Convergence is re-derived from each record's residual or standard error, not read off its flag,
     against the tolerance the settings give, not the one the record claims."""
     looser: list[str] = []
-    hessian = rederived_hessian(doc, looser)
-    out = [Finding("tolerance", "fail", "measurements.hessian." + "; ".join(looser))] if looser else []
-    missed = [f"hessian.{name}" for name in hessian.unconverged(doc.inputs.model.num_params)]
-    if missed or not hessian.converged:
+    measurements = rederived_measurements(doc, looser)
+    out = [Finding("tolerance", "fail", "; ".join(f"measurements.{what}" for what in looser))] if looser else []
+    missed = measurements.unconverged(doc.inputs.model.num_params)
+    if missed or not measurements.hessian.converged:
         return out + [Finding("convergence", "fail", "estimates missed their tolerance: " + (", ".join(missed) or "hessian")
                               + f" ({remedy(doc.inputs.dtype)})")]
     return out + [Finding("convergence", "pass", "every curvature estimate met its tolerance")]

@@ -44,6 +44,9 @@ CODE_SETTINGS = {"arch": "builds the model by calling that Python code",
 SCHEDULE_EIG_RTOL = 1e-2
 # Settings that only the seed's literal rules read.
 LITERAL_ONLY = frozenset({"tf_rule", "tf", "tf_floor", "flat_if_cold"})
+# The hyperparameters each optimizer alone has.
+OPTIMIZER_ONLY = {"momentum": ("momentum", "nesterov"), "adamw": ("beta1", "beta2", "adam_eps")}
+ADAMW_WEIGHT_DECAY = 0.01  # torch.optim.AdamW's default
 
 
 class Config(Record):
@@ -80,6 +83,18 @@ class Config(Record):
                                        "costs at most this fraction of the training run's example-gradients (steps × "
                                        "batch size; not when lambda_min is resolved; method.md [S9]; null in --config: "
                                        "no bound)")
+
+    # the optimizer the schedule is for (method.md [O1]-[O4]); torch.optim's defaults but momentum's
+    optimizer: Literal["sgd", "momentum", "adamw"] = Field("sgd", description="the optimizer you will train with: plain "
+                                                           "SGD, momentum SGD (heavy ball) or AdamW; the schedule is "
+                                                           "calibrated in its metric and every export builds it")
+    momentum: float = Field(0.9, gt=0, lt=1, description="--optimizer momentum: the momentum beta")
+    nesterov: bool = Field(False, description="--optimizer momentum: Nesterov's momentum (torch's nesterov=True)")
+    beta1: float = Field(0.9, ge=0, lt=1, description="--optimizer adamw: the first moment's beta")
+    beta2: float = Field(0.999, gt=0, lt=1, description="--optimizer adamw: the second moment's beta")
+    adam_eps: float = Field(1e-8, gt=0, description="--optimizer adamw: eps added to the root of the second moment")
+    weight_decay: float | None = Field(None, ge=0, description="decoupled weight decay (default: 0.01 for adamw as "
+                                       "torch.optim.AdamW, 0 for sgd and momentum)")
 
     # the calibration
     rules: Literal["loss-units", "literal"] = Field("loss-units", description="loss-units: calibration v2 (temperatures in "
@@ -147,6 +162,8 @@ class Config(Record):
         read for their diagnostics) unless --d-eff is given, which they refuse."""
         if isinstance(data, dict) and data.get("rules") == "literal" and data.get("d_eff") is None:
             return {**data, "d_eff": "hessian"}
+        if isinstance(data, dict) and data.get("optimizer") == "adamw" and data.get("d_eff") is None:
+            return {**data, "d_eff": "hessian"}  # AdamW's d_eff reads tr(P⁻¹H) ([O3])
         return data
 
     @model_validator(mode="after")
@@ -162,6 +179,16 @@ class Config(Record):
             raise ValueError("--top-k needs --method lanczos")
         if self.rules == "literal" and self.d_eff != "hessian":
             raise ValueError("--d-eff belongs to the loss-units rules (the literal rules have no d_eff)")
+        for optimizer, names in OPTIMIZER_ONLY.items():
+            given = [name for name in names if getattr(self, name) != type(self).model_fields[name].default]
+            if given and self.optimizer != optimizer:
+                flags = ", ".join("--" + name.replace("_", "-") for name in given)
+                raise ValueError(f"{flags} {'belongs' if len(given) == 1 else 'belong'} to --optimizer {optimizer}")
+        if self.optimizer == "adamw" and (self.d_eff != "hessian" or self.engine != "native"):
+            raise ValueError("--optimizer adamw reads d_eff off the Hessian in Adam's metric, measured by the native "
+                             "engine (--d-eff gauss-newton and --engine pyhessian do not measure it)")
+        if self.optimizer != "sgd" and self.rules == "literal":
+            raise ValueError(f"--optimizer {self.optimizer} needs the loss-units rules (the literal rules read plain SGD)")
         literal_only = sorted(name for name in LITERAL_ONLY if getattr(self, name) != type(self).model_fields[name].default)
         if self.rules == "loss-units" and literal_only:
             flags = ", ".join("--" + name.replace("_", "-") for name in literal_only)
@@ -185,7 +212,7 @@ class Config(Record):
     def measures_trace(self) -> bool:
         """The Hessian's trace is measured where something reads it: d_eff from the Hessian [C10],
         the literal rules' diagnostics, the power routes' shift [H4], and --hessian-trace ([H12])."""
-        return self.hessian_trace or self.d_eff == "hessian" or self.solver == "power"
+        return self.hessian_trace or (self.d_eff == "hessian" and self.optimizer != "adamw") or self.solver == "power"
 
     @property
     def budget(self) -> float | None:
@@ -209,6 +236,13 @@ class Config(Record):
     @property
     def trace_estimator(self) -> Literal["hutch++", "hutchinson"]:
         return self.trace_method or ("hutch++" if self.engine == "native" else "hutchinson")
+
+    @property
+    def decay(self) -> float:
+        """Decoupled weight decay: the setting, else torch.optim's default for the optimizer."""
+        if self.weight_decay is not None:
+            return self.weight_decay
+        return ADAMW_WEIGHT_DECAY if self.optimizer == "adamw" else 0.0
 
     @property
     def law(self) -> Literal["linear", "sqrt"]:

@@ -20,7 +20,9 @@ from thermocal.curvature.engine import open_engine
 from thermocal.curvature.gauss_newton import EXAMPLE_GRADIENTS_PER_DRAW, GAUSS_NEWTON_DRAWS, gauss_newton_trace
 from thermocal.curvature.hvp import supports_forward_mode
 from thermocal.curvature.native import hvp_mode, lanczos_steps
+from thermocal.curvature.memory import basis_dtype
 from thermocal.curvature.noise_curvature import deviations, noise_curvature
+from thermocal.curvature.preconditioned import PRECONDITIONED_PRODUCTS, preconditioned_curvature
 from thermocal.curvature.sampling import trace_micro_batch, with_sampling_error
 from thermocal.distributed import SINGLE, Group
 from thermocal.errors import InputError
@@ -86,14 +88,15 @@ def probe(
         noise = noise_statistics(grads, losses, batch_size=b, samples_dropped=p.dropped, resamples=BOOTSTRAP,
                                  generator=generator)
         mean, rows = deviations(grads)
-        del grads
+        if s.optimizer != "adamw":
+            del grads  # Adam's preconditioner needs them ([O3])
 
     n_hessian = min(s.hessian_samples or k * b, k * b)
     gauss_newton = s.d_eff == "gauss-newton"
     # tr(G) costs EXAMPLE_GRADIENTS_PER_DRAW per example and draw, a product's worth per draw ([H15]);
     # without the Hessian's trace, Lanczos stops at lambda_max's convergence (LAMBDA_MAX_STEPS planned)
     planned = planned_products(lanczos_steps(s.measures_trace)[1], len(rows), trace=s.measures_trace) + \
-        (GAUSS_NEWTON_DRAWS if gauss_newton else 0)
+        (GAUSS_NEWTON_DRAWS if gauss_newton else 0) + (PRECONDITIONED_PRODUCTS if s.optimizer == "adamw" else 0)
     if s.budget is not None:
         n_hessian = min(n_hessian, budget_examples(s.budget, s.steps, b, k * b, planned))
     inputs, targets = p.inputs[:n_hessian], p.targets[:n_hessian]
@@ -107,6 +110,13 @@ def probe(
         with timer("noise_curvature"):
             progress.phase("Hessian: along the gradient noise", len(rows) + 1)
             curvature = noise_curvature(engine.operator, mean, rows, k)
+        preconditioned = None
+        if s.optimizer == "adamw":
+            with timer("preconditioned"):
+                progress.phase("Hessian in Adam's metric", None)
+                preconditioned = preconditioned_curvature(engine.operator, grads, s, generator,
+                                                          basis_dtype(p.dtype))
+            del grads
     finally:
         engine.release()
     if top_vector is not None and spectrum.lambda_max_stderr is None:  # not already read off the micro-batches ([H13])
@@ -120,7 +130,8 @@ def probe(
             trace_g = gauss_newton_trace(p.model, p.loss_fn, inputs, targets, p.params, chunk=example_chunk,
                                          generator=generator, progress=progress, group=group)
     extra = None if trace_g is None else EXAMPLE_GRADIENTS_PER_DRAW * trace_g.draws * trace_g.examples
-    spent = cost(k * b, n_hessian, spectrum.hvps + curvature.hvps, planned, s.steps, b, s.budget, extra)
+    extra_hvps = preconditioned.hvps if preconditioned is not None else 0
+    spent = cost(k * b, n_hessian, spectrum.hvps + curvature.hvps + extra_hvps, planned, s.steps, b, s.budget, extra)
     return ProbeResult(
         loss=p.loss_name,
         num_params=sum(param.numel() for param in p.params),
@@ -128,6 +139,6 @@ def probe(
         dtype=str(p.dtype).removeprefix("torch."),
         hessian_samples=n_hessian,
         measurements=Measurements(gradient_noise=noise, hessian=spectrum, noise_curvature=curvature, cost=spent,
-                                  gauss_newton=trace_g),
+                                  gauss_newton=trace_g, preconditioned=preconditioned),
         timings={phase: round(seconds, 6) for phase, seconds in timer.seconds.items()},
     )

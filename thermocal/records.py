@@ -242,6 +242,41 @@ def _missed(details: dict[str, EstimateRecord], eigenvalues: dict[str, float | N
     return [name for name, rec in details.items() if not (rec.converged and met.get(name, True))]
 
 
+class PreconditionedCurvature(Record):
+    """Adam's metric at this θ (method.md [O3]): the preconditioner P = √v + eps, v the fixed point of
+    Adam's second moment (the mean squared minibatch gradient at the training batch size, per
+    coordinate), and what calibration v2 reads, measured in φ = P^(1/2)·θ: the curvature
+    H̃ = P^(-1/2)·H·P^(-1/2) (whose eigenvalues are those of P⁻¹H) and the noise tr(P⁻¹Σ_B)."""
+
+    eps: float = Field(gt=0, description="Adam's eps (--adam-eps)")
+    preconditioner_min: float = Field(gt=0, description="the smallest P_i")
+    preconditioner_median: float = Field(gt=0)
+    preconditioner_max: float = Field(gt=0)
+    lambda_max: float = Field(description="the largest eigenvalue of P⁻¹H")
+    lambda_min: float = Field(description="the smallest (most negative) eigenvalue of P⁻¹H")
+    trace: float = Field(description="tr(P⁻¹H), by Hutch++ on H̃ with its Lanczos basis")
+    trace_stderr: float = Field(ge=0)
+    grad_var: float = Field(ge=0, description="tr(P⁻¹Σ_B): the minibatch noise in Adam's metric")
+    grad_var_stderr: float = Field(ge=0, description="its standard error over minibatches (P held fixed)")
+    full_grad_sq: float = Field(ge=0, description="∇LᵀP⁻¹∇L, unbiased for the noise as full_grad_sq [N4]")
+    grad_sq_mean: float = Field(ge=0, description="the mean of g_kᵀP⁻¹g_k over the minibatches")
+    hvps: int = Field(ge=0)
+    details: dict[str, EstimateRecord]
+
+    @model_validator(mode="after")
+    def _estimates(self) -> "PreconditionedCurvature":
+        missing = [name for name in ("lambda_max", "lambda_min", "trace") if name not in self.details]
+        if missing:
+            raise ValueError(f"details lacks the record of {', '.join(missing)}")
+        return self
+
+    def unconverged(self, num_params: int) -> list[str]:
+        """As HessianSpectrum.unconverged, on P⁻¹H's estimates ([H1], [H3])."""
+        dominant = max(abs(self.lambda_max), abs(self.lambda_min))
+        return _missed(self.details, {"lambda_max": self.lambda_max, "lambda_min": self.lambda_min}, self.trace,
+                       self.trace_stderr, num_params * dominant, dominant)
+
+
 class ProbeCost(Record):
     """What the probe spent, in example-gradients (a forward and a backward of one example), and
     against the training run it schedules (method.md [S9]): the gradient noise's examples, plus
@@ -267,6 +302,13 @@ class Measurements(Record):
     noise_curvature: NoiseCurvature | None = None
     cost: ProbeCost | None = None
     gauss_newton: GaussNewtonTrace | None = Field(default=None, exclude_if=_absent)  # with --d-eff gauss-newton
+    preconditioned: PreconditionedCurvature | None = Field(default=None, exclude_if=_absent)  # with --optimizer adamw
+
+    def unconverged(self, num_params: int) -> list[str]:
+        """Every curvature estimate that missed its tolerance, as `hessian.name` or `preconditioned.name`."""
+        return [f"hessian.{name}" for name in self.hessian.unconverged(num_params)] + \
+            [f"preconditioned.{name}" for name in (self.preconditioned.unconverged(num_params)
+                                                   if self.preconditioned is not None else [])]
 
 
 class Rules(Record):
@@ -363,6 +405,12 @@ class LossUnitCalibration(Record):
     probability_start: float = Field(ge=0, le=1, description="P(L − L* < ε) at T0, by the Gibbs law [G1]")
     probability_end: float = Field(ge=0, le=1, description="P(L − L* < ε) at the last temperature")
     tau_budget: float | None = None
+    step_factor: float | None = Field(default=None, gt=0, exclude_if=_absent, description=(
+        "the optimizer's effective step per unit lr on slow modes: 1/(1 − momentum) for momentum SGD, 1 for AdamW "
+        "(method.md [O2], [O3]); absent for plain SGD (1)"))
+    stability_constant: float | None = Field(default=None, gt=0, exclude_if=_absent, description=(
+        "c in the optimizer's stability limit lr < c/lambda_max (in its metric): 2(1 + β) for heavy ball, "
+        "2(1 + β)/(1 + 2β) for Nesterov, 2(1 + β1)/(1 − β1) for AdamW; absent for plain SGD (2)"))
     trace_shift: float | None = Field(default=None, ge=0, description=(
         "largest relative change of lr(S)/eta0 when the trace moves by one standard error of its probes "
         "(trace_stderr), everything else held "

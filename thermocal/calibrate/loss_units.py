@@ -43,6 +43,33 @@ class LossUnitResult:
     details: LossUnitCalibration
 
 
+def stability_constant(config: Config) -> float:
+    """c in the optimizer's stability limit lr·(lambda_max + kappa·wd) < c on a quadratic, lambda_max in
+    its metric ([O1]-[O3]): 2 for SGD, 2(1 + β) for heavy-ball momentum, 2(1 + β)/(1 + 2β) for
+    Nesterov's, 2(1 + β1)/(1 − β1) for Adam with its preconditioner frozen (Cohen et al. 2022)."""
+    if config.optimizer == "momentum":
+        beta = config.momentum
+        return 2.0 * (1.0 + beta) / (1.0 + 2.0 * beta) if config.nesterov else 2.0 * (1.0 + beta)
+    if config.optimizer == "adamw":
+        return 2.0 * (1.0 + config.beta1) / (1.0 - config.beta1)
+    return 2.0
+
+
+def decay_curvature(config: Config) -> float:
+    """kappa·wd: the curvature weight decay adds to every mode at the stability limit ([O4]): torch's
+    SGD adds wd·θ to the gradient (kappa = 1); AdamW's decoupled decay shrinks θ outside the
+    momentum, which at the limit counts (1 + β1)/(1 − β1) times."""
+    if config.optimizer == "adamw":
+        return config.decay * (1.0 + config.beta1) / (1.0 - config.beta1)
+    return config.decay
+
+
+def step_factor(config: Config) -> float:
+    """The effective step per unit lr on slow modes ([O2]): 1/(1 − β) for momentum SGD (heavy ball
+    or Nesterov), 1 for SGD and for Adam (its first moment is an average, not a sum)."""
+    return 1.0 / (1.0 - config.momentum) if config.optimizer == "momentum" else 1.0
+
+
 def effective_modes(spectrum: HessianSpectrum) -> float:
     """d_eff = tr(H)/λ_max, at least 1 (the top mode itself): how many modes are as stiff as the top one."""
     return max(1.0, spectrum.trace / spectrum.lambda_max)
@@ -97,8 +124,9 @@ def trace_shift(made: LossUnitResult, noise: GradientNoise, spectrum: HessianSpe
 def _eta0(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvature | None,
           config: Config) -> tuple[float, str, float, float | None]:
     """eta0 by --eta0-rule [C11], which bound was active, and both bounds."""
-    eta_stable = config.stability_fraction * 2.0 / spectrum.lambda_max
-    eta_optimal = optimal_step(noise, curvature)
+    eta_stable = config.stability_fraction * stability_constant(config) / (spectrum.lambda_max + decay_curvature(config))
+    optimal = optimal_step(noise, curvature)
+    eta_optimal = optimal / step_factor(config) if optimal is not None else None  # the optimum is an effective step
     if config.eta0_rule == "stability" or eta_optimal is None:
         return eta_stable, "stability", eta_stable, eta_optimal
     if config.eta0_rule == "optimal" or eta_optimal < eta_stable:
@@ -106,14 +134,16 @@ def _eta0(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurva
     return eta_stable, "stability", eta_stable, eta_optimal
 
 
-def temperature_at(eta: float, noise: GradientNoise, d_eff: float) -> float:
-    """T(eta) = eta·tr Σ_B/(2·d_eff), in loss units [C10]."""
-    return eta * noise.grad_var / (2.0 * d_eff)
+def temperature_at(eta: float, noise: GradientNoise, d_eff: float, step: float = 1.0) -> float:
+    """T(eta) = step·eta·tr Σ_B/(2·d_eff), in loss units [C10], step the optimizer's effective step per
+    unit lr [O2] (Σ_B in its metric)."""
+    return step * eta * noise.grad_var / (2.0 * d_eff)
 
 
 def _t0(noise: GradientNoise, spectrum: HessianSpectrum, curvature: NoiseCurvature | None, config: Config) -> float:
     """T0 = T(eta0) [C10], from the measurements alone (what t0_stderr_total differentiates)."""
-    return temperature_at(_eta0(noise, spectrum, curvature, config)[0], noise, effective_modes(spectrum))
+    return temperature_at(_eta0(noise, spectrum, curvature, config)[0], noise, effective_modes(spectrum),
+                          step_factor(config))
 
 
 # The measured inputs of T0 that carry a standard error: (record, value field, standard-error field).
@@ -158,7 +188,8 @@ def _calibrate(noise: GradientNoise, spectrum: HessianSpectrum, curvature: Noise
     if config.min_lr >= eta0:
         raise DegenerateError(f"--min-lr {config.min_lr:g} is not below eta0 = {eta0:.4g}: the schedule would be flat")
 
-    t0 = temperature_at(eta0, noise, d_eff)
+    step = step_factor(config)
+    t0 = temperature_at(eta0, noise, d_eff, step)
     t0_stderr = t0 * noise.grad_var_stderr / noise.grad_var
     if config.epsilon is not None:
         epsilon, source, stderrs = config.epsilon, "user", None
@@ -192,18 +223,22 @@ def _calibrate(noise: GradientNoise, spectrum: HessianSpectrum, curvature: Noise
     )
     eta_end = learning_rate(cooling_phase(schedule))(config.steps) if config.steps is not None else eta0
     details = LossUnitCalibration(
-        d_eff=d_eff, grad_var=noise.grad_var, noise_floor=eta0 * noise.grad_var / 4.0,
-        noise_floor_end=eta_end * noise.grad_var / 4.0, T0_stderr=t0_stderr,
+        d_eff=d_eff, grad_var=noise.grad_var, noise_floor=step * eta0 * noise.grad_var / 4.0,
+        noise_floor_end=step * eta_end * noise.grad_var / 4.0, T0_stderr=t0_stderr,
         T0_stderr_total=t0_stderr_total(noise, spectrum, curvature, config), eta_stable=eta_stable,
         eta_optimal=eta_optimal, probability_start=gamma_cdf(k, epsilon / t0), probability_end=gamma_cdf(k, epsilon / t_end),
         tau_budget=tau_budget,
+        step_factor=None if config.optimizer == "sgd" else step,
+        stability_constant=None if config.optimizer == "sgd" else stability_constant(config),
     )
     return LossUnitResult(schedule=schedule, details=details)
 
 
 def diagnose(schedule: ScheduleV2, details: LossUnitCalibration, noise: GradientNoise, spectrum: HessianSpectrum,
-             curvature: NoiseCurvature | None) -> list[Diagnostic]:
-    """The seed's conditions in loss units ([D9]–[D13]); each warning says what to change."""
+             curvature: NoiseCurvature | None, config: Config) -> list[Diagnostic]:
+    """The seed's conditions in loss units ([D9]–[D13]), in the optimizer's metric; each warning
+    says what to change."""
+    step = step_factor(config)
     rules = schedule.rules
     assert isinstance(rules, LossUnitRules)
     eta = learning_rate(cooling_phase(schedule))
@@ -231,10 +266,10 @@ def diagnose(schedule: ScheduleV2, details: LossUnitCalibration, noise: Gradient
     if schedule.tau is not None and end is not None:
         lam = noise_curvature(curvature, noise, spectrum)
         timescale = lr_timescale(schedule)
-        relaxation = 1.0 / (2.0 * eta(end) * lam)  # steps for the noise energy to relax at the last lr
+        relaxation = 1.0 / (2.0 * step * eta(end) * lam)  # steps for the noise energy to relax at the last lr
         margin = relaxation / timescale
         ratio = schedule.eta0 / eta(end)
-        needed = math.ceil(ratio * math.log(ratio) / (2.0 * schedule.eta0 * lam))
+        needed = math.ceil(ratio * math.log(ratio) / (2.0 * step * schedule.eta0 * lam))
     out.append(Diagnostic(
         name="adiabatic", section="§4.1", value=margin, threshold=ADIABATIC_MAX,
         status="info" if margin is None else ("pass" if margin <= ADIABATIC_MAX else "warn"),
@@ -243,14 +278,20 @@ def diagnose(schedule: ScheduleV2, details: LossUnitCalibration, noise: Gradient
         rule="relaxation time of the noise at the last lr, 1/(2·eta(S)·lambda_noise), over the lr's cooling time "
              "(pass at <= 1)",
     ))
-    stability = schedule.eta0 * spectrum.lambda_max / 2.0
+    stability = schedule.eta0 * (spectrum.lambda_max + decay_curvature(config)) / stability_constant(config)
+    if config.optimizer == "sgd":
+        limit, rule = "gradient descent's limit 2/lambda_max", "eta0·lambda_max/2: gradient descent is stable below 1"
+    else:
+        limit = f"{config.optimizer}'s limit c/lambda_max (c = {stability_constant(config):.4g})"
+        rule = (f"eta0·(lambda_max + kappa·wd)/c, lambda_max in {config.optimizer}'s metric: {config.optimizer} is "
+                "stable below 1 on a quadratic")
     out.append(Diagnostic(
         name="stability", section="§4.2", value=stability, threshold=1.0,
         status="pass" if stability <= 1.0 else "warn",
-        advice=None if stability <= 1.0 else "eta0 is above gradient descent's limit 2/lambda_max: use --eta0-rule min",
-        rule="eta0·lambda_max/2: gradient descent is stable below 1",
+        advice=None if stability <= 1.0 else f"eta0 is above {limit}: use --eta0-rule min",
+        rule=rule,
     ))
-    quench = 2.0 * noise.full_grad_sq / (schedule.eta0 * noise.grad_var)
+    quench = 2.0 * noise.full_grad_sq / (step * schedule.eta0 * noise.grad_var)
     out.append(Diagnostic(
         name="regime_start", section="§3", value=quench, threshold=None, status="info",
         rule="2|grad L|²/(eta0·tr Σ_B): descent against noise per step at eta0; >> 1 quenches, ~1 anneals",

@@ -29,6 +29,7 @@ PANELS = {
     **{name: "Model and data" for name in ("trust_checkpoint", "params", "inputs_key", "targets_key", "target_column",
                                             "dataset", "label_smoothing", "hessian_samples",
                                             "probe_budget")},
+    **{name: "Optimizer" for name in ("optimizer", "momentum", "nesterov", "beta1", "beta2", "adam_eps", "weight_decay")},
     **{name: "Calibration" for name in ("rules", "probability", "eta0_rule", "stability_fraction", "lr_law", "d_eff", "tf_rule",
                                          "tf", "tf_floor", "flat_if_cold")},
 }
@@ -92,7 +93,7 @@ def probe(
         with contextlib.nullcontext(NoProgress()) if quiet else RichProgress(console) as progress:
             probed = run(model, data, config, progress=progress, group=group, device=device)
         document, result = probed.document, probed.result
-        unconverged = document.measurements.hessian.unconverged(result.num_params)
+        unconverged = [name.removeprefix("hessian.") for name in document.measurements.unconverged(result.num_params)]
         if unconverged and fail_unconverged:
             raise NumericalError(f"not converged within budget: {', '.join(unconverged)} (nothing written; "
                                  f"{remedy(result.dtype)})")

@@ -7,6 +7,7 @@ below makes of them:
     op.shift(sigma)       H − σI        (the shifted power iteration's operator, [H4])
     op * c, op + other    cH, H + G
     op.restrict(index)    H_bb          (the diagonal block on a set of coordinates, [H10])
+    op.congruent(s)       D·H·D         (D = diag(s): H in another metric, Adam's P^(-1/2)·H·P^(-1/2), [O3])
     op.counted(callback)  H, counting   (every vector it multiplies: a probe's cost in HVPs)
 
 `matmat` is the one primitive: rows in, rows out, in the rows' dtype (a float32 basis gets
@@ -40,6 +41,9 @@ class Operator:
 
     def restrict(self, index: torch.Tensor) -> Operator:
         return Restricted(self, index)
+
+    def congruent(self, scale: torch.Tensor) -> Operator:
+        return Congruent(self, scale)
 
     def counted(self, on_products: Callable[[int], None] = lambda count: None) -> Counted:
         return Counted(self, on_products)
@@ -113,6 +117,25 @@ class Sum(Operator):
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         return self.first.matvec(v).add_(self.second.matvec(v))
+
+
+class Congruent(Operator):
+    """D·A·D with D = diag(scale): symmetric when A is, and with the eigenvalues of D²·A. One
+    product of A per vector; the scale is taken in each vector's dtype."""
+
+    def __init__(self, base: Operator, scale: torch.Tensor) -> None:
+        if scale.shape != (base.dim,):
+            raise ValueError(f"a scale of shape {tuple(scale.shape)} for an operator of dimension {base.dim}")
+        self.base, self.scale = base, scale.to(base.device)
+        self.dim, self.device = base.dim, base.device
+
+    def matmat(self, rows: torch.Tensor) -> torch.Tensor:
+        scale = self.scale.to(rows.dtype)
+        return self.base.matmat(rows * scale).mul_(scale)
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        scale = self.scale.to(v.dtype)
+        return self.base.matvec(v * scale).mul_(scale)
 
 
 class Restricted(Operator):

@@ -188,9 +188,11 @@ def schema_text() -> str:
 
 # Fields v2 gained after its first files were written; each is left out when it holds nothing.
 LATER_OPTIONAL = (("measurements", "cost"), ("settings", "probe_budget"), ("calibration", "trace_shift"),
-                  ("calibration", "T0_stderr_total"))
+                  ("calibration", "T0_stderr_total"), ("calibration", "step_factor"), ("calibration", "stability_constant"))
 # Settings v2 gained later, left out at the value that earlier files were made with (absent reads as it).
-LATER_DEFAULTS = (("settings", "d_eff", "hessian"), ("settings", "hessian_trace", False))
+LATER_DEFAULTS = (("settings", "d_eff", "hessian"), ("settings", "hessian_trace", False), ("settings", "optimizer", "sgd"),
+                  ("settings", "momentum", 0.9), ("settings", "nesterov", False), ("settings", "beta1", 0.9),
+                  ("settings", "beta2", 0.999), ("settings", "adam_eps", 1e-8), ("settings", "weight_decay", None))
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -208,7 +210,7 @@ def dumps(document: ScheduleFile, fmt: str) -> str:
         if isinstance(data.get(section), dict) and data[section].get(name, 0) is None:
             del data[section][name]
     for section, name, value in LATER_DEFAULTS:
-        if isinstance(data.get(section), dict) and data[section].get(name) == value:
+        if isinstance(data.get(section), dict) and name in data[section] and data[section][name] == value:
             del data[section][name]
     if fmt == "json":
         return json.dumps(data, indent=2) + "\n"
