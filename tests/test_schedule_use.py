@@ -94,9 +94,10 @@ def test_warmup_floor_and_the_closed_form_expression(files) -> None:
 def test_csv_env_optax_and_keras(files) -> None:
     schedule = thermocal.load_schedule(files["warm"])
     rows = run("export", files["warm"], "--format", "csv", "--every", 100).stdout.strip().splitlines()
-    assert rows[0] == "step,lr,temperature"
+    assert rows[0] == "step,lr,temperature,optimizer"
     assert [int(r.split(",")[0]) for r in rows[1:]] == [0, 100, 200, 300, 400, 425]
-    step, lr, temp = rows[-1].split(",")
+    step, lr, temp, optimizer = rows[-1].split(",")
+    assert optimizer == "sgd"  # a v1 file: plain SGD
     assert float(lr) == schedule.lr(425) and float(temp) == schedule.temperature(425)
     env = dict(line.split("=", 1) for line in run("export", files["warm"], "--format", "env").stdout.splitlines())
     assert float(env["THERMOCAL_SCHEDULE_ETA0"]) == schedule.document.schedule.eta0

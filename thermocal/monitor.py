@@ -32,6 +32,7 @@ from typing import Iterable
 
 from thermocal.calibrate.loss_units import noise_curvature
 from thermocal.schedule.file import ScheduleFile
+from thermocal.schedule.optimizer import optimizer_of
 from thermocal.schedule.runtime import LoadedSchedule, load_schedule
 
 DEFAULT_EPSILON = 1.0
@@ -41,12 +42,17 @@ MAX_STRETCH = 10.0
 
 
 def relaxation_curvature(document: ScheduleFile) -> float:
-    """λ_noise of a schedule file's measurements (calibrate.loss_units.noise_curvature)."""
+    """λ_noise of a schedule file's measurements (calibrate.loss_units.noise_curvature), times the
+    optimizer's effective step per unit lr (1/(1 − β) for momentum SGD, [O2]): the noise relaxes at
+    2·lr·(this) per step. AdamW's relaxation, in its own metric, is not derived yet: refused."""
     m = document.measurements
+    spec = optimizer_of(document)
+    if spec.name == "adamw":
+        raise ValueError("the cooling check is derived for SGD and momentum SGD; this file is for AdamW")
     lam = noise_curvature(m.noise_curvature, m.gradient_noise, m.hessian)
     if not lam > 0:
         raise ValueError("the schedule file has no positive curvature to relax in")
-    return lam
+    return lam / (1.0 - spec.momentum) if spec.name == "momentum" else lam
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,8 @@ def _measurements(doc: ScheduleFile) -> Table:
             if name == "lambda_max" and v2 else ""
         _row(measured, name, _num(value), f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}{where}{unsampled}")
     if hess.trace is None:
-        _row(measured, "trace", "—", "not measured: d_eff reads tr G below ([H15]); --hessian-trace measures it")
+        reads = "tr(P⁻¹H)" if getattr(doc.measurements, "preconditioned", None) is not None else "tr G"
+        _row(measured, "trace", "—", f"not measured: d_eff reads {reads} below; --hessian-trace measures it")
     else:
         _trace_row(measured, doc, hess, where, v2)
     gn = getattr(doc.measurements, "gauss_newton", None)
@@ -100,6 +101,18 @@ def _measurements(doc: ScheduleFile) -> Table:
         _row(measured, "tr G", _pm(gn.trace, gn.stderr),
              f"Gauss-Newton trace on the {gn.examples} Hessian examples, {gn.draws} draws of each one's outputs; "
              f"± the draws' error{sampling}")
+    pc = getattr(doc.measurements, "preconditioned", None)
+    if pc is not None:
+        rec = pc.details["lambda_max"]
+        _row(measured, "Adam's P", f"{_num(pc.preconditioner_min)} … {_num(pc.preconditioner_max)}",
+             f"√v + eps (eps {pc.eps:g}), v = mean of g_k² per coordinate (K = {noise.num_batches}); median "
+             f"{_num(pc.preconditioner_median)}")
+        _row(measured, "lambda_max(P⁻¹H)", _num(pc.lambda_max),
+             f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {'converged' if rec.converged else 'NOT converged'}; "
+             f"lambda_min(P⁻¹H) {_num(pc.lambda_min)}")
+        _row(measured, "tr(P⁻¹H)", _pm(pc.trace, pc.trace_stderr), "Hutch++ on P^(-1/2)·H·P^(-1/2)")
+        _row(measured, "tr(P⁻¹Σ_B)", _pm(pc.grad_var, pc.grad_var_stderr), "the noise in Adam's metric; ± over "
+                                                                            "minibatches, P held")
     if extra is not None:
         _row(measured, "tr(H·Σ_B)", _pm(extra.trace_h_sigma, extra.trace_h_sigma_stderr),
              f"curvature along the noise: {extra.minibatches} deviations g_k − ḡ, {extra.hvps} HVPs with ∇LᵀH∇L")
@@ -163,9 +176,23 @@ SCHEDULE_TOLERANCE = 0.01  # what the probe's tolerances aim for on lr(t)/eta0 (
 
 
 def _modes_matrix(doc: ScheduleFile) -> str:
-    """Whose trace d_eff counts: G with --d-eff gauss-newton ([H15]), else H."""
+    """Whose trace d_eff counts: G with --d-eff gauss-newton ([H15]), P⁻¹H for AdamW ([O3]), else H."""
     settings = getattr(doc, "settings", None)
+    if settings is not None and settings.optimizer == "adamw":
+        return "(P⁻¹H)"
     return "G" if settings is not None and settings.d_eff == "gauss-newton" else "H"
+
+
+def optimizer_text(settings) -> str:
+    """`sgd`, `momentum 0.9 (nesterov)`, `adamw betas (0.9, 0.999), eps 1e-08, weight decay 0.01`."""
+    if settings is None or settings.optimizer == "sgd":
+        decay = "" if settings is None or not settings.decay else f", weight decay {settings.decay:g}"
+        return "sgd (plain, no momentum)" + decay
+    if settings.optimizer == "momentum":
+        decay = f", weight decay {settings.decay:g}" if settings.decay else ""
+        return f"momentum {settings.momentum:g}" + (" (nesterov)" if settings.nesterov else "") + decay
+    return (f"adamw betas ({settings.beta1:g}, {settings.beta2:g}), eps {settings.adam_eps:g}, "
+            f"weight decay {settings.decay:g}")
 
 
 def _trace_shift(shift: float, matrix: str = "H") -> str:
@@ -192,22 +219,29 @@ FLAT_REASONS = {
 def _loss_unit_schedule(doc: ScheduleFile) -> Table:
     s, cal, rules = doc.schedule, doc.calibration, doc.schedule.rules
     sched = _table(f"Schedule ({s.kind}; calibration in loss units)", "constant", "value", "rule")
-    bound = f"{rules.stability_fraction:g}·2/lambda_max stability bound" if rules.eta0_bound == "stability" \
-        else "noisy-quadratic optimum"
-    spread = ""
-    if rules.eta0_bound == "stability" and doc.measurements.hessian.lambda_max_stderr is not None:
+    settings = getattr(doc, "settings", None)
+    optimizer = settings.optimizer if settings is not None else "sgd"
+    constant = cal.stability_constant if cal.stability_constant is not None else 2.0
+    metric = "" if optimizer != "adamw" else " of P⁻¹H"
+    bound = f"{rules.stability_fraction:g}·{constant:.4g}/lambda_max{metric} stability bound" \
+        if rules.eta0_bound == "stability" else "noisy-quadratic optimum"
+    _row(sched, "optimizer", optimizer_text(settings), "the optimizer eta0 and lr(t) are for; every export builds it")
+    spread = ""  # lambda_max(P⁻¹H) has no sampling error of its own yet ([O3])
+    if rules.eta0_bound == "stability" and doc.measurements.hessian.lambda_max_stderr is not None and optimizer != "adamw":
         hess = doc.measurements.hessian
         spread = f"; ± {hess.lambda_max_stderr / hess.lambda_max:.1%} from lambda_max's sampling error"
     _row(sched, "eta0", _num(s.eta0), f"{bound} ({rules.eta0_rule} rule; stable {_num(cal.eta_stable)}, "
                                       f"optimal {_num(cal.eta_optimal)}){spread}")
-    _row(sched, "noise floor", _num(cal.noise_floor), f"E(eta0) = eta0·tr Σ_B/4: excess loss SGD keeps at eta0, "
-                                                       f"{cal.noise_floor / rules.epsilon:.3g}× epsilon")
+    step = "" if cal.step_factor is None or cal.step_factor == 1.0 else f"{cal.step_factor:.4g}·"
+    sigma = "tr Σ_B" if optimizer != "adamw" else "tr(P⁻¹Σ_B)"
+    _row(sched, "noise floor", _num(cal.noise_floor), f"E(eta0) = {step}eta0·{sigma}/4: excess loss {optimizer} keeps "
+                                                       f"at eta0, {cal.noise_floor / rules.epsilon:.3g}× epsilon")
     if cal.T0_stderr_total is None:  # a file written before it was recorded
         spread = "; ± grad_var's error alone"
     else:
         spread = f"; ± from every measured input (grad_var's alone: {cal.T0_stderr:.2g})"
     _row(sched, "T0", _pm(s.T0, cal.T0_stderr if cal.T0_stderr_total is None else cal.T0_stderr_total),
-         f"eta0·tr Σ_B/(2·d_eff), d_eff = tr {_modes_matrix(doc)}/lambda_max = {cal.d_eff:.4g}{spread}")
+         f"{step}eta0·{sigma}/(2·d_eff), d_eff = tr {_modes_matrix(doc)}/lambda_max = {cal.d_eff:.4g}{spread}")
     source = "given" if rules.epsilon_source == "user" else \
         f"{rules.epsilon_stderrs:g} standard errors of the sample's mean loss"
     _row(sched, "epsilon", _num(rules.epsilon), f"loss tolerance: {source}")

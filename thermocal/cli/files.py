@@ -32,7 +32,7 @@ def read_schedule(path: Path) -> ScheduleFile:
 @command
 def export(
     file: Path = typer.Argument(DEFAULT_RESULT, help="A probe result (JSON or YAML)."),
-    format: Format = typer.Option("yaml", "--format", "-f", help="yaml/json: the file; csv: step,lr,temperature; a "
+    format: Format = typer.Option("yaml", "--format", "-f", help="yaml/json: the file; csv: step,lr,temperature,optimizer; a "
                                   "framework's snippet; env: shell lines."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write here instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),

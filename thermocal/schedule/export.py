@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator
 from thermocal.config import EXPORT_ENV_PREFIX
 from thermocal.records import ScheduleBase
 from thermocal.schedule.file import ScheduleFile, dumps
+from thermocal.schedule.optimizer import optimizer_of
 from thermocal.schedule.functions import (
     KERAS, Exponential, learning_rate, lr_expression, schedule_lr_law, temperature, timescale_source, total_steps,
 )
@@ -72,23 +73,25 @@ def _torch_prelude(doc: ScheduleFile) -> str:
     return _torch_header(s) + _constants(doc) + ("" if _plain_exponential(s) else _lr_function(s))
 
 
-def _sgd_and_scheduler(s: ScheduleBase, params: str) -> str:
-    """The two lines every torch snippet builds its pair with: SGD at eta0 and the schedule's scheduler."""
-    return f"    optimizer = torch.optim.SGD({params}, lr=ETA0)\n    scheduler = {_torch_scheduler(s, 'optimizer')}\n"
+def _optimizer_and_scheduler(doc: ScheduleFile, params: str) -> str:
+    """The two lines every torch snippet builds its pair with: the file's optimizer at eta0 and the
+    schedule's scheduler."""
+    return (f"    optimizer = {optimizer_of(doc).torch(params)}\n"
+            f"    scheduler = {_torch_scheduler(doc.schedule, 'optimizer')}\n")
 
 
 def torch_snippet(doc: ScheduleFile) -> str:
     return _torch_prelude(doc) + (
         "\n\ndef thermocal_optimizer(params):\n"
-        '    """Plain SGD at eta0 (the schedule assumes it) and its scheduler: call scheduler.step()\n'
-        '    after every optimizer.step()."""\n'
-        + _sgd_and_scheduler(doc.schedule, "params") + "    return optimizer, scheduler\n"
+        '    """The optimizer the schedule was calibrated for, at eta0, and its scheduler: call\n'
+        f'    scheduler.step() after every optimizer.step(). {optimizer_of(doc).describe()}."""\n'
+        + _optimizer_and_scheduler(doc, "params") + "    return optimizer, scheduler\n"
     )
 
 
 def hf_snippet(doc: ScheduleFile) -> str:
     return torch_snippet(doc) + (
-        "\n\n# Transformers has no exponential scheduler type: hand the Trainer the pair above. It steps\n"
+        "\n\n# Hand the Trainer the pair above (the file's optimizer and its scheduler). It steps\n"
         "# the scheduler after every optimizer step; args.learning_rate is then unused.\n"
         "#   from transformers import Trainer\n"
         "#   trainer = Trainer(model=model, args=args, train_dataset=train, optimizers=thermocal_optimizer(model.parameters()))\n"
@@ -97,7 +100,7 @@ def hf_snippet(doc: ScheduleFile) -> str:
 
 def lightning_snippet(doc: ScheduleFile) -> str:
     return _torch_prelude(doc) + (
-        "\n\n# In your LightningModule:\ndef configure_optimizers(self):\n" + _sgd_and_scheduler(doc.schedule, "self.parameters()")
+        "\n\n# In your LightningModule:\ndef configure_optimizers(self):\n" + _optimizer_and_scheduler(doc, "self.parameters()")
         + '    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}\n'
     )
 
@@ -107,7 +110,7 @@ def optax_snippet(doc: ScheduleFile) -> str:
     schedule = schedule_lr_law(doc.schedule).optax(lines)
     statements = "".join(f"{line}\n" for line in lines)
     return ("import jax.numpy as jnp\nimport optax\n\n" + _constants(doc) + "\n" + statements
-            + f"schedule = {schedule}\noptimizer = optax.sgd(learning_rate=schedule)\n")
+            + f"schedule = {schedule}\noptimizer = {optimizer_of(doc).optax('schedule')}\n")
 
 
 def keras_snippet(doc: ScheduleFile) -> str:
@@ -116,7 +119,7 @@ def keras_snippet(doc: ScheduleFile) -> str:
     if _plain_exponential(s):
         return text + (
             "schedule = keras.optimizers.schedules.ExponentialDecay(initial_learning_rate=ETA0, decay_steps=1, decay_rate=GAMMA)\n"
-            "optimizer = keras.optimizers.SGD(learning_rate=schedule)\n"
+            f"optimizer = {optimizer_of(doc).keras('schedule')}\n"
         )
     lr = lr_expression(s.kind, s.warmup_steps, 0.0, s.lr_law, KERAS)  # the floor comes last, always
     return text + (
@@ -129,7 +132,7 @@ def keras_snippet(doc: ScheduleFile) -> str:
         f"        return {KERAS.floor('MIN_LR', 'lr')}  # not ops.maximum: it drops float64 on torch\n\n"
         "    def get_config(self):\n"
         "        return {}\n\n\n"
-        "optimizer = keras.optimizers.SGD(learning_rate=ThermocalSchedule())\n"
+        f"optimizer = {optimizer_of(doc).keras('ThermocalSchedule()')}\n"
     )
 
 
@@ -139,24 +142,26 @@ def env_lines(doc: ScheduleFile) -> str:
     prefix is one no probe setting's variable has, so exporting these never changes a later probe."""
     s = doc.schedule
     values = {"ETA0": s.eta0, "GAMMA": s.gamma, "TAU": s.tau, "T0": s.T0, "TF": s.Tf, "STEPS": s.steps,
-              "WARMUP_STEPS": s.warmup_steps, "MIN_LR": s.min_lr, "TOTAL_STEPS": total_steps(s), "KIND": s.kind}
+              "WARMUP_STEPS": s.warmup_steps, "MIN_LR": s.min_lr, "TOTAL_STEPS": total_steps(s), "KIND": s.kind,
+              **optimizer_of(doc).env()}
     return "".join(f"{EXPORT_ENV_PREFIX}{key}={repr(value) if isinstance(value, float) else value}\n"
                    for key, value in values.items() if value is not None)
 
 
 def csv_rows(doc: ScheduleFile, every: int = 1) -> Iterator[str]:
-    """`step,lr,temperature` lines for every `every`-th step of warmup + budget and the last one,
-    one at a time (a budget of 10^7 steps is never held in memory)."""
+    """`step,lr,temperature,optimizer` lines for every `every`-th step of warmup + budget and the last
+    one, one at a time (a budget of 10^7 steps is never held in memory)."""
     s = doc.schedule
     end = total_steps(s)
     if end is None:
         raise ValueError("a flat schedule without --steps has no budget to tabulate")
     lr, temp = learning_rate(s), temperature(s)
-    yield "step,lr,temperature\n"
+    name = optimizer_of(doc).name  # a Literal: safe in a CSV field
+    yield "step,lr,temperature,optimizer\n"
     for t in range(0, end + 1, every):
-        yield f"{t},{lr(t)!r},{temp(t)!r}\n"
+        yield f"{t},{lr(t)!r},{temp(t)!r},{name}\n"
     if end % every:
-        yield f"{end},{lr(end)!r},{temp(end)!r}\n"
+        yield f"{end},{lr(end)!r},{temp(end)!r},{name}\n"
 
 
 RENDERERS: dict[str, Callable[[ScheduleFile], str]] = {
