@@ -28,7 +28,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                      targets=torch.randint(0, 3, (96,), generator=generator))
     out = {}
     for name, extra in {"plain": [], "warm": ["--warmup-steps", 25, "--min-lr", 1e-3], "other": ["--batch-size", 8],
-                        "flat": ["--epsilon", 1e3, "--warmup-steps", 10]}.items():
+                        "flat": ["--epsilon", 1e3, "--warmup-steps", 10],
+                        "linear": ["--shape", "linear", "--warmup-steps", 25, "--min-lr", 1e-3, "--optimizer", "momentum"],
+                        "cosine": ["--shape", "cosine", "--warmup-steps", 10, "--optimizer", "adamw"]}.items():
         path = folder / f"{name}.json"
         result = run("probe", model, data, "--batch-size", 16, "--steps", 400, "--epsilon-stderrs", 1, "--out", path, "-q", *extra)
         assert result.exit_code == 0, result.output
@@ -49,7 +51,7 @@ def lrs_of_torch_snippet(text: str, steps: int) -> list[float]:
 
 
 @pytest.mark.interop
-@pytest.mark.parametrize("name", ["plain", "warm", "flat"])
+@pytest.mark.parametrize("name", ["plain", "warm", "flat", "linear", "cosine"])
 def test_torch_hf_and_lightning_snippets_reproduce_the_schedule(files, name: str) -> None:
     schedule = thermocal.load_schedule(files[name])
     total = schedule.total_steps
@@ -117,7 +119,7 @@ def expected_lrs(path: Path) -> tuple[int, list[float]]:
 
 
 @pytest.mark.interop
-@pytest.mark.parametrize("name", ["plain", "warm", "flat"])
+@pytest.mark.parametrize("name", ["plain", "warm", "flat", "linear", "cosine"])
 def test_optax_snippet_runs_and_reproduces_the_schedule(files, name: str) -> None:
     jax = pytest.importorskip("jax")
     pytest.importorskip("optax")
@@ -133,7 +135,7 @@ def test_optax_snippet_runs_and_reproduces_the_schedule(files, name: str) -> Non
 
 @pytest.mark.interop
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # keras' torch backend vs numpy 2's copy keyword
-@pytest.mark.parametrize("name", ["plain", "warm", "flat"])
+@pytest.mark.parametrize("name", ["plain", "warm", "flat", "linear", "cosine"])
 def test_keras_snippet_runs_and_reproduces_the_schedule(files, name: str, monkeypatch) -> None:
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     keras = pytest.importorskip("keras")

@@ -106,7 +106,11 @@ class Config(Record):
     probability: float = Field(0.9, gt=0, lt=1, description="the probability of the §7 statement that sets Tf")
     eta0_rule: Literal["stability", "optimal", "min"] = Field("stability", description="eta0: stability_fraction*2/lambda_max, "
                                                               "the noisy-quadratic optimum, or the smaller")
-    stability_fraction: float = Field(0.25, gt=0, description="eta0 <= stability_fraction * 2 / lambda_max")
+    stability_fraction: float = Field(0.25, gt=0, description="eta0 <= stability_fraction * c / lambda_max, c the optimizer's "
+                                      "stability constant (2 for plain SGD; method.md [O1]-[O3])")
+    shape: Literal["exponential", "linear", "cosine"] = Field("exponential", description="the path T(t) takes from T0 "
+                                                                "to Tf over --steps: the seed's exponential, or linear "
+                                                                "or cosine (method.md [C16])")
     lr_law: Literal["linear", "sqrt"] | None = Field(None, description="lr ∝ T (loss-units default) or lr ∝ sqrt(T) "
                                                      "(the seed's, literal default)")
     d_eff: Literal["hessian", "gauss-newton"] = Field("gauss-newton", description="d_eff = trace/lambda_max from the "
@@ -187,6 +191,8 @@ class Config(Record):
         if self.optimizer == "adamw" and (self.d_eff != "hessian" or self.engine != "native"):
             raise ValueError("--optimizer adamw reads d_eff off the Hessian in Adam's metric, measured by the native "
                              "engine (--d-eff gauss-newton and --engine pyhessian do not measure it)")
+        if self.shape != "exponential" and (self.rules == "literal" or self.law != "linear"):
+            raise ValueError(f"--shape {self.shape} needs the loss-units rules and lr ∝ T (--lr-law linear)")
         if self.optimizer != "sgd" and self.rules == "literal":
             raise ValueError(f"--optimizer {self.optimizer} needs the loss-units rules (the literal rules read plain SGD)")
         literal_only = sorted(name for name in LITERAL_ONLY if getattr(self, name) != type(self).model_fields[name].default)
@@ -210,8 +216,9 @@ class Config(Record):
 
     @property
     def measures_trace(self) -> bool:
-        """The Hessian's trace is measured where something reads it: d_eff from the Hessian [C10],
-        the literal rules' diagnostics, the power routes' shift [H4], and --hessian-trace ([H12])."""
+        """The Hessian's trace is measured where something reads it: d_eff from the Hessian [C10]
+        (not for AdamW, whose d_eff reads tr(P⁻¹H), [O3]), the literal rules' diagnostics, the
+        power routes' shift [H4], and --hessian-trace ([H12])."""
         return self.hessian_trace or (self.d_eff == "hessian" and self.optimizer != "adamw") or self.solver == "power"
 
     @property

@@ -349,10 +349,12 @@ class ScheduleBase(Record):
     `warmup_steps`, with eta(t) = eta0·exp(−t/tau) (`lr_law: linear`, eta ∝ T) or
     eta0·exp(−t/(2·tau)) (`sqrt`, the seed's eta ∝ √T), never below `min_lr` (method.md [C5],
     [C8], [C9]). `steps` is the cooling budget; training lasts warmup_steps + steps.
-    A `constant` schedule has no tau and gamma = 1.
+    A `constant` schedule has no tau and gamma = 1. `linear` and `cosine` (calibration v3's paths,
+    method.md [C16]; lr ∝ T) take T from T0 to Tf over `steps` along that path; they have no tau
+    and gamma = 1 either.
     """
 
-    kind: Literal["exponential", "constant"]
+    kind: Literal["exponential", "constant", "linear", "cosine"]
     eta0: float = Field(gt=0)
     T0: float = Field(gt=0)
     Tf: float = Field(gt=0)

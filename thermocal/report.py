@@ -246,12 +246,15 @@ def _loss_unit_schedule(doc: ScheduleFile) -> Table:
         f"{rules.epsilon_stderrs:g} standard errors of the sample's mean loss"
     _row(sched, "epsilon", _num(rules.epsilon), f"loss tolerance: {source}")
     _row(sched, "Tf", _num(s.Tf), f"P(L − L* < epsilon) = {rules.probability:g} by the Gibbs law over d_eff modes")
-    if s.tau is None:
+    if s.kind in ("linear", "cosine"):
+        _row(sched, "path", s.kind, f"T from T0 to Tf along a {s.kind} path over the budget of {s.steps} steps "
+                                    f"(lr(S)/eta0 = Tf/T0 = {s.Tf / s.T0:.3g}; method.md [C16])")
+    elif s.tau is None:
         _row(sched, "tau", "—", FLAT_REASONS.get(rules.flat_reason or "", "flat"))
     else:
         _row(sched, "tau", _num(s.tau), f"S/ln(T0/Tf) over the budget of {s.steps} steps")
     law = "lr ∝ T (T ∝ eta)" if s.lr_law == "linear" else "lr ∝ √T (the seed's)"
-    _row(sched, "lr(t)", s.lr_expression, f"{law}; gamma = {s.gamma:.10g} per step")
+    _row(sched, "lr(t)", s.lr_expression, law if s.kind in ("linear", "cosine") else f"{law}; gamma = {s.gamma:.10g} per step")
     if cal.trace_shift is not None:
         _row(sched, "lr(S) vs trace", f"± {cal.trace_shift:.2%}", _trace_shift(cal.trace_shift, _modes_matrix(doc)))
     _row(sched, "P(L − L* < ε)", f"{cal.probability_start:.3g} → {cal.probability_end:.3g}", "at T0 → at the last temperature")

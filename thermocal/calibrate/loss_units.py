@@ -31,10 +31,12 @@ from thermocal.records import (
     Diagnostic, GradientNoise, HessianSpectrum, LossUnitCalibration, LossUnitRules, NoiseCurvature, ScheduleV2,
 )
 from thermocal.schedule.functions import (
-    cooling_phase, gamma_of, learning_rate, lr_expression, lr_timescale, minimal_work, temperature_expression,
+    cooling_phase, cooling_rate, gamma_of, learning_rate, lr_expression, lr_timescale, minimal_work,
+    temperature_expression,
 )
 
 ADIABATIC_MAX = 1.0  # the noise relaxes within one cooling time at the last learning rate
+ADIABATIC_POINTS = 1000  # where the linear and cosine paths' margin is evaluated ([C16])
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,8 @@ def _calibrate(noise: GradientNoise, spectrum: HessianSpectrum, curvature: Noise
     else:
         tau = tau_budget = config.steps / math.log(t0 / tf)
         kind, gamma, reason = "exponential", gamma_of(tau, law), None
+        if config.shape != "exponential":  # the same ends along another path [C16]: no tau, no per-step factor
+            kind, tau, gamma = config.shape, None, 1.0
         t_end = tf
     rules = LossUnitRules(
         rule_set="loss-units", eta0_rule=config.eta0_rule, eta0_bound=bound, stability_fraction=config.stability_fraction,
@@ -270,13 +274,22 @@ def diagnose(schedule: ScheduleV2, details: LossUnitCalibration, noise: Gradient
         margin = relaxation / timescale
         ratio = schedule.eta0 / eta(end)
         needed = math.ceil(ratio * math.log(ratio) / (2.0 * step * schedule.eta0 * lam))
+    elif schedule.kind in ("linear", "cosine") and end is not None:
+        # the largest relaxation time over cooling time along the path ([C16]); both scale with the
+        # budget at a fixed path, so the budget that brings it to 1 is S·margin
+        lam = noise_curvature(curvature, noise, spectrum)
+        rate = cooling_rate(schedule)
+        margin = max(rate(t) / (2.0 * step * eta(t) * lam) for t in (end * i / ADIABATIC_POINTS for i in range(ADIABATIC_POINTS)))
+        needed = math.ceil(end * margin)
     out.append(Diagnostic(
         name="adiabatic", section="§4.1", value=margin, threshold=ADIABATIC_MAX,
         status="info" if margin is None else ("pass" if margin <= ADIABATIC_MAX else "warn"),
         advice=None if margin is None or margin <= ADIABATIC_MAX else
         f"raise --steps to at least {needed} so that the noise relaxes as fast as the lr cools, or raise --epsilon",
         rule="relaxation time of the noise at the last lr, 1/(2·eta(S)·lambda_noise), over the lr's cooling time "
-             "(pass at <= 1)",
+             "(pass at <= 1)" if schedule.kind not in ("linear", "cosine") else
+             "the largest relaxation time of the noise, 1/(2·eta(t)·lambda_noise), over the lr's cooling time "
+             "1/|d ln eta/dt| along the path (pass at <= 1)",
     ))
     stability = schedule.eta0 * (spectrum.lambda_max + decay_curvature(config)) / stability_constant(config)
     if config.optimizer == "sgd":

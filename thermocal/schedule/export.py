@@ -44,6 +44,9 @@ def _constants(doc: ScheduleFile) -> str:
         f"MIN_LR = {s.min_lr!r}",
         f"TOTAL_STEPS = {total_steps(s)!r}  # warmup + cooling budget",
     ]
+    if s.kind in ("linear", "cosine"):  # the path's ends and length ([C16])
+        lines += [f"T0 = {s.T0!r}  # temperature at the start", f"TF = {s.Tf!r}  # temperature at the end",
+                  f"STEPS = {s.steps!r}  # cooling budget"]
     return "\n".join(lines) + "\n"
 
 
@@ -53,7 +56,8 @@ def _lr_function(s: ScheduleBase) -> str:
         "\n\ndef lr_at(t):\n"
         f'    """The learning rate at optimizer step t: {s.lr_expression}"""\n'
         "    eta0, tau, warmup_steps, min_lr = ETA0, TAU, WARMUP_STEPS, MIN_LR\n"
-        f"    return {s.lr_expression}\n"
+        + ("    Tf, steps = TF, STEPS  # T0 is the constant above\n" if s.kind in ("linear", "cosine") else "")
+        + f"    return {s.lr_expression}\n"
     )
 
 
@@ -64,6 +68,8 @@ def _torch_scheduler(s: ScheduleBase, optimizer: str) -> str:
 
 
 def _torch_header(s: ScheduleBase) -> str:
+    if s.kind == "cosine":
+        return "import math\nfrom math import cos, exp, pi\n\nimport torch\n\n"
     return "import math\nfrom math import exp\n\nimport torch\n\n" if not _plain_exponential(s) else "import torch\n\n"
 
 
@@ -115,7 +121,7 @@ def optax_snippet(doc: ScheduleFile) -> str:
 
 def keras_snippet(doc: ScheduleFile) -> str:
     s = doc.schedule
-    text = "import keras\n\n" + _constants(doc) + "\n"
+    text = ("import math\n\n" if s.kind == "cosine" else "") + "import keras\n\n" + _constants(doc) + "\n"
     if _plain_exponential(s):
         return text + (
             "schedule = keras.optimizers.schedules.ExponentialDecay(initial_learning_rate=ETA0, decay_steps=1, decay_rate=GAMMA)\n"

@@ -118,7 +118,10 @@ class _File(Record):
             if not s.T0 > s.Tf:
                 raise ValueError(f"an exponential schedule needs T0 > Tf, got T0 = {s.T0}, Tf = {s.Tf}")
         elif s.tau is not None or s.gamma != 1.0:
-            raise ValueError("a constant schedule has no tau and gamma = 1")
+            raise ValueError(f"a {s.kind} schedule has no tau and gamma = 1")
+        if s.kind in ("linear", "cosine"):
+            if s.steps is None or not s.T0 > s.Tf or s.lr_law != "linear":
+                raise ValueError(f"a {s.kind} schedule needs steps, T0 > Tf and lr_law linear")
         if s.lr_expression != lr_expression(s.kind, s.warmup_steps, s.min_lr, s.lr_law):
             raise ValueError(f"lr_expression {s.lr_expression!r} does not match the schedule's kind, warmup_steps, "
                              "min_lr and lr_law")
@@ -190,7 +193,7 @@ def schema_text() -> str:
 LATER_OPTIONAL = (("measurements", "cost"), ("settings", "probe_budget"), ("calibration", "trace_shift"),
                   ("calibration", "T0_stderr_total"), ("calibration", "step_factor"), ("calibration", "stability_constant"))
 # Settings v2 gained later, left out at the value that earlier files were made with (absent reads as it).
-LATER_DEFAULTS = (("settings", "d_eff", "hessian"), ("settings", "hessian_trace", False), ("settings", "optimizer", "sgd"),
+LATER_DEFAULTS = (("settings", "d_eff", "hessian"), ("settings", "hessian_trace", False), ("settings", "optimizer", "sgd"), ("settings", "shape", "exponential"),
                   ("settings", "momentum", 0.9), ("settings", "nesterov", False), ("settings", "beta1", 0.9),
                   ("settings", "beta2", 0.999), ("settings", "adam_eps", 1e-8), ("settings", "weight_decay", None))
 

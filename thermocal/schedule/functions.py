@@ -51,6 +51,24 @@ def floored(fn: StepFn, minimum: float) -> StepFn:
     return lambda t: max(minimum, fn(t))
 
 
+def path_fraction(shape: str, ratio: float, u: float) -> float:
+    """The cooling paths from 1 at u = 0 to `ratio` at u = 1 (method.md [C16]): `linear`
+    1 − (1 − ratio)·u, `cosine` ratio + (1 − ratio)·(1 + cos(πu))/2; held at `ratio` past u = 1."""
+    u = min(u, 1.0)
+    if shape == "linear":
+        return 1.0 - (1.0 - ratio) * u
+    return ratio + (1.0 - ratio) * (1.0 + math.cos(math.pi * u)) / 2.0
+
+
+def cooling_path(initial: float, ratio: float, steps: int, shape: str) -> StepFn:
+    """t ↦ initial · path_fraction(shape, ratio, t / steps)."""
+    _positive("initial value", initial)
+    _positive("end ratio", ratio)
+    if steps < 1:
+        raise ValueError(f"the budget must be at least 1 step, got {steps}")
+    return lambda t: initial * path_fraction(shape, ratio, t / steps)
+
+
 # The learning rate's e-folding time in units of tau: eta ∝ T (`linear`) decays with T, eta ∝ √T
 # (`sqrt`, the seed's) half as fast.
 TIMESCALE_FACTOR = {"linear": 1, "sqrt": 2}
@@ -63,8 +81,30 @@ def timescale_of(tau: float, law: str) -> float:
 
 
 def lr_timescale(schedule: ScheduleBase) -> float | None:
-    """`timescale_of` the schedule's tau and lr_law; None for a flat schedule."""
+    """`timescale_of` the schedule's tau and lr_law; None for a flat schedule (and for the linear
+    and cosine paths, whose cooling rate varies: `cooling_rate`)."""
     return None if schedule.tau is None else timescale_of(schedule.tau, schedule.lr_law)
+
+
+def cooling_rate(schedule: ScheduleBase) -> StepFn:
+    """t ↦ −d ln eta/dt on the cooling phase (t from the end of warmup, no floor): 1/timescale for
+    an exponential, (1 − r)/S / f(u) for the linear path and (1 − r)·π·sin(πu)/(2S) / f(u) for the
+    cosine one (f the path fraction, u = t/S, r = Tf/T0), 0 past the budget and when flat."""
+    timescale = lr_timescale(schedule)
+    if timescale is not None:
+        return lambda t: 1.0 / timescale
+    if schedule.kind not in ("linear", "cosine") or schedule.steps is None:
+        return lambda t: 0.0
+    steps, ratio, shape = schedule.steps, schedule.Tf / schedule.T0, schedule.kind
+
+    def rate(t: float) -> float:
+        u = t / steps
+        if u >= 1.0:
+            return 0.0
+        slope = (1.0 - ratio) if shape == "linear" else (1.0 - ratio) * math.pi * math.sin(math.pi * u) / 2.0
+        return slope / steps / path_fraction(shape, ratio, u)
+
+    return rate
 
 
 def gamma_of(tau: float, law: str) -> float:
@@ -80,11 +120,14 @@ def cooling_phase(schedule: ScheduleBase) -> ScheduleBase:
 
 def minimal_work(schedule: ScheduleBase, grad_sq_mean: float) -> float | None:
     """W = Σ eta(t)·grad_sq_mean over the cooling budget (seed §4.2), in closed form: eta0·g²·S
-    for a flat schedule, eta0·g²·timescale·(1 − exp(−S/timescale)) for an exponential one; None
+    for a flat schedule, eta0·g²·timescale·(1 − exp(−S/timescale)) for an exponential one,
+    eta0·g²·S·(1 + Tf/T0)/2 for the linear and cosine paths (each averages its two ends); None
     without a budget."""
     end = schedule.steps
     if end is None:
         return None
+    if schedule.kind in ("linear", "cosine"):
+        return schedule.eta0 * grad_sq_mean * end * (1.0 + schedule.Tf / schedule.T0) / 2.0
     timescale = lr_timescale(schedule)
     if timescale is None:
         return schedule.eta0 * grad_sq_mean * end
@@ -102,12 +145,16 @@ class Syntax:
     exp: str
     select: Callable[[str, str, str], str]  # (condition, if true, if false)
     floor: Callable[[str, str], str]  # (minimum, value)
+    cos: str = "cos"
+    pi: str = "pi"
+    cap: Callable[[str, str], str] = lambda m, v: f"min({m}, {v})"  # (maximum, value)
 
 
 PYTHON = Syntax(str, "t", str, "exp", lambda c, a, b: f"{a} if {c} else {b}", lambda m, v: f"max({m}, {v})")
 # Keras ops on the snippet's constants; the floor by where, not ops.maximum (it drops float64 on torch).
 KERAS = Syntax(str.upper, "step", lambda n: f"{n}.0", "keras.ops.exp", lambda c, a, b: f"keras.ops.where({c}, {a}, {b})",
-               lambda m, v: f"keras.ops.where({v} > {m}, {v}, {m})")
+               lambda m, v: f"keras.ops.where({v} > {m}, {v}, {m})", "keras.ops.cos", "math.pi",
+               lambda m, v: f"keras.ops.where({v} < {m}, {v}, {m})")
 
 Values = Mapping[str, float]  # a schedule's fields by name
 
@@ -171,6 +218,35 @@ class Exponential(Law):
 
 
 @dataclass(frozen=True)
+class CoolingPath(Law):
+    """initial · path_fraction(shape, end/start, min(t, steps)/steps): the linear or cosine path of
+    [C16] from `initial` to initial·end/start over `steps` (end/start: Tf/T0)."""
+
+    initial: str
+    shape: Literal["linear", "cosine"]
+    end: str = "Tf"
+    start: str = "T0"
+    steps: str = "steps"
+
+    def closure(self, values: Values) -> StepFn:
+        return cooling_path(values[self.initial], values[self.end] / values[self.start], int(values[self.steps]),
+                            self.shape)
+
+    def text(self, syntax: Syntax, t: str | None = None) -> str:
+        n = syntax.name
+        ratio, u = f"{n(self.end)} / {n(self.start)}", f"{syntax.cap(n(self.steps), t or syntax.t)} / {n(self.steps)}"
+        if self.shape == "linear":
+            return f"{n(self.initial)} * (1 - (1 - {ratio}) * {u})"
+        return f"{n(self.initial)} * ({ratio} + (1 - {ratio}) * (1 + {syntax.cos}({syntax.pi} * {u})) / 2)"
+
+    def optax(self, lines: list[str]) -> str:
+        initial, ratio, steps = self.initial.upper(), f"{self.end.upper()} / {self.start.upper()}", self.steps.upper()
+        if self.shape == "linear":
+            return f"optax.linear_schedule(init_value={initial}, end_value={initial} * {ratio}, transition_steps={steps})"
+        return f"optax.cosine_decay_schedule(init_value={initial}, decay_steps={steps}, alpha={ratio})"
+
+
+@dataclass(frozen=True)
 class Warmup(Law):
     """peak · (t + 1) / steps: reaches the peak at t = steps − 1, never starts at zero."""
 
@@ -230,7 +306,10 @@ def lr_law(kind: str, warmup_steps: int, min_lr: float, law: Literal["linear", "
     """eta(t): optional linear warmup over warmup_steps, then eta0 · exp(−t'/timescale) with t' the
     steps since warmup (constant eta0 for a flat schedule), never below min_lr; the timescale is
     tau for eta ∝ T (`linear`) and 2·tau for eta ∝ √T (`sqrt`)."""
-    cooling: Law = Constant("eta0") if kind == "constant" else Exponential("eta0", "tau", TIMESCALE_FACTOR[law], "gamma")
+    if kind in ("linear", "cosine"):
+        cooling: Law = CoolingPath("eta0", kind)  # lr ∝ T: the loss-units rules alone have these paths
+    else:
+        cooling = Constant("eta0") if kind == "constant" else Exponential("eta0", "tau", TIMESCALE_FACTOR[law], "gamma")
     if warmup_steps:
         cooling = Join(Warmup("eta0", "warmup_steps"), cooling, "warmup_steps")
     return Floor(cooling, "min_lr") if min_lr > 0 else cooling
@@ -240,13 +319,13 @@ def temperature_law(kind: str, warmup_steps: int) -> Law:
     """T(t) = T0 during warmup, then T0 · exp(−t'/tau) (constant T0 for a flat schedule)."""
     if kind == "constant":
         return Constant("T0")
-    cooling = Exponential("T0", "tau")
+    cooling = CoolingPath("T0", kind) if kind in ("linear", "cosine") else Exponential("T0", "tau")
     return Join(Constant("T0"), cooling, "warmup_steps") if warmup_steps else cooling
 
 
 def _values(schedule: ScheduleBase) -> dict[str, float]:
-    return {"eta0": schedule.eta0, "tau": schedule.tau, "gamma": schedule.gamma, "T0": schedule.T0,
-            "warmup_steps": schedule.warmup_steps, "min_lr": schedule.min_lr}
+    return {"eta0": schedule.eta0, "tau": schedule.tau, "gamma": schedule.gamma, "T0": schedule.T0, "Tf": schedule.Tf,
+            "steps": schedule.steps, "warmup_steps": schedule.warmup_steps, "min_lr": schedule.min_lr}
 
 
 def schedule_lr_law(schedule: ScheduleBase) -> Law:
