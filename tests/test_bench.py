@@ -188,6 +188,22 @@ def test_subsample_coverage_script_runs_on_the_probes_own_subsamples(tmp_path: P
 
 
 @pytest.mark.bench
+def test_budget_bias_script_scores_every_draw_against_the_whole_sample(tmp_path: Path) -> None:
+    """bench/budget_bias.py cannot rot: every draw's Hessian is a subsample with a held-out quotient
+    on as many other examples, and its midpoint lies between the Ritz value and the quotient."""
+    proc, results = quick_run("budget_bias.py", tmp_path / "budget.json")
+    assert [(c["model"], c["batch"]) for c in results["cells"]] == [(m, b) for m in ("digits", "mlp", "cnn") for b in (8, 32)]
+    for cell in results["cells"]:
+        for d in cell["draws"]:
+            if d["heldout"] is None:  # the budget left no example unseen (a quick sample)
+                continue
+            assert d["hessian_examples"] < cell["examples"] and d["heldout_examples"] <= d["hessian_examples"]
+            assert min(d["lambda_max"], d["heldout"]) <= d["midpoint"] <= max(d["lambda_max"], d["heldout"])
+            assert d["combined_stderr"] >= abs(d["lambda_max"] - d["heldout"]) / 2
+    assert "all: z_new within 2 in" in proc.stdout
+
+
+@pytest.mark.bench
 @pytest.mark.parametrize("midtraining", [False, True])
 def test_ggn_trace_script_runs_on_the_probes_own_examples(tmp_path: Path, midtraining: bool) -> None:
     """bench/ggn_trace.py --quick cannot rot: each row is the default probe's and its tr(G) (the

@@ -30,6 +30,7 @@ def test_the_budget_keeps_the_most_whole_minibatches_that_fit() -> None:
     assert planned_products(20, 8) == 21 + 10 + 1 + 9
     # without the Hessian's trace ([H12]: the default reads tr G instead), no trace probes
     assert planned_products(12, 8, trace=False) == 13 + 1 + 9
+    assert planned_products(12, 8, trace=False, heldout=True) == 13 + 1 + 9 + 1
 
 
 def _regression(n: int = 512, d: int = 5, seed: int = 0, tails: float = 0.0) -> tuple[torch.nn.Module, torch.Tensor,
@@ -63,7 +64,16 @@ def test_a_budgeted_probe_takes_the_hessian_of_the_first_examples_and_records_it
     assert trace_g.examples == n and trace_g.trace == pytest.approx(float(truth.sum()), rel=1e-9)
     assert trace_g.stderr == pytest.approx(0.0, abs=1e-9)
     assert cost.hvps == hess.hvps + extra.hvps
-    assert cost.planned_hvps == planned_products(LAMBDA_MAX_STEPS, 8, trace=False) + GAUSS_NEWTON_DRAWS
+    assert cost.planned_hvps == planned_products(LAMBDA_MAX_STEPS, 8, trace=False, heldout=True) + GAUSS_NEWTON_DRAWS
+    # [H16]: lambda_max's vector on the next n examples, which the Hessian did not see: v·(2·XᵀX/m)·v
+    m = hess.heldout_examples
+    assert m == n
+    later = x[used_examples(512, settings)][n:n + m]
+    top = torch.linalg.eigh(2.0 * first.T @ first / n).eigenvectors[:, -1]
+    assert hess.lambda_max_heldout == pytest.approx(float(top @ (2.0 * later.T @ later / m) @ top), rel=1e-3)
+    used = hess.debiased()
+    assert used.lambda_max == pytest.approx((hess.lambda_max + hess.lambda_max_heldout) / 2, rel=1e-12)
+    assert used.lambda_max_stderr >= abs(hess.lambda_max - hess.lambda_max_heldout) / 2
     assert cost.gauss_newton_example_gradients == EXAMPLE_GRADIENTS_PER_DRAW * trace_g.draws * n
     assert cost.example_gradients == 512 + EXAMPLE_GRADIENTS_PER_HVP * cost.hvps * n + cost.gauss_newton_example_gradients
     assert (cost.training_example_gradients, cost.budget) == (16_000, 0.25)
@@ -144,7 +154,7 @@ def test_the_default_trace_tolerance_moves_the_lr_by_under_one_percent() -> None
                           "for; a larger --probe-budget takes more)"),  # by default, all of them ([S8])
     (["--steps", "2000", "--hessian-samples", "512"], "(budget 0.25: it allows {n} Hessian examples of the 512 asked"),
     (["--steps", "200000"], "of the training run's 6,400,000 (budget 0.25)"),
-    (["--steps", "10"], "7.00 of the training run's 320, OVER the budget of 0.25 (even one minibatch of Hessian "
+    (["--steps", "10"], "7.20 of the training run's 320, OVER the budget of 0.25 (even one minibatch of Hessian "
                         "examples does not fit beside the gradients)"),
 ])
 def test_the_summary_says_what_the_probe_spent_against_its_budget(tmp_path, options: list[str], says: str) -> None:

@@ -55,7 +55,7 @@ def assert_modes_from(d_eff: str, *docs) -> None:
         m = doc.measurements
         trace = m.gauss_newton.trace if d_eff == "gauss-newton" else m.hessian.trace
         assert (m.gauss_newton is not None) == (d_eff == "gauss-newton")
-        assert doc.calibration.d_eff == pytest.approx(max(1.0, trace / m.hessian.lambda_max), rel=1e-12)
+        assert doc.calibration.d_eff == pytest.approx(max(1.0, trace / m.hessian.debiased().lambda_max), rel=1e-12)
 
 
 def depth(doc) -> float:
@@ -189,7 +189,7 @@ def test_trace_shift_is_how_far_one_trace_standard_error_moves_the_last_lr(epsil
     x, y = digits()
     doc = calibrated(mlp([64, 32, 10], seed=3), x, y, epsilon=epsilon, d_eff=d_eff)
     trace, stderr, _ = read_trace(doc)
-    lambda_max = doc.measurements.hessian.lambda_max
+    lambda_max = doc.measurements.hessian.debiased().lambda_max  # [H16]
     moved = [_end_ratio(max(1.0, (trace + sign * stderr) / lambda_max), doc) for sign in (-1, 1)]
     base = _end_ratio(doc.calibration.d_eff, doc)
     expected = max(abs(ratio / base - 1) for ratio in moved)
@@ -264,7 +264,8 @@ def test_t0_standard_error_counts_the_trace_and_every_input_eta0_depends_on(rule
 
     x, y = digits()
     doc = calibrated(mlp([64, 32, 10], seed=3), x, y, eta0_rule=rule, d_eff=d_eff)
-    noise, hess, curv = doc.measurements.gradient_noise, doc.measurements.hessian, doc.measurements.noise_curvature
+    noise, curv = doc.measurements.gradient_noise, doc.measurements.noise_curvature
+    hess = doc.measurements.hessian.debiased()  # what the calibration reads ([H16])
     assert doc.schedule.rules.eta0_bound == rule and doc.calibration.d_eff > 1
     trace, stderr, sampling = read_trace(doc)
     assert sampling > 0 and stderr > 0

@@ -226,7 +226,7 @@ def test_the_file_records_tr_g_check_rederives_it_and_the_summary_says_so(tmp_pa
     doc = thermocal.load_schedule(out).document
     g, cost = doc.measurements.gauss_newton, doc.measurements.cost
     assert doc.settings.d_eff == "gauss-newton" and g.examples == doc.inputs.hessian_samples and g.draws == 4
-    assert doc.calibration.d_eff == pytest.approx(g.trace / doc.measurements.hessian.lambda_max, rel=1e-12)
+    assert doc.calibration.d_eff == pytest.approx(g.trace / doc.measurements.hessian.debiased().lambda_max, rel=1e-12)
     assert cost.gauss_newton_example_gradients == 2 * 4 * g.examples
     assert cost.example_gradients == cost.gradient_examples + 2 * cost.hvps * cost.hessian_examples \
         + cost.gauss_newton_example_gradients
@@ -253,14 +253,14 @@ def test_the_default_reads_tr_g_and_spends_nothing_on_the_hessians_trace() -> No
     doc = thermocal.probe(model, (x, y), Config(batch_size=16, steps=100))
     hess, g = doc.measurements.hessian, doc.measurements.gauss_newton
     assert doc.settings.d_eff == "gauss-newton" and g is not None
-    assert doc.calibration.d_eff == pytest.approx(g.trace / hess.lambda_max, rel=1e-12)
+    assert doc.calibration.d_eff == pytest.approx(g.trace / hess.debiased().lambda_max, rel=1e-12)
     assert hess.trace is None and hess.trace_stderr is None and set(hess.details) == {"lambda_max"}
     assert hess.details["lambda_max"].iterations < LANCZOS_MIN_ITER and hess.details["lambda_max"].converged
     both = thermocal.probe(model, (x, y), Config(batch_size=16, steps=100, hessian_trace=True))
     measured = both.measurements.hessian
     assert both.settings.d_eff == "gauss-newton" and measured.trace is not None and "trace" in measured.details
     assert measured.details["lambda_max"].iterations >= LANCZOS_MIN_ITER
-    assert both.calibration.d_eff == pytest.approx(both.measurements.gauss_newton.trace / measured.lambda_max, rel=1e-12)
+    assert both.calibration.d_eff == pytest.approx(both.measurements.gauss_newton.trace / measured.debiased().lambda_max, rel=1e-12)
     for settings in (Config(batch_size=16, steps=100, d_eff="hessian"), Config(batch_size=16, steps=100, rules="literal")):
         read = thermocal.probe(model, (x, y), settings)
         assert read.settings.d_eff == "hessian" and read.measurements.gauss_newton is None

@@ -221,6 +221,8 @@ def test_check_passes_good_files_and_catches_tampering(files, tmp_path: Path) ->
 
     data = json.loads(files["plain"].read_text())
     data["measurements"]["hessian"]["lambda_max"] = -1.0  # no positive curvature: no schedule follows
+    if "lambda_max_heldout" in data["measurements"]["hessian"]:  # [H16]: nor on held-out examples
+        data["measurements"]["hessian"]["lambda_max_heldout"] = -1.0
     concave = tmp_path / "concave.json"
     concave.write_text(json.dumps(data))
     result = run("check", concave)

@@ -23,13 +23,13 @@ def example_gradients(gradient_examples: int, hessian_examples: int, hvps: int) 
     return gradient_examples + EXAMPLE_GRADIENTS_PER_HVP * hvps * hessian_examples
 
 
-def planned_products(lanczos_steps: int, deviations: int, trace: bool = True) -> int:
+def planned_products(lanczos_steps: int, deviations: int, trace: bool = True, heldout: bool = False) -> int:
     """The default route's fewest products: Lanczos's steps and the residual of its top pair ([H7],
     [H12]), the trace's minimum probes where it is measured ([H8]), lambda_max's sampling error
-    ([H13]), and the noise curvature's deviations and mean gradient ([N8]). Slower convergence,
-    --density or --per-layer cost more (the routes that resolve lambda_min are not budgeted,
-    Config.budget)."""
-    return lanczos_steps + 1 + (MIN_TRACE_PROBES if trace else 0) + 1 + deviations + 1
+    ([H13]), the noise curvature's deviations and mean gradient ([N8]), and with `heldout` the
+    held-out quotient a subsample takes ([H16]). Slower convergence, --density or --per-layer cost
+    more (the routes that resolve lambda_min are not budgeted, Config.budget)."""
+    return lanczos_steps + 1 + (MIN_TRACE_PROBES if trace else 0) + 1 + deviations + 1 + (1 if heldout else 0)
 
 
 def budget_examples(budget: float, steps: int, batch_size: int, gradient_examples: int, products: int) -> int:

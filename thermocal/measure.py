@@ -23,7 +23,7 @@ from thermocal.curvature.native import hvp_mode, lanczos_steps
 from thermocal.curvature.memory import basis_dtype
 from thermocal.curvature.noise_curvature import deviations, noise_curvature
 from thermocal.curvature.preconditioned import PRECONDITIONED_PRODUCTS, preconditioned_curvature
-from thermocal.curvature.sampling import trace_micro_batch, with_sampling_error
+from thermocal.curvature.sampling import trace_micro_batch, with_heldout_quotient, with_sampling_error
 from thermocal.distributed import SINGLE, Group
 from thermocal.errors import InputError
 from thermocal.losses import LossFn
@@ -95,7 +95,8 @@ def probe(
     gauss_newton = s.d_eff == "gauss-newton"
     # tr(G) costs EXAMPLE_GRADIENTS_PER_DRAW per example and draw, a product's worth per draw ([H15]);
     # without the Hessian's trace, Lanczos stops at lambda_max's convergence (LAMBDA_MAX_STEPS planned)
-    planned = planned_products(lanczos_steps(s.measures_trace)[1], len(rows), trace=s.measures_trace) + \
+    planned = planned_products(lanczos_steps(s.measures_trace)[1], len(rows), trace=s.measures_trace,
+                               heldout=s.budget is not None) + \
         (GAUSS_NEWTON_DRAWS if gauss_newton else 0) + (PRECONDITIONED_PRODUCTS if s.optimizer == "adamw" else 0)
     if s.budget is not None:
         n_hessian = min(n_hessian, budget_examples(s.budget, s.steps, b, k * b, planned))
@@ -123,6 +124,11 @@ def probe(
         with timer("sampling"):
             spectrum = with_sampling_error(spectrum, p.model, p.loss_fn, inputs, targets, p.params, top_vector,
                                            batch_size=b, mode=hvp_mode(s), group=group, progress=progress)
+    if top_vector is not None and n_hessian < k * b:  # a subsample: bound lambda_max's selection bias ([H16])
+        with timer("sampling"):
+            spectrum = with_heldout_quotient(spectrum, p.model, p.loss_fn, p.inputs[n_hessian:], p.targets[n_hessian:],
+                                             p.params, top_vector, examples=n_hessian, batch_size=b, mode=hvp_mode(s),
+                                             group=group, progress=progress)
     trace_g = None
     if gauss_newton:
         with timer("gauss_newton"):

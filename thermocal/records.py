@@ -190,6 +190,15 @@ class HessianSpectrum(Record):
         "far another sample of as many examples would move it, to first order (method.md [H13]); absent when not measured")
     sampling_groups: int | None = Field(default=None, ge=2, exclude_if=_absent,
                                         description="groups of examples behind lambda_max_stderr")
+    # Added with calibration v3 (_absent): where the Hessian is a subsample of the probe's examples.
+    lambda_max_heldout: float | None = Field(
+        default=None, exclude_if=_absent, description="the Rayleigh quotient of lambda_max's Ritz vector on as many "
+        "examples the Hessian did not see: below the whole sample's lambda_max in expectation, where lambda_max is "
+        "above it (selection); calibration reads their midpoint and counts half their gap in its error (method.md [H16])")
+    lambda_max_heldout_stderr: float | None = Field(default=None, ge=0, exclude_if=_absent,
+                                                    description="its sampling standard error over groups")
+    heldout_examples: int | None = Field(default=None, ge=1, exclude_if=_absent,
+                                         description="the examples behind lambda_max_heldout")
     # Null where the calibration does not read it and --hessian-trace was not given ([H12]).
     trace: float | None = Field(description="null when not measured (d_eff from the Gauss-Newton trace does not read it)")
     trace_stderr: float | None = Field(ge=0)
@@ -212,6 +221,17 @@ class HessianSpectrum(Record):
             raise ValueError("trace and trace_stderr are measured together (both null, or neither)")
         return _require(self, ("lambda_max",) + (("trace",) if self.trace is not None else ())
                         + (("lambda_min",) if self.lambda_min is not None else ()))
+
+    def debiased(self) -> "HessianSpectrum":
+        """The spectrum calibration reads ([H16]): where a held-out Rayleigh quotient was measured,
+        lambda_max is the midpoint of it and the subsample's Ritz value, with its standard error
+        √((se² + se_heldout²)/4 + (gap/2)²); unchanged otherwise."""
+        if self.lambda_max_heldout is None:
+            return self
+        gap = self.lambda_max - self.lambda_max_heldout
+        se = ((self.lambda_max_stderr or 0.0) ** 2 + (self.lambda_max_heldout_stderr or 0.0) ** 2) / 4.0
+        return self.model_copy(update={"lambda_max": (self.lambda_max + self.lambda_max_heldout) / 2.0,
+                                       "lambda_max_stderr": (se + gap * gap / 4.0) ** 0.5})
 
     @property
     def dominant(self) -> float:

@@ -82,14 +82,21 @@ def _measurements(doc: ScheduleFile) -> Table:
         rec = hess.details[name]  # [H1]: what converged means, in the row
         bound = "|lambda_max|" if name == "lambda_max" else f"max(|lambda_min|, {EIG_FLOOR_FRACTION:g}·lambda_max)"
         state = f"converged (≤ {rec.tolerance:g}·{bound})" if rec.converged else "NOT converged"
+        heldout = ""
+        if name == "lambda_max" and getattr(hess, "lambda_max_heldout", None) is not None:
+            used = hess.debiased()
+            heldout = (f"; on {hess.heldout_examples} examples it did not see, its vector gives "
+                       f"{_pm(hess.lambda_max_heldout, hess.lambda_max_heldout_stderr)}: the calibration reads their "
+                       f"midpoint {_pm(used.lambda_max, used.lambda_max_stderr)} ([H16])")
         if name == "lambda_max" and hess.lambda_max_stderr is not None:
             _row(measured, name, _pm(value, hess.lambda_max_stderr),
                  f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}{where}; ± its sampling error "
-                 f"({hess.sampling_groups} groups)")
+                 f"({hess.sampling_groups} groups){heldout}")
             continue
         unsampled = f"; its sampling error over examples is {_unsampled(doc, name)}" \
             if name == "lambda_max" and v2 else ""
-        _row(measured, name, _num(value), f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}{where}{unsampled}")
+        _row(measured, name, _num(value), f"{rec.hvps} HVPs, residual {_num(rec.residual)}, {state}{where}{unsampled}"
+                                          f"{heldout}")
     if hess.trace is None:
         reads = "tr(P⁻¹H)" if getattr(doc.measurements, "preconditioned", None) is not None else "tr G"
         _row(measured, "trace", "—", f"not measured: d_eff reads {reads} below; --hessian-trace measures it")
@@ -228,7 +235,7 @@ def _loss_unit_schedule(doc: ScheduleFile) -> Table:
     _row(sched, "optimizer", optimizer_text(settings), "the optimizer eta0 and lr(t) are for; every export builds it")
     spread = ""  # lambda_max(P⁻¹H) has no sampling error of its own yet ([O3])
     if rules.eta0_bound == "stability" and doc.measurements.hessian.lambda_max_stderr is not None and optimizer != "adamw":
-        hess = doc.measurements.hessian
+        hess = doc.measurements.hessian.debiased()
         spread = f"; ± {hess.lambda_max_stderr / hess.lambda_max:.1%} from lambda_max's sampling error"
     _row(sched, "eta0", _num(s.eta0), f"{bound} ({rules.eta0_rule} rule; stable {_num(cal.eta_stable)}, "
                                       f"optimal {_num(cal.eta_optimal)}){spread}")

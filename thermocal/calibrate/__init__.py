@@ -42,7 +42,7 @@ def gauss_newton_modes(measurements: Measurements) -> HessianSpectrum:
     g = measurements.gauss_newton
     if g is None:
         raise DegenerateError("--d-eff gauss-newton, but the measurements have no Gauss-Newton trace")
-    return measurements.hessian.model_copy(update={"trace": g.trace, "trace_stderr": g.stderr,
+    return measurements.hessian.debiased().model_copy(update={"trace": g.trace, "trace_stderr": g.stderr,
                                                    "trace_sampling_stderr": g.sampling_stderr})
 
 
@@ -57,14 +57,14 @@ def adam_metric(measurements: Measurements) -> tuple[GradientNoise, HessianSpect
     noise = measurements.gradient_noise.model_copy(update={
         "grad_var": pc.grad_var, "grad_var_stderr": pc.grad_var_stderr, "full_grad_sq": pc.full_grad_sq,
         "full_grad_sq_stderr": 0.0, "grad_sq_mean": pc.grad_sq_mean})
-    spectrum = measurements.hessian.model_copy(update={
+    spectrum = measurements.hessian.debiased().model_copy(update={
         "lambda_max": pc.lambda_max, "lambda_max_stderr": None, "trace": pc.trace,
         "trace_stderr": pc.trace_stderr, "trace_sampling_stderr": None})
     return noise, spectrum
 
 
 def calibrate(measurements: Measurements, num_params: int, config: Config) -> Calibrated:
-    noise, spectrum = measurements.gradient_noise, measurements.hessian
+    noise, spectrum = measurements.gradient_noise, measurements.hessian.debiased()  # [H16]
     curvature = measurements.noise_curvature
     if config.optimizer == "adamw":
         noise, spectrum = adam_metric(measurements)

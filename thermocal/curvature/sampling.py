@@ -135,3 +135,24 @@ def with_sampling_error(spectrum: HessianSpectrum, model: torch.nn.Module, loss_
     return spectrum.model_copy(update={"lambda_max_stderr": mean_stderr(quotients), "sampling_groups": count,
                                        "hvps": spectrum.hvps + 1})
 
+
+
+def with_heldout_quotient(spectrum: HessianSpectrum, model: torch.nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
+                          targets: torch.Tensor, params: Sequence[torch.nn.Parameter], vector: torch.Tensor, *,
+                          examples: int, batch_size: int, mode: Mode, group: Group = SINGLE,
+                          progress: Progress = NoProgress()) -> HessianSpectrum:
+    """`spectrum` with lambda_max's Ritz vector's Rayleigh quotient on up to `examples` of `inputs`
+    (examples the Hessian did not see), in whole minibatches, with its sampling error over
+    [H13]'s groups of them ([H16]); one product, counted as one HVP. Unchanged without a whole
+    minibatch to spare."""
+    count, size = sampling_groups(min(examples, int(inputs.shape[0])), batch_size)
+    if count < 1:
+        return spectrum
+    used = count * size
+    groups = split_batches(inputs[:used], targets[:used], size)
+    progress.phase("Hessian: lambda_max on held-out examples", count)
+    quotients = rayleigh_quotients(model, loss_fn, groups, params, vector, mode=mode, group=group)
+    progress.advance(count)
+    return spectrum.model_copy(update={
+        "lambda_max_heldout": float(quotients.mean()), "heldout_examples": used, "hvps": spectrum.hvps + 1,
+        "lambda_max_heldout_stderr": mean_stderr(quotients) if count >= 2 else None})
