@@ -69,3 +69,43 @@ def test_every_setting_has_one_default_and_a_flag() -> None:
         assert flag in help_text, name
     with pytest.raises(ValueError):
         Config(rules="loss-units", tf=1.0)
+
+
+def test_the_python_api_applies_params_to_a_module_as_to_a_checkpoint() -> None:
+    """thermocal.probe(module, data, Config(params=...)) probes only the matching parameters (it once
+    recorded the regex but probed them all)."""
+    import torch
+
+    import thermocal
+    from conftest import mlp
+
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(128, 6, generator=generator), torch.randint(0, 3, (128,), generator=generator)
+    model = mlp([6, 8, 3])
+    every = thermocal.probe(model, (x, y), Config(batch_size=16))
+    first = thermocal.probe(model, (x, y), Config(batch_size=16, params=r"^0\."))
+    assert every.inputs.model.num_params == 6 * 8 + 8 + 8 * 3 + 3
+    assert first.inputs.model.num_params == 6 * 8 + 8 and first.inputs.model.params == r"^0\."
+    assert all(p.requires_grad for p in model.parameters())  # the caller's module is untouched
+
+
+def test_the_python_api_takes_keywords_as_settings_given_and_fails_in_its_own_errors() -> None:
+    """probe(..., Config(steps=100), rules="literal") is the literal rules at steps 100 (it once raised
+    pydantic's error about --d-eff, a default the caller never set); bad values are InputErrors."""
+    import torch
+
+    import thermocal
+    from conftest import mlp
+    from thermocal.errors import DegenerateError, InputError
+
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.randn(128, 6, generator=generator), torch.randint(0, 3, (128,), generator=generator)
+    try:
+        doc = thermocal.probe(mlp([6, 8, 3]), (x, y), Config(steps=100, batch_size=16), rules="literal", flat_if_cold=True)
+    except DegenerateError:  # the literal rules may find nothing to cool: an answer, not a crash
+        pytest.fail("flat_if_cold asks for a flat schedule instead of a refusal")
+    assert doc.settings.rules == "literal" and doc.settings.d_eff == "hessian" and doc.settings.steps == 100
+    with pytest.raises(InputError, match="batch_size"):
+        thermocal.probe(mlp([6, 8, 3]), (x, y), batch_size=0)
+    with pytest.raises(InputError, match="--d-eff"):
+        thermocal.probe(mlp([6, 8, 3]), (x, y), Config(d_eff="gauss-newton"), rules="literal")

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from pydantic import ValidationError
 
 from thermocal import __version__
 from thermocal.calibrate import calibrate
 from thermocal.config import Config
 from thermocal.distributed import SINGLE, Group
 from thermocal.errors import DataError, InputError
-from thermocal.io.checkpoint import LoadedModel, ModelOptions, load_model
+from thermocal.io.checkpoint import LoadedModel, ModelOptions, load_model, restrict_parameters
 from thermocal.io.data import DataOptions, Sample, load_sample, subsample
 from thermocal.io.user_code import call_user, import_callable
 from thermocal.measure import ProbeResult, probe as measure
@@ -73,7 +74,10 @@ def _module(model: torch.nn.Module | str | Path, config: Config) -> LoadedModel:
     if not isinstance(model, torch.nn.Module):
         raise InputError(f"model must be a torch.nn.Module or a checkpoint path, got a {type(model).__name__}")
     state = [p for p in model.state_dict().values() if isinstance(p, torch.Tensor)]
-    return LoadedModel(module=copy.deepcopy(model), path=Path("<module>"), sha256=_tensor_digest(*state),
+    module = copy.deepcopy(model)
+    if config.params is not None:  # as load_model does for a checkpoint: only the matching parameters are probed
+        restrict_parameters(module, config.params, Path("<module>"))
+    return LoadedModel(module=module, path=Path("<module>"), sha256=_tensor_digest(*state),
                        format="module", note="a torch.nn.Module passed to thermocal.probe (a copy was probed)")
 
 
@@ -173,9 +177,12 @@ def probe(model: torch.nn.Module | str | Path, data: tuple[torch.Tensor, torch.T
     `loss_fn(outputs, targets)` (a mean over examples), when given, replaces the loss that
     `config.loss` names. Raises thermocal.errors.ThermocalError subclasses on bad input (InputError)
     and on measurements from which no schedule follows (DegenerateError)."""
-    if config is None:
-        config = Config(**settings)
-    elif settings:
-        config = config.model_copy(update=settings)
-        config = Config.model_validate(config.model_dump())
+    given = {} if config is None else config.model_dump(exclude_unset=True)  # the fields the caller set
+    if config is None or settings:
+        try:  # validated as the CLI's settings are: a default is not a setting the caller gave
+            config = Config.model_validate({**given, **settings})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = f"{first['loc'][0]}: " if first["loc"] else ""
+            raise InputError(f"{where}{first['msg'].removeprefix('Value error, ')}") from exc
     return run(model, data, config, loss_fn=loss_fn).document
