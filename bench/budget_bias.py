@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import curvature  # noqa: E402  (the benchmark's models and criteria)
 from provenance import stamp  # noqa: E402
-from trace_coverage import wilson  # noqa: E402
+from subsample_coverage import coverage_columns, summarize  # noqa: E402
 
 import thermocal  # noqa: E402
 from thermocal.config import Config  # noqa: E402
@@ -72,25 +72,14 @@ def draw(model, x, y, loss_fn, batch: int, seed: int, reference: float) -> dict:
             "z_new": (used.lambda_max - reference) / new_se if new_se else None}
 
 
-def summarize(zs: list) -> dict:
-    zs = [z for z in zs if z is not None and math.isfinite(z)]
-    if not zs:
-        return {"n": 0}
-    within = sum(abs(z) <= 2 for z in zs)
-    return {"n": len(zs), "within_2": within, "within_2_wilson95": wilson(within, len(zs)),
-            "mean": statistics.fmean(zs), "sd": statistics.stdev(zs) if len(zs) > 1 else 0.0}
-
-
 def table(results: dict) -> str:
     lines = ["| model | B | Hessian examples | z | |z| ≤ 2 (Wilson 95%) | mean | sd |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for cell in results["cells"]:
         for kind in ("z_old", "z_new"):
             r = cell["summary"][kind]
-            if not r["n"]:
-                continue
-            low, high = r["within_2_wilson95"]
-            lines.append(f"| {cell['model']} | {cell['batch']} | {cell['hessian_examples']} | {kind} | "
-                         f"{r['within_2'] / r['n']:.0%} ({low:.0%}–{high:.0%}) | {r['mean']:+.2f} | {r['sd']:.2f} |")
+            if r["n"]:
+                lines.append(f"| {cell['model']} | {cell['batch']} | {cell['hessian_examples']} | {kind} | "
+                             f"{coverage_columns(r)} |")
     return "\n".join(lines)
 
 

@@ -114,15 +114,18 @@ def summarize(zs: list[float]) -> dict:
             "largest": max(zs, key=abs)}
 
 
+def coverage_columns(r: dict) -> str:
+    """`|z| ≤ 2 (Wilson 95%) | mean | sd` of a `summarize` row, as markdown table cells."""
+    low, high = r["within_2_wilson95"]
+    return f"{r['within_2'] / r['n']:.0%} ({low:.0%}–{high:.0%}) | {r['mean']:+.2f} | {r['sd']:.2f}"
+
+
 def table(results: dict) -> str:
     lines = ["| quantity | z | draws | |z| ≤ 2 (Wilson 95%) | mean | sd | largest |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, rows in results["summary"].items():
         for kind, r in rows.items():
-            if not r["n"]:
-                continue
-            low, high = r["within_2_wilson95"]
-            lines.append(f"| {name} | {kind} | {r['n']} | {r['within_2'] / r['n']:.0%} ({low:.0%}–{high:.0%}) "
-                         f"| {r['mean']:+.2f} | {r['sd']:.2f} | {r['largest']:+.2f} |")
+            if r["n"]:
+                lines.append(f"| {name} | {kind} | {r['n']} | {coverage_columns(r)} | {r['largest']:+.2f} |")
     return "\n".join(lines)
 
 
