@@ -391,6 +391,7 @@ class RichProgress:
         self._bar = Progress(
             TextColumn("{task.description}"), BarColumn(), Count(), TimeElapsedColumn(), Left(),
             console=console, transient=True,
+            disable=not console.is_terminal,  # a log file gets no bar (and no blank line where one stopped)
         )
         self._task: int | None = None
 
