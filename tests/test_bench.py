@@ -188,6 +188,18 @@ def test_subsample_coverage_script_runs_on_the_probes_own_subsamples(tmp_path: P
 
 
 @pytest.mark.bench
+def test_noise_memory_script_measures_each_k_in_its_own_process(tmp_path: Path) -> None:
+    """bench/noise_memory.py cannot rot: it measures the gradient noise's peak memory at two K, in
+    separate processes, and at most MAX_GROUPS sums are kept (the gradients themselves never are)."""
+    from thermocal.noise import MAX_GROUPS
+
+    proc, results = quick_run("noise_memory.py", tmp_path / "memory.json")
+    assert [row["k"] for row in results["rows"]] == [100, 1000]
+    assert all(row["groups"] <= MAX_GROUPS and row["grad_var_stderr"] > 0 for row in results["rows"])
+    assert "peak memory at the largest K over the smallest" in proc.stdout
+
+
+@pytest.mark.bench
 def test_budget_bias_script_scores_every_draw_against_the_whole_sample(tmp_path: Path) -> None:
     """bench/budget_bias.py cannot rot: every draw's Hessian is a subsample with a held-out quotient
     on as many other examples, and its midpoint lies between the Ritz value and the quotient."""

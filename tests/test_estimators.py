@@ -10,7 +10,7 @@ import torch
 from thermocal.curvature.hutchinson import hutchinson
 from thermocal.curvature.operator import Dense
 from thermocal.curvature.power import power_iteration
-from thermocal.noise import noise_statistics
+from thermocal.noise import GradientSums, noise_statistics
 from conftest import symmetric_with_spectrum
 
 
@@ -101,7 +101,7 @@ def direct_noise(grads: torch.Tensor, batch_size: int) -> dict[str, float]:
 def test_noise_statistics_equal_the_direct_formulas() -> None:
     generator = torch.Generator().manual_seed(0)
     grads = torch.randn(40, 300, generator=generator, dtype=torch.float64) * 0.3 + torch.linspace(0, 1, 300).double()
-    rec = noise_statistics(grads, torch.zeros(40), batch_size=16, samples_dropped=3, resamples=2000, generator=generator)
+    rec = noise_statistics(GradientSums.of(grads), batch_size=16, samples_dropped=3, resamples=2000, generator=generator)
     for name, value in direct_noise(grads, 16).items():
         assert getattr(rec, name) == pytest.approx(value, rel=1e-12), name
     assert (rec.num_batches, rec.samples_used, rec.samples_dropped) == (40, 640, 3)
@@ -114,7 +114,7 @@ def test_noise_scale_is_absent_when_the_mean_gradient_is_all_noise() -> None:
     generator = torch.Generator().manual_seed(1)
     grads = torch.randn(8, 50, generator=generator, dtype=torch.float64)
     grads = grads - grads.mean(0)  # ḡ = 0 exactly: no signal
-    rec = noise_statistics(grads, torch.zeros(8), batch_size=4, samples_dropped=0, resamples=50, generator=generator)
+    rec = noise_statistics(GradientSums.of(grads), batch_size=4, samples_dropped=0, resamples=50, generator=generator)
     assert rec.full_grad_sq == 0.0 and rec.noise_scale is None and rec.noise_scale_stderr is None
 
 

@@ -19,6 +19,7 @@ from thermocal.calibrate.loss_units import decay_curvature, stability_constant, 
 from thermocal.config import Config
 from thermocal.curvature.operator import Dense
 from thermocal.curvature.preconditioned import noise_in_metric, preconditioned_curvature, preconditioner
+from thermocal.noise import GradientSums
 from thermocal.schedule.optimizer import optimizer_of
 
 DIGITS = SAMPLES / "digits_mlp"
@@ -116,11 +117,12 @@ def test_preconditioned_quantities_equal_dense_float64_truth() -> None:
     grads = torch.randn(k, d, generator=generator, dtype=torch.float64) * torch.linspace(0.1, 3.0, d, dtype=torch.float64) \
         + torch.linspace(-1.0, 1.0, d, dtype=torch.float64)
     config = Config(optimizer="adamw", eig_rtol=1e-8, trace_rtol=1e-4, max_probes=20000)
-    measured = preconditioned_curvature(Dense(h), grads, config, torch.Generator().manual_seed(0), torch.float64)
+    summary = GradientSums.of(grads, second_moment=True)
+    measured = preconditioned_curvature(Dense(h), summary, config, torch.Generator().manual_seed(0), torch.float64)
     # truth
     v = grads.square().mean(dim=0)
     p = v.sqrt() + config.adam_eps
-    assert torch.allclose(preconditioner(grads, config.adam_eps), p, rtol=1e-14)
+    assert torch.allclose(preconditioner(summary, config.adam_eps), p, rtol=1e-14)
     tilde = torch.diag(p.rsqrt()) @ h @ torch.diag(p.rsqrt())
     eig = torch.linalg.eigvalsh(tilde)
     assert torch.allclose(torch.linalg.eigvals(torch.diag(1 / p) @ h).real.sort().values, eig, atol=1e-10)  # P⁻¹H's
@@ -144,7 +146,8 @@ def test_the_noise_standard_error_covers_its_spread_over_draws() -> None:
     d, k = 30, 64
     scale = torch.linspace(0.2, 2.0, d, dtype=torch.float64)
     inverse = 1.0 / torch.linspace(0.5, 1.5, d, dtype=torch.float64)
-    draws = [noise_in_metric(torch.randn(k, d, generator=generator, dtype=torch.float64) * scale, inverse)
+    draws = [noise_in_metric(GradientSums.of(torch.randn(k, d, generator=generator, dtype=torch.float64) * scale,
+                                             second_moment=True), inverse)
              for _ in range(200)]
     values = torch.tensor([draw["grad_var"] for draw in draws])
     reported = sum(draw["grad_var_stderr"] for draw in draws) / len(draws)

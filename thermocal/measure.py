@@ -21,7 +21,7 @@ from thermocal.curvature.gauss_newton import EXAMPLE_GRADIENTS_PER_DRAW, GAUSS_N
 from thermocal.curvature.hvp import supports_forward_mode
 from thermocal.curvature.native import hvp_mode, lanczos_steps
 from thermocal.curvature.memory import basis_dtype
-from thermocal.curvature.noise_curvature import deviations, noise_curvature
+from thermocal.curvature.noise_curvature import deviations, kept_deviations, noise_curvature
 from thermocal.curvature.preconditioned import PRECONDITIONED_PRODUCTS, preconditioned_curvature
 from thermocal.curvature.sampling import trace_micro_batch, with_heldout_quotient, with_sampling_error
 from thermocal.distributed import SINGLE, Group
@@ -83,13 +83,13 @@ def probe(
 
     with timer("gradient_noise"):
         progress.phase("Gradient noise", k)
-        grads, losses = gathered_gradients(p.model, p.loss_fn, split_batches(p.inputs, p.targets, b), p.params,
-                                           progress.advance, group)
-        noise = noise_statistics(grads, losses, batch_size=b, samples_dropped=p.dropped, resamples=BOOTSTRAP,
+        dim = sum(param.numel() for param in p.params)
+        summary = gathered_gradients(p.model, p.loss_fn, split_batches(p.inputs, p.targets, b), p.params,
+                                     progress.advance, group, keep=kept_deviations(dim, p.params[0].element_size(), k),
+                                     second_moment=s.optimizer == "adamw")
+        noise = noise_statistics(summary, batch_size=b, samples_dropped=p.dropped, resamples=BOOTSTRAP,
                                  generator=generator)
-        mean, rows = deviations(grads)
-        if s.optimizer != "adamw":
-            del grads  # Adam's preconditioner needs them ([O3])
+        mean, rows = deviations(summary)
 
     n_hessian = min(s.hessian_samples or k * b, k * b)
     gauss_newton = s.d_eff == "gauss-newton"
@@ -115,9 +115,8 @@ def probe(
         if s.optimizer == "adamw":
             with timer("preconditioned"):
                 progress.phase("Hessian in Adam's metric", None)
-                preconditioned = preconditioned_curvature(engine.operator, grads, s, generator,
+                preconditioned = preconditioned_curvature(engine.operator, summary, s, generator,
                                                           basis_dtype(p.dtype))
-            del grads
     finally:
         engine.release()
     if top_vector is not None and spectrum.lambda_max_stderr is None:  # not already read off the micro-batches ([H13])

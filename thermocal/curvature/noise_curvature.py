@@ -13,19 +13,23 @@ import torch
 from thermocal.curvature.memory import deviation_rows
 from thermocal.curvature.operator import Operator
 from thermocal.errors import NumericalError
+from thermocal.noise import GradientSums
 from thermocal.records import NoiseCurvature
 
 # Deviations g_k − ḡ whose curvature gives tr(H·Σ_B), fewer when d numbers each would pass the probe memory.
 NOISE_CURVATURE_MINIBATCHES = 8
 
 
-def deviations(grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """ḡ and the first m deviations g_k − ḡ (the minibatches are in shuffled order), in the
-    gradients' dtype, m from the memory policy (curvature/memory.py)."""
-    k, d = grads.shape
-    m = deviation_rows(d, grads.element_size(), NOISE_CURVATURE_MINIBATCHES, k)
-    mean = (grads.sum(0, dtype=torch.float64) / k).to(grads.dtype)
-    return mean, grads[:m] - mean
+def kept_deviations(dim: int, itemsize: int, minibatches: int) -> int:
+    """m: the gradients kept whole for the deviations, from the memory policy (curvature/memory.py)."""
+    return deviation_rows(dim, itemsize, NOISE_CURVATURE_MINIBATCHES, minibatches)
+
+
+def deviations(summary: GradientSums) -> tuple[torch.Tensor, torch.Tensor]:
+    """ḡ and the deviations g_k − ḡ of the first gradients the summary kept (the minibatches are in
+    shuffled order), in the gradients' dtype."""
+    mean = summary.mean.to(summary.first.dtype)
+    return mean, summary.first - mean
 
 
 def noise_curvature(op: Operator, mean: torch.Tensor, rows: torch.Tensor, minibatches: int) -> NoiseCurvature:

@@ -2,7 +2,7 @@
 
 At a fixed θ, Adam's second moment v ← β2·v + (1 − β2)·g² settles at v = E[g_B²] per coordinate:
 the mean square of the minibatch gradients at the training batch size, which the probe has
-already drawn (K of them). With P = √v + eps frozen, Adam's step is EMA-momentum SGD on
+already drawn (K of them, summed as they came: noise.GradientSums). With P = √v + eps frozen, Adam's step is EMA-momentum SGD on
 φ = P^(1/2)·θ, whose curvature is H̃ = P^(-1/2)·H·P^(-1/2) (the eigenvalues of P⁻¹H) and whose
 minibatch noise is P^(-1/2)·Σ_B·P^(-1/2), of trace tr(P⁻¹Σ_B). H̃ is the Hessian operator between
 two diagonal scalings (`Operator.congruent`): Lanczos gives both ends of its spectrum (at
@@ -24,54 +24,47 @@ from thermocal.curvature.lanczos import lanczos
 from thermocal.curvature.native import LANCZOS_MIN_ITER, TRACE_CHUNK
 from thermocal.curvature.operator import Operator
 from thermocal.curvature.spectrum import check_finite, record, trace_record
+from thermocal.noise import GradientSums
 from thermocal.records import EIG_FLOOR_FRACTION, MIN_TRACE_PROBES, PreconditionedCurvature
 
-# Columns of the K minibatch gradients upcast to float64 at a time (bounds the copy).
-COLUMN_CHUNK = 1 << 18
 # The products the probe budget plans for Adam's metric ([S9]): Lanczos's fewest steps, its two
 # residual checks, and the trace's fewest probes.
 PRECONDITIONED_PRODUCTS = LANCZOS_MIN_ITER + 2 + MIN_TRACE_PROBES
 
 
-def second_moment(grads: torch.Tensor) -> torch.Tensor:
-    """v = mean over the K minibatch gradients (rows) of g², per coordinate, in float64."""
-    out = torch.empty(grads.shape[1], dtype=torch.float64, device=grads.device)
-    for first in range(0, grads.shape[1], COLUMN_CHUNK):
-        block = grads[:, first:first + COLUMN_CHUNK].to(torch.float64)
-        out[first:first + COLUMN_CHUNK] = block.square().mean(dim=0)
-    return out
+def preconditioner(summary: GradientSums, eps: float) -> torch.Tensor:
+    """P = √v + eps (Adam's denominator at its second moment's fixed point), v = Σ_k g_k²/K, float64."""
+    if summary.second_moment is None:
+        raise ValueError("the gradients' summary kept no second moment (gathered_gradients(second_moment=True))")
+    return (summary.second_moment / summary.k).sqrt_().add_(eps)
 
 
-def preconditioner(grads: torch.Tensor, eps: float) -> torch.Tensor:
-    """P = √v + eps (Adam's denominator at its second moment's fixed point), float64."""
-    return second_moment(grads).sqrt_().add_(eps)
-
-
-def noise_in_metric(grads: torch.Tensor, inverse: torch.Tensor) -> dict[str, float]:
-    """tr(P⁻¹Σ_B) (unbiased over the K minibatches, as grad_var [N3]) with its standard error over
-    minibatches, ∇LᵀP⁻¹∇L (unbiased, as full_grad_sq [N4]) and the mean of g_kᵀP⁻¹g_k, for
-    `inverse` = P⁻¹ (float64). Each minibatch k contributes t_k = (g_k − ḡ)ᵀP⁻¹(g_k − ḡ)."""
-    k = grads.shape[0]
-    spread = torch.zeros(k, dtype=torch.float64, device=grads.device)
-    mean_sq = own_sq = 0.0
-    for first in range(0, grads.shape[1], COLUMN_CHUNK):
-        block = grads[:, first:first + COLUMN_CHUNK].to(torch.float64)
-        weight = inverse[first:first + COLUMN_CHUNK]
-        mean = block.mean(dim=0)
-        spread += (block - mean).square() @ weight
-        mean_sq += float(mean.square() @ weight)
-        own_sq += float((block.square() @ weight).mean())
-    grad_var = float(spread.sum()) / (k - 1)
-    stderr = float(spread.std()) * k / (k - 1) / k ** 0.5
+def noise_in_metric(summary: GradientSums, inverse: torch.Tensor) -> dict[str, float]:
+    """tr(P⁻¹Σ_B) with its standard error, ∇LᵀP⁻¹∇L and the mean of g_kᵀP⁻¹g_k, for `inverse` = P⁻¹
+    (float64), from the summary ([N9]). tr(P⁻¹Σ_B) = (Σ_i P⁻¹_i·Σ_k g_ki² − K·ḡᵀP⁻¹ḡ)/(K − 1),
+    unbiased over the K minibatches as grad_var [N3]; its standard error is the spread over the G
+    groups of t_g = n_g·(ĝ_g − ḡ)ᵀP⁻¹(ĝ_g − ḡ) (ĝ_g a group's mean gradient, n_g its minibatches),
+    sd(t_g)·√G/(G − 1): with G = K, t_k = (g_k − ḡ)ᵀP⁻¹(g_k − ḡ) and the error is that of the
+    minibatches themselves; with G < K, that of an estimator with fewer degrees of freedom than
+    the point value's, so it does not understate. ∇LᵀP⁻¹∇L is unbiased as full_grad_sq [N4]."""
+    k, g = summary.k, summary.sums.shape[0]
+    mean = summary.mean
+    own = float(summary.second_moment @ inverse)  # Σ_k g_kᵀP⁻¹g_k
+    mean_sq = float(mean.square() @ inverse)
+    grad_var = (own - k * mean_sq) / (k - 1)
+    sizes = summary.counts.to(mean.device)
+    group_means = summary.sums / sizes.unsqueeze(1)
+    spread = sizes * ((group_means - mean).square() @ inverse)
+    stderr = float(spread.std()) * g ** 0.5 / (g - 1)
     return {"grad_var": grad_var, "grad_var_stderr": stderr, "full_grad_sq": max(mean_sq - grad_var / k, 0.0),
-            "grad_sq_mean": own_sq}
+            "grad_sq_mean": own / k}
 
 
-def preconditioned_curvature(operator: Operator, grads: torch.Tensor, s: Config, generator: torch.Generator,
+def preconditioned_curvature(operator: Operator, summary: GradientSums, s: Config, generator: torch.Generator,
                              dtype: torch.dtype) -> PreconditionedCurvature:
     """Adam's metric from the Hessian `operator` (counted by the caller) and the K minibatch
-    gradients `grads` (rows), Lanczos and the trace's probes in `dtype`."""
-    p = preconditioner(grads, s.adam_eps)
+    gradients' summary (with their second moment), Lanczos and the trace's probes in `dtype`."""
+    p = preconditioner(summary, s.adam_eps)
     inverse = p.reciprocal()
     op = operator.congruent(inverse.sqrt().to(operator.device)).counted()
     v0 = torch.randn(op.dim, generator=generator, dtype=torch.float64).to(dtype).to(op.device)
@@ -93,7 +86,7 @@ def preconditioned_curvature(operator: Operator, grads: torch.Tensor, s: Config,
     trace_rec = trace_record("hutchpp_lanczos", "Hutch++ on P^(-1/2)·H·P^(-1/2) with its Lanczos basis as sketch",
                              trace_op.products, estimate, s.trace_rtol, scale)
     check_finite(lambda_max=top.value, lambda_min=bottom.value, trace=estimate.value)
-    noise = noise_in_metric(grads, inverse.to(grads.device))
+    noise = noise_in_metric(summary, inverse.to(summary.sums.device))
     ordered = p.sort().values
     return PreconditionedCurvature(
         eps=s.adam_eps, preconditioner_min=float(ordered[0]), preconditioner_median=float(ordered[len(ordered) // 2]),
