@@ -18,8 +18,15 @@ is scored by the loss on the test split; everything that tunes, tunes on the val
   extended by half-decades while the best is at an edge, chosen on validation loss with seed 0;
 - range test: the lr of steepest descent of the smoothed loss over a 100-step exponential sweep
   (1e-5 to 10, fast.ai style) from the seed's initialisation, then cosine from it;
-- adamw: AdamW (weight decay 0.01) with linear warmup over 5% of S and cosine, at lr 1e-3 and
-  at the lr of a 7-value grid chosen on validation (seed 0);
+- thermocal with `--optimizer momentum` and `--optimizer adamw` (each trained with that optimizer,
+  as the file says), and each of the three with its constant-at-eta0 (`_constant`) and
+  linear-to-zero-from-eta0 (`_linear0`) variants, so that the peak and the shape are judged
+  apart (evidence v3);
+- adamw: AdamW (weight decay 0.01) with linear warmup over 5% of S and cosine, at lr 1e-3
+  (`adamw_1e-3`; `adamw_1e-3_linear` decays linearly to zero instead), and tuned: 7 half-decade
+  lrs x {cosine, linear to zero, constant}, each with the warmup, extended while the best is at an
+  edge, chosen on validation (seed 0);
+- momentum_tuned: SGD with momentum 0.9, tuned the same way as AdamW;
 - stability: constant lr f·2/lambda_max with thermocal's own f and lambda_max (what the noise
   measurement must beat);
 - reprobed: thermocal's schedule for S/10 steps, then a probe of that checkpoint with --steps
@@ -59,6 +66,7 @@ import thermocal  # noqa: E402
 from thermocal.config import Config  # noqa: E402
 from thermocal.errors import ThermocalError  # noqa: E402
 from thermocal.schedule.functions import learning_rate  # noqa: E402
+from thermocal.schedule.optimizer import OptimizerSpec, optimizer_of  # noqa: E402
 
 SEEDS = 5
 GRID = [10 ** (e / 2) for e in range(-6, 1)]  # 1e-3 .. 1, half-decades
@@ -67,7 +75,14 @@ SWEEP_STEPS = 100
 PROBE_EXAMPLES = 1024
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 DEFAULT = "thermocal"
-BASELINES = ("grid", "range_test", "adamw_1e-3", "adamw_tuned", "stability", "literal", "reprobed")
+BASELINES = ("grid", "range_test", "adamw_1e-3", "adamw_1e-3_linear", "adamw_tuned", "momentum_tuned", "stability",
+             "literal", "reprobed")
+# The optimizers people train with, as torch.optim builds them (evidence v3): thermocal's rows are
+# calibrated for each, and the tuned baselines use them.
+SGD, MOMENTUM, ADAMW = OptimizerSpec(), OptimizerSpec("momentum", momentum=0.9), OptimizerSpec("adamw", weight_decay=0.01)
+# thermocal's rows per optimizer (the default's name is DEFAULT), and their variants on the same eta0.
+OPTIMIZER_ROWS = {DEFAULT: "sgd", f"{DEFAULT}_momentum": "momentum", f"{DEFAULT}_adamw": "adamw"}
+VARIANTS = ("constant", "linear0")
 # Calibration v2 candidates (issue 15), judged on the tuning tasks only: name -> settings. The
 # reference is the derivation's plain reading: epsilon one standard error of the mean loss.
 REFERENCE = "v2_eps1se_linear"
@@ -88,6 +103,17 @@ CANDIDATES: dict[str, dict] = {
     # 16 standard errors with d_eff from the Gauss-Newton trace: the default's settings
     "v2_eps16se_gauss_newton": {"epsilon_stderrs": 16.0, "d_eff": "gauss-newton"},
 }
+# Calibration v3 candidates (issue 40), stage 1 of method.md [V1]: the peak, judged on the tuning
+# tasks only against the tuned baseline of the candidate's own optimizer. A fraction f of the
+# optimizer's stability limit c/λ_max ([O2], [O3]); for momentum also the fraction that gives SGD's
+# default effective step, 0.25·2·(1 − β)/c ≈ 0.013 at β = 0.9. Stage 2 (the shape) runs after
+# stage 1's choice is committed.
+V3_BASELINE = {"momentum": "momentum_tuned", "adamw": "adamw_tuned"}
+V3_CANDIDATES: dict[str, dict] = {
+    **{f"v3_momentum_f{f:g}": {"optimizer": "momentum", "stability_fraction": f} for f in (0.25, 0.1, 0.05, 0.025, 0.013)},
+    **{f"v3_adamw_f{f:g}": {"optimizer": "adamw", "stability_fraction": f} for f in (0.25, 0.1, 0.03, 0.01, 0.003)},
+}
+CANDIDATES.update(V3_CANDIDATES)
 
 Schedule = Callable[[int], float]
 
@@ -130,28 +156,34 @@ def initial(task: task_sets.Task, seed: int) -> torch.nn.Module:
     return task.build()
 
 
-def train(task: task_sets.Task, model: torch.nn.Module, lr: Schedule, seed: int, *, adam: bool = False,
+def make_optimizer(params, spec: OptimizerSpec, lr: float) -> torch.optim.Optimizer:
+    """torch.optim's SGD (with the spec's momentum) or AdamW, as the exports build them."""
+    if spec.name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=(spec.beta1, spec.beta2), eps=spec.eps, weight_decay=spec.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay)
+
+
+def train(task: task_sets.Task, model: torch.nn.Module, lr: Schedule, seed: int, *, optimizer: OptimizerSpec = SGD,
           start: int = 0, stop: int | None = None) -> Run:
-    """Train `model` in place over steps [start, stop) of the seed's batch sequence."""
+    """Train `model` in place with `optimizer` over steps [start, stop) of the seed's batch sequence."""
     stop = task.steps if stop is None else stop
     order = batches(task, seed, task.steps)
-    optimizer = (torch.optim.AdamW(model.parameters(), lr=lr(start), weight_decay=0.01) if adam
-                 else torch.optim.SGD(model.parameters(), lr=lr(start)))
+    step_with = make_optimizer(model.parameters(), optimizer, lr(start))
     x, y = task.train
     clock = time.perf_counter()
     diverged = False
     model.train()
     for step in range(start, stop):
         rate = lr(step)
-        for group in optimizer.param_groups:
+        for group in step_with.param_groups:
             group["lr"] = rate
-        optimizer.zero_grad(set_to_none=True)
+        step_with.zero_grad(set_to_none=True)
         loss = task.loss_fn(model(x[order[step]]), y[order[step]])
         if not torch.isfinite(loss) or float(loss) > 1e6:
             diverged = True
             break
         loss.backward()
-        optimizer.step()
+        step_with.step()
     seconds = time.perf_counter() - clock
     if diverged:
         return Run(math.inf, math.inf, math.inf, True, seconds, lr(start), lr(stop - 1))
@@ -176,8 +208,28 @@ def step_decay(peak: float, steps: int) -> Schedule:
     return lambda t: peak * (0.1 if t >= steps // 2 else 1.0) * (0.1 if t >= 3 * steps // 4 else 1.0)
 
 
+def linear_to_zero(peak: float, steps: int, warmup: int = 0) -> Schedule:
+    """Linear warmup, then linear decay to zero at step S ("Straight to Zero", Bergsma et al. 2025)."""
+    def lr(t: int) -> float:
+        if t < warmup:
+            return peak * (t + 1) / warmup
+        return peak * max(0.0, 1.0 - (t - warmup) / max(steps - warmup, 1))
+    return lr
+
+
+def warmed_constant(peak: float, steps: int, warmup: int = 0) -> Schedule:
+    return lambda t: peak * (t + 1) / warmup if t < warmup else peak
+
+
 SHAPES: dict[str, Callable[[float, int], Schedule]] = {"constant": lambda lr, s: constant(lr), "cosine": cosine,
                                                        "step": step_decay}
+# The shapes the AdamW and momentum baselines choose among, each after a 5% linear warmup (evidence v3).
+WARMED_SHAPES: dict[str, Callable[[float, int, int], Schedule]] = {"cosine": cosine, "linear": linear_to_zero,
+                                                                   "constant": warmed_constant}
+
+
+def warmup_of(task: task_sets.Task) -> int:
+    return max(1, task.steps // 20)
 
 
 def range_test(task: task_sets.Task, model: torch.nn.Module, seed: int) -> float:
@@ -222,22 +274,30 @@ def probe(task: task_sets.Task, model: torch.nn.Module, steps: int, **settings: 
     return doc, float(doc.measurements.cost.example_gradients), None
 
 
-def thermocal_run(task: task_sets.Task, seed: int, **settings: object) -> dict:
+def thermocal_run(task: task_sets.Task, seed: int, variant: str | None = None, **settings: object) -> dict:
+    """thermocal's schedule, trained with the optimizer its file names; `variant` keeps its eta0
+    and replaces the shape: `constant` at eta0, or `linear0` (linear to zero from eta0)."""
     model = initial(task, seed)
     clock = time.perf_counter()
     doc, cost, why = probe(task, model, task.steps, **settings)
     probe_seconds = time.perf_counter() - clock
     if doc is None:
         return _refused(why, cost, probe_seconds)
-    run = train(task, model, learning_rate(doc.schedule), seed)
-    hessian, g = doc.measurements.hessian, doc.measurements.gauss_newton
-    if g is not None:  # d_eff read off tr G ([H15]): its draws, their error and its sampling error
+    schedule = {None: learning_rate(doc.schedule), "constant": constant(doc.schedule.eta0),
+                "linear0": linear_to_zero(doc.schedule.eta0, task.steps)}[variant]
+    run = train(task, model, schedule, seed, optimizer=optimizer_of(doc))
+    hessian, g, pc = doc.measurements.hessian, doc.measurements.gauss_newton, doc.measurements.preconditioned
+    if pc is not None:  # AdamW: d_eff read off tr(P⁻¹H) ([O3])
+        trace = {"d_eff_from": "preconditioned", "trace": pc.trace, "trace_stderr": pc.trace_stderr,
+                 "lambda_max_preconditioned": pc.lambda_max}
+    elif g is not None:  # d_eff read off tr G ([H15]): its draws, their error and its sampling error
         trace = {"d_eff_from": "gauss-newton", "trace": g.trace, "trace_stderr": g.stderr, "trace_draws": g.draws,
                  "trace_sampling_stderr": g.sampling_stderr}
     else:
         trace = {"d_eff_from": "hessian", "trace": hessian.trace, "trace_stderr": hessian.trace_stderr,
                  "trace_probes": hessian.details["trace"].iterations, "trace_sampling_stderr": hessian.trace_sampling_stderr}
     return _record(run, task, cost, probe_seconds, kind=doc.schedule.kind, eta0=doc.schedule.eta0,
+                   optimizer=doc.settings.optimizer, variant=variant,
                    lambda_max=hessian.lambda_max, hessian_examples=doc.inputs.hessian_samples,
                    stability_fraction=doc.settings.stability_fraction,
                    trace_shift=getattr(doc.calibration, "trace_shift", None), **trace)
@@ -279,16 +339,19 @@ def _record(run: Run, task: task_sets.Task, probe_cost: float = 0.0, probe_secon
 # ----------------------------------------------------------------------------- baselines
 
 
-def tune(task: task_sets.Task, values: list[float], shapes: list[str], adam: bool) -> dict:
+def tune(task: task_sets.Task, values: list[float], shapes: list[str], optimizer: OptimizerSpec = SGD) -> dict:
     """Validation loss of every (lr, shape) with seed 0, extending the lr grid by half-decades while
-    the best lr is at an edge (at most 4 times); returns the choice and every cell."""
+    the best lr is at an edge (at most 4 times); returns the choice and every cell. Plain SGD takes
+    SHAPES as they are; momentum and AdamW take WARMED_SHAPES, after a 5% warmup."""
     cells: dict[tuple[float, str], float] = {}
     grid = list(values)
 
     def run_cell(lr: float, shape: str) -> float:
-        warmup = max(1, task.steps // 20) if adam else 0
-        schedule = cosine(lr, task.steps, warmup) if adam else SHAPES[shape](lr, task.steps)
-        return train(task, initial(task, 0), schedule, 0, adam=adam).val
+        if optimizer.name == "sgd":
+            schedule = SHAPES[shape](lr, task.steps)
+        else:
+            schedule = WARMED_SHAPES[shape](lr, task.steps, warmup_of(task))
+        return train(task, initial(task, 0), schedule, 0, optimizer=optimizer).val
 
     for _ in range(5):
         for lr in grid:
@@ -313,17 +376,23 @@ def run_task(name: str, candidates: list[str] | None, only_candidates: bool, see
                               max(20, task.steps // 20), task.batch)
     torch.set_num_threads(1)
     clock = time.perf_counter()
-    grid = tune(task, GRID if not QUICK else GRID[2:5], list(SHAPES) if not QUICK else ["constant"], adam=False)
-    adam = tune(task, ADAM_GRID if not QUICK else ADAM_GRID[2:5], ["cosine"], adam=True)
+    grid = tune(task, GRID if not QUICK else GRID[2:5], list(SHAPES) if not QUICK else ["constant"])
+    warmed = list(WARMED_SHAPES) if not QUICK else ["cosine"]
+    adam = tune(task, ADAM_GRID if not QUICK else ADAM_GRID[2:5], warmed, ADAMW)
+    heavy = tune(task, GRID if not QUICK else GRID[2:5], warmed, MOMENTUM)
     tuning_seconds = time.perf_counter() - clock
     out: dict = {"task": name, "kind": task.kind, "params": task.params, "steps": task.steps, "batch": task.batch,
-                 "train_examples": len(task.train[0]), "grid": grid, "adamw_grid": adam, "tuning_seconds": tuning_seconds,
-                 "methods": {}}
+                 "train_examples": len(task.train[0]), "grid": grid, "adamw_grid": adam, "momentum_grid": heavy,
+                 "tuning_seconds": tuning_seconds, "methods": {}}
     methods: dict[str, Callable[[int], dict]] = {}
     for cand in candidates or []:
         methods[cand] = lambda seed, s=CANDIDATES[cand]: thermocal_run(task, seed, **dict(s))
     if not only_candidates:
-        methods[DEFAULT] = lambda seed: thermocal_run(task, seed)
+        for row, name_of_optimizer in OPTIMIZER_ROWS.items():
+            methods[row] = lambda seed, o=name_of_optimizer: thermocal_run(task, seed, optimizer=o)
+            for variant in VARIANTS:
+                methods[f"{row}_{variant}"] = lambda seed, o=name_of_optimizer, v=variant: \
+                    thermocal_run(task, seed, variant=v, optimizer=o)
         methods["literal"] = lambda seed: thermocal_run(task, seed, rules="literal")
         methods["reprobed"] = lambda seed: reprobed_run(task, seed)
 
@@ -337,9 +406,10 @@ def run_task(name: str, candidates: list[str] | None, only_candidates: bool, see
             run = train(task, model, cosine(peak, task.steps), seed)
             return _record(run, task, SWEEP_STEPS * task.batch, peak=peak)
 
-        def adamw(lr: float) -> Callable[[int], dict]:
-            return lambda seed: _record(train(task, initial(task, seed), cosine(lr, task.steps, max(1, task.steps // 20)),
-                                              seed, adam=True), task, lr=lr)
+        def tuned(choice: dict, optimizer: OptimizerSpec) -> Callable[[int], dict]:
+            shape = WARMED_SHAPES[choice["shape"]]
+            return lambda seed: _record(train(task, initial(task, seed), shape(choice["lr"], task.steps, warmup_of(task)),
+                                              seed, optimizer=optimizer), task, lr=choice["lr"], shape=choice["shape"])
 
         def stability(seed: int) -> dict:
             model = initial(task, seed)
@@ -349,8 +419,11 @@ def run_task(name: str, candidates: list[str] | None, only_candidates: bool, see
             lr = doc.settings.stability_fraction * 2.0 / doc.measurements.hessian.lambda_max
             return _record(train(task, model, constant(lr), seed), task, cost, lr=lr)
 
-        methods.update({"grid": grid_best, "range_test": range_cosine, "adamw_1e-3": adamw(1e-3),
-                        "adamw_tuned": adamw(adam["lr"]), "stability": stability})
+        methods.update({"grid": grid_best, "range_test": range_cosine,
+                        "adamw_1e-3": tuned({"lr": 1e-3, "shape": "cosine"}, ADAMW),
+                        "adamw_1e-3_linear": tuned({"lr": 1e-3, "shape": "linear"}, ADAMW),
+                        "adamw_tuned": tuned(adam, ADAMW), "momentum_tuned": tuned(heavy, MOMENTUM),
+                        "stability": stability})
     for method, run in methods.items():
         out["methods"][method] = [run(seed) for seed in range(seeds)]
         print(f"  {name}: {method} done", file=sys.stderr, flush=True)
@@ -411,7 +484,7 @@ def report(results: dict) -> str:
         "",
     ]
     if results.get("candidates"):
-        lines += _candidates_section(results)
+        lines += _candidates_section(results) + _v3_candidates_section(results)
     held = [t for t in results["tasks"] if t["task"] in task_sets.HELD_OUT and DEFAULT in t["methods"]]
     tuning = [t for t in results["tasks"] if t["task"] in task_sets.TUNING and DEFAULT in t["methods"]]
     if held:
@@ -438,8 +511,9 @@ def _task_section(t: dict) -> list[str]:
         cost = statistics.fmean(r["cost"] for r in records)
         if method == "grid":
             cost_text = f"{cost:,.0f} (+ {t['grid']['runs'] * t['steps'] * t['batch']:,} for the search)"
-        elif method == "adamw_tuned":
-            cost_text = f"{cost:,.0f} (+ {t['adamw_grid']['runs'] * t['steps'] * t['batch']:,} for the search)"
+        elif method in ("adamw_tuned", "momentum_tuned") and method.replace("tuned", "grid") in t:
+            search = t[method.replace("tuned", "grid")]["runs"] * t["steps"] * t["batch"]
+            cost_text = f"{cost:,.0f} (+ {search:,} for the search)"
         else:
             cost_text = f"{cost:,.0f}"
         diff = "—" if method == DEFAULT else _interval(*paired(ours, records))
@@ -479,6 +553,41 @@ def _targets_section(held: list[dict]) -> list[str]:
     worst = max(r for _, r in ratios)
     lines.append(f"| probe ≤ 0.25 of a training run (example-gradients) | {'met' if worst <= 0.25 else 'missed'}: "
                  f"largest {worst:.2f} | {'; '.join(f'{name} {r:.2f}' for name, r in ratios)} |")
+    return lines + [""] + _v3_targets(held)
+
+
+def _v3_targets(held: list[dict]) -> list[str]:
+    """Calibration v3's targets (issue 40), where the run has its rows: each of thermocal's optimizer
+    rows against the baselines people run, and the probe against the tuned grids' compute."""
+    rows = [t for t in held if all(m in t["methods"] for m in ("adamw_tuned", "momentum_tuned", f"{DEFAULT}_momentum"))]
+    if not rows:
+        return []
+    n = len(rows)
+    lines = ["## Calibration v3 targets on the held-out tasks", "",
+             "| thermocal row | target | result | per task (thermocal − baseline, 95% interval) |",
+             "| --- | --- | --- | --- |"]
+    for row in OPTIMIZER_ROWS:
+        for text, baseline, better, need in (
+            ("within the interval of a validation-tuned AdamW grid, or better, on ≥ 3 of 4", "adamw_tuned", False, 3),
+            ("better than AdamW 1e-3 + 5% warmup + cosine on ≥ 3 of 4", "adamw_1e-3", True, 3),
+            ("within the interval of a validation-tuned momentum grid, or better, on ≥ 2 of 4", "momentum_tuned", False, 2),
+        ):
+            count, cells = 0, []
+            for t in rows:
+                mean, low, high = paired(t["methods"][row], t["methods"][baseline])
+                ok = mean < 0 if better else not low > 0
+                count += ok
+                cells.append(f"{t['task']} {'met' if ok else 'missed'} ({_interval(mean, low, high)})")
+            lines.append(f"| {row} | {text} | {'met' if count >= min(need, n) else 'missed'}: {count} of {n} | "
+                         f"{'; '.join(cells)} |")
+    shares = []
+    for t in rows:
+        probe_cost = statistics.fmean(r["probe_cost"] for r in t["methods"][DEFAULT])
+        search = sum(t[g]["runs"] for g in ("grid", "adamw_grid", "momentum_grid")) * t["steps"] * t["batch"]
+        shares.append((t["task"], probe_cost / search))
+    worst = max(r for _, r in shares)
+    lines.append(f"| {DEFAULT} | probe ≤ 5% of the tuned grids' compute | {'met' if worst <= 0.05 else 'missed'}: largest "
+                 f"{worst:.1%} | {'; '.join(f'{name} {r:.1%}' for name, r in shares)} |")
     return lines + [""]
 
 
@@ -510,8 +619,33 @@ def _trace_section(tasks: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def _v3_candidates_section(results: dict) -> list[str]:
+    """[V1]: each v3 candidate's test loss over its optimizer's tuned baseline, per tuning task, and
+    the geometric mean the rule reads."""
+    chosen = [c for c in results["candidates"] if c in V3_CANDIDATES]
+    rows = [t for t in results["tasks"] if set(chosen) <= set(t["methods"]) and set(V3_BASELINE.values()) <= set(t["methods"])]
+    if not chosen or not rows:
+        return []
+    lines = ["## Calibration v3 candidates on the tuning tasks (issue 40; the rule is method.md [V1])", "",
+             "Test loss relative to the validation-tuned grid of the candidate's own optimizer (momentum_tuned or "
+             "adamw_tuned), mean over seeds of the paired ratio; < 1 is better; a divergence or refusal fails.", "",
+             "| candidate | " + " | ".join(t["task"] for t in rows) + " | geometric mean |",
+             "| --- | " + " | ".join("---" for _ in rows) + " | --- |"]
+    for cand in chosen:
+        baseline = V3_BASELINE[V3_CANDIDATES[cand]["optimizer"]]
+        ratios = []
+        for t in rows:
+            a = [_loss(r) for r in t["methods"][cand]]
+            b = [_loss(r) for r in t["methods"][baseline]]
+            ratios.append(statistics.fmean(x / y for x, y in zip(a, b)) if all(math.isfinite(v) for v in a + b) else math.inf)
+        geo = math.exp(statistics.fmean(math.log(r) for r in ratios)) if all(math.isfinite(r) for r in ratios) else math.inf
+        lines.append(f"| {cand} | " + " | ".join("failed" if math.isinf(r) else f"{r:.3f}" for r in ratios)
+                     + f" | {'failed' if math.isinf(geo) else f'{geo:.3f}'} |")
+    return lines + [""]
+
+
 def _candidates_section(results: dict) -> list[str]:
-    chosen = results["candidates"]
+    chosen = [c for c in results["candidates"] if c not in V3_CANDIDATES]
     rows = [t for t in results["tasks"] if set(chosen) <= set(t["methods"])]
     lines = ["## Calibration v2 candidates on the tuning tasks (issue 15: the default is chosen here)", "",
              f"Test loss relative to `{REFERENCE}` (ε one standard error of the sample's mean loss, the derivation's "
@@ -563,7 +697,8 @@ def main() -> None:
         names = names[:1] if args.set != "all" else [names[0], next(iter(task_sets.HELD_OUT))]
     seeds = 2 if QUICK else SEEDS
     only = args.candidates is not None
-    chosen = (args.candidates or list(CANDIDATES)) if only else (list(CANDIDATES) if not QUICK else [REFERENCE])
+    chosen = (args.candidates or list(CANDIDATES)) if only else \
+        (list(CANDIDATES) if not QUICK else [REFERENCE, "v3_momentum_f0.013", "v3_adamw_f0.01"])
     jobs = [(name, chosen if name in task_sets.TUNING else None, only, seeds) for name in names]
     with multiprocessing.get_context("spawn").Pool(max(1, min(args.jobs, len(jobs))), initializer=_child, initargs=(QUICK,)) as pool:
         done = pool.starmap(run_task, jobs)

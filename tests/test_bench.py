@@ -87,9 +87,12 @@ def test_the_evidence_harness_runs_end_to_end_and_reports_from_its_json(tmp_path
     assert provenance["defaults"]["rules"] == "loss-units" and provenance["quick"] is True
     tasks = {t["task"]: t for t in results["tasks"]}
     assert set(tasks) == {"diabetes_mlp", "friedman_mlp"}
-    baselines = {"thermocal", "literal", "reprobed", "grid", "range_test", "adamw_1e-3", "adamw_tuned", "stability"}
+    rows = {f"thermocal{o}{v}" for o in ("", "_momentum", "_adamw") for v in ("", "_constant", "_linear0")}
+    baselines = rows | {"literal", "reprobed", "grid", "range_test", "adamw_1e-3", "adamw_1e-3_linear", "adamw_tuned",
+                        "momentum_tuned", "stability"}
     assert set(tasks["friedman_mlp"]["methods"]) == baselines  # held out: no candidate is ever run on it
-    assert set(tasks["diabetes_mlp"]["methods"]) == baselines | {"v2_eps1se_linear"}  # tuning: the reference candidate
+    # tuning: the reference candidate and one v3 candidate per optimizer
+    assert set(tasks["diabetes_mlp"]["methods"]) == baselines | {"v2_eps1se_linear", "v3_momentum_f0.013", "v3_adamw_f0.01"}
     for task in tasks.values():
         for method, runs in task["methods"].items():
             assert len(runs) == 2, method
@@ -102,7 +105,13 @@ def test_the_evidence_harness_runs_end_to_end_and_reports_from_its_json(tmp_path
                    for r in task["methods"]["thermocal"])
         # the Hessian's examples the budget left the probe ([S8], [S9]): at least a minibatch, at most the sample
         assert all(task["batch"] <= r["hessian_examples"] <= task["train_examples"] for r in task["methods"]["thermocal"])
+        # each optimizer's rows trained with the optimizer their file names (evidence v3)
+        assert {r["optimizer"] for r in task["methods"]["thermocal_adamw"] if not r.get("refused")} <= {"adamw"}
+        assert all(r["d_eff_from"] == "preconditioned" for r in task["methods"]["thermocal_adamw"] if not r.get("refused"))
+        assert task["momentum_grid"]["runs"] >= 3 and task["adamw_grid"]["runs"] >= 3
     text = markdown.read_text()
+    assert "## Calibration v3 targets on the held-out tasks" in text
+    assert "## Calibration v3 candidates on the tuning tasks" in text and "| v3_adamw_f0.01 |" in text
     assert "## The trace's effect on the schedule" in text
     assert "## Calibration v2 candidates on the tuning tasks" in text and "## Targets on the held-out tasks" in text and "friedman_mlp" in text and provenance["commit"][:12] in text
     assert_report_regenerates("evidence.py", out, text, tmp_path)
