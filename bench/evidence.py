@@ -7,7 +7,10 @@
     python bench/evidence.py --quick         # tiny budgets, two seeds, one task per set (a test runs it)
 
 Tasks (bench/tasks.py) are fixed in two sets before any tuning: TUNING tasks choose thermocal's
-rules and constants, HELD_OUT tasks only report. Every method trains the same initialisation on
+rules and constants, HELD_OUT tasks only report. Each belongs to one of evidence v3's regimes:
+"small data" (the first eight: many epochs over a few thousand examples) or "single pass"
+(stdlib_lm tunes, copyright_lm is held out: a character transformer for 0.36 of an epoch of a
+corpus); the other regimes (few epochs with augmentation, fine-tuning) are not built yet. Every method trains the same initialisation on
 the same batch sequence for each seed, with plain SGD unless named, for the task's S steps, and
 is scored by the loss on the test split; everything that tunes, tunes on the validation split:
 - thermocal: `thermocal.probe` of the initial model on (at most 1024 of) the training split,
@@ -381,8 +384,8 @@ def run_task(name: str, candidates: list[str] | None, only_candidates: bool, see
     adam = tune(task, ADAM_GRID if not QUICK else ADAM_GRID[2:5], warmed, ADAMW)
     heavy = tune(task, GRID if not QUICK else GRID[2:5], warmed, MOMENTUM)
     tuning_seconds = time.perf_counter() - clock
-    out: dict = {"task": name, "kind": task.kind, "params": task.params, "steps": task.steps, "batch": task.batch,
-                 "train_examples": len(task.train[0]), "grid": grid, "adamw_grid": adam, "momentum_grid": heavy,
+    out: dict = {"task": name, "kind": task.kind, "regime": task.regime, "epochs": task.epochs, "params": task.params,
+                 "steps": task.steps, "batch": task.batch, "train_examples": len(task.train[0]), "grid": grid, "adamw_grid": adam, "momentum_grid": heavy,
                  "tuning_seconds": tuning_seconds, "methods": {}}
     methods: dict[str, Callable[[int], dict]] = {}
     for cand in candidates or []:
@@ -487,8 +490,8 @@ def report(results: dict) -> str:
         lines += _candidates_section(results) + _v3_candidates_section(results)
     held = [t for t in results["tasks"] if t["task"] in task_sets.HELD_OUT and DEFAULT in t["methods"]]
     tuning = [t for t in results["tasks"] if t["task"] in task_sets.TUNING and DEFAULT in t["methods"]]
-    if held:
-        lines += _targets_section(held)
+    for regime, group in _by_regime(held):
+        lines += _targets_section(group, regime)
     if held or tuning:
         lines += _trace_section(held + tuning)
     for title, group in (("Held-out tasks (never used to choose anything)", held), ("Tuning tasks", tuning)):
@@ -500,7 +503,8 @@ def report(results: dict) -> str:
 
 
 def _task_section(t: dict) -> list[str]:
-    lines = [f"### {t['task']}: {t['kind']}", "",
+    regime = f" ({t['regime']}, {t['epochs']:.2g} epochs)" if t.get("regime") else ""
+    lines = [f"### {t['task']}: {t['kind']}{regime}", "",
              f"{t['params']:,} parameters, {t['train_examples']} training examples, S = {t['steps']} steps of B = "
              f"{t['batch']}. Grid choice (validation, seed 0): lr {t['grid']['lr']:.3g} {t['grid']['shape']} "
              f"({t['grid']['runs']} runs); AdamW choice: lr {t['adamw_grid']['lr']:.3g} ({t['adamw_grid']['runs']} runs).", "",
@@ -524,7 +528,13 @@ def _task_section(t: dict) -> list[str]:
     return lines
 
 
-def _targets_section(held: list[dict]) -> list[str]:
+def _by_regime(tasks: list[dict]) -> list[tuple[str | None, list[dict]]]:
+    """The tasks by evidence v3's regime (one group, None, for a run made before tasks had one)."""
+    regimes = list(dict.fromkeys(t.get("regime") for t in tasks))
+    return [(regime, [t for t in tasks if t.get("regime") == regime]) for regime in regimes]
+
+
+def _targets_section(held: list[dict], regime: str | None = None) -> list[str]:
     def verdict(baseline: str, better: bool) -> tuple[int, list[str]]:
         """better: the mean paired difference is below 0; else (within or better): the 95% interval
         does not lie wholly above 0."""
@@ -536,8 +546,8 @@ def _targets_section(held: list[dict]) -> list[str]:
             cells.append(f"{t['task']} {'met' if ok else 'missed'} ({_interval(mean, low, high)})")
         return count, cells
 
-    lines = ["## Targets on the held-out tasks", "", "| target | result | per task (thermocal − baseline, 95% interval) |",
-             "| --- | --- | --- |"]
+    lines = ["## Targets on the held-out tasks" + (f" ({regime})" if regime else ""), "",
+             "| target | result | per task (thermocal − baseline, 95% interval) |", "| --- | --- | --- |"]
     n = len(held)
     for text, baseline, better, need in (
         ("within the 95% paired interval of the validation-tuned SGD grid, or better, on ≥ 3 of 4", "grid", False, 3),
@@ -553,17 +563,17 @@ def _targets_section(held: list[dict]) -> list[str]:
     worst = max(r for _, r in ratios)
     lines.append(f"| probe ≤ 0.25 of a training run (example-gradients) | {'met' if worst <= 0.25 else 'missed'}: "
                  f"largest {worst:.2f} | {'; '.join(f'{name} {r:.2f}' for name, r in ratios)} |")
-    return lines + [""] + _v3_targets(held)
+    return lines + [""] + _v3_targets(held, regime)
 
 
-def _v3_targets(held: list[dict]) -> list[str]:
+def _v3_targets(held: list[dict], regime: str | None = None) -> list[str]:
     """Calibration v3's targets (issue 40), where the run has its rows: each of thermocal's optimizer
     rows against the baselines people run, and the probe against the tuned grids' compute."""
     rows = [t for t in held if all(m in t["methods"] for m in ("adamw_tuned", "momentum_tuned", f"{DEFAULT}_momentum"))]
     if not rows:
         return []
     n = len(rows)
-    lines = ["## Calibration v3 targets on the held-out tasks", "",
+    lines = ["## Calibration v3 targets on the held-out tasks" + (f" ({regime})" if regime else ""), "",
              "| thermocal row | target | result | per task (thermocal − baseline, 95% interval) |",
              "| --- | --- | --- | --- |"]
     for row in OPTIMIZER_ROWS:

@@ -10,6 +10,7 @@ downloaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -32,6 +33,13 @@ class Task:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     steps: int
     batch: int
+    # evidence v3's regimes: "small data" (many epochs over a few thousand examples, the first eight
+    # tasks) or "single pass" (at most one epoch of a corpus larger than steps x batch)
+    regime: str = "small data"
+
+    @property
+    def epochs(self) -> float:
+        return self.steps * self.batch / len(self.train[0])
 
     @property
     def params(self) -> int:
@@ -171,7 +179,48 @@ def noisy_wide_mlp() -> Task:
                 lambda: mlp([256, 1024, 768, 8], torch.nn.ReLU), train, val, test, F.cross_entropy, 600, 64)
 
 
+# ----------------------------------------------------------------------------- single pass (evidence v3)
+
+CORPUS_CHARACTERS = 3_500_000  # of each corpus: about 54,000 sequences of 64, against 600 x 32 = 19,200 trained on
+
+
+def _corpus_sequences(text: str, context: int) -> tuple[torch.Tensor, int]:
+    """Characters seen at least 200 times get ids 1.., any rarer one 0; the text cut into sequences."""
+    counts: dict[str, int] = {}
+    for ch in text:
+        counts[ch] = counts.get(ch, 0) + 1
+    index = {ch: i + 1 for i, ch in enumerate(sorted(ch for ch, n in counts.items() if n >= 200))}
+    ids = torch.tensor([index.get(ch, 0) for ch in text], dtype=torch.int64)
+    return ids[: len(ids) // context * context].reshape(-1, context), len(index) + 1
+
+
+def _single_pass(name: str, kind: str, text: str) -> Task:
+    """A character-level transformer LM trained for one pass (less than one epoch) of `text`; the
+    validation and test sequences come from the corpus's end, after the training part."""
+    context = 64
+    sequences, vocab = _corpus_sequences(text[:CORPUS_CHARACTERS], context)
+    train, val, test = sequences[:-2000], sequences[-2000:-1000], sequences[-1000:]
+    return Task(name, kind, lambda: TinyLM(vocab, 48, 2, 4, context), (train, train), (val, val), (test, test), lm_loss,
+                600, 32, regime="single pass")
+
+
+def stdlib_lm() -> Task:
+    """Tuning: CPython's standard library source (the top-level Lib/*.py of the running Python), in order."""
+    import sysconfig
+
+    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
+    return _single_pass("stdlib_lm", "transformer LM, one pass (Python standard library source, characters)",
+                        "".join(f.read_text(encoding="utf-8", errors="replace") for f in files))
+
+
+def copyright_lm() -> Task:
+    """Held out: the copyright and licence texts Debian ships beside its packages (/usr/share/doc/*/copyright)."""
+    files = sorted(Path("/usr/share/doc").glob("*/copyright"))
+    return _single_pass("copyright_lm", "transformer LM, one pass (Debian's copyright and licence texts, characters)",
+                        "".join(f.read_text(encoding="utf-8", errors="replace") for f in files))
+
+
 TUNING: dict[str, Callable[[], Task]] = {"digits_mlp": digits_mlp, "diabetes_mlp": diabetes_mlp, "digits_cnn": digits_cnn,
-                                         "markov_lm": markov_lm}
+                                         "markov_lm": markov_lm, "stdlib_lm": stdlib_lm}
 HELD_OUT: dict[str, Callable[[], Task]] = {"shapes_cnn": shapes_cnn, "docs_lm": docs_lm, "friedman_mlp": friedman_mlp,
-                                           "noisy_wide_mlp": noisy_wide_mlp}
+                                           "noisy_wide_mlp": noisy_wide_mlp, "copyright_lm": copyright_lm}

@@ -105,6 +105,7 @@ def test_the_evidence_harness_runs_end_to_end_and_reports_from_its_json(tmp_path
                    for r in task["methods"]["thermocal"])
         # the Hessian's examples the budget left the probe ([S8], [S9]): at least a minibatch, at most the sample
         assert all(task["batch"] <= r["hessian_examples"] <= task["train_examples"] for r in task["methods"]["thermocal"])
+        assert task["regime"] == "small data" and task["epochs"] > 1
         # each optimizer's rows trained with the optimizer their file names (evidence v3)
         assert {r["optimizer"] for r in task["methods"]["thermocal_adamw"] if not r.get("refused")} <= {"adamw"}
         assert all(r["d_eff_from"] == "preconditioned" for r in task["methods"]["thermocal_adamw"] if not r.get("refused"))
@@ -194,6 +195,20 @@ def test_subsample_coverage_script_runs_on_the_probes_own_subsamples(tmp_path: P
         assert d["hessian_examples"] == 512 and d["trace"]["sampling_stderr"] > 0 and d["lambda_max"]["sampling_stderr"] > 0
         assert all(abs(d[q][z]) < 6 for q in ("trace", "lambda_max") for z in ("z_total", "z_sampling"))
     assert "| trace | z_total | 3 |" in proc.stdout
+
+
+def test_the_single_pass_tasks_train_for_less_than_one_epoch() -> None:
+    """Evidence v3's single-pass regime: a character LM over a corpus larger than steps x batch,
+    tuned on one corpus (stdlib_lm) and held out on another (copyright_lm), val and test after the
+    training part."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import tasks
+
+    tuning, held = tasks.TUNING["stdlib_lm"](), tasks.HELD_OUT["copyright_lm"]()
+    for task in (tuning, held):
+        assert task.regime == "single pass" and task.epochs < 1 and len(task.test[0]) == len(task.val[0]) == 1000
+        assert task.train[0].shape[1] == 64 and int(task.train[0].max()) < task.build().head.out_features
+    assert all(tasks.TUNING[name]().regime == "small data" for name in ("digits_mlp", "markov_lm"))
 
 
 @pytest.mark.bench
