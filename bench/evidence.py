@@ -641,17 +641,20 @@ def _v3_candidates_section(results: dict) -> list[str]:
              "adamw_tuned), mean over seeds of the paired ratio; < 1 is better; a divergence or refusal fails.", "",
              "| candidate | " + " | ".join(t["task"] for t in rows) + " | geometric mean |",
              "| --- | " + " | ".join("---" for _ in rows) + " | --- |"]
-    for cand in chosen:
-        baseline = V3_BASELINE[V3_CANDIDATES[cand]["optimizer"]]
-        ratios = []
-        for t in rows:
-            a = [_loss(r) for r in t["methods"][cand]]
-            b = [_loss(r) for r in t["methods"][baseline]]
-            ratios.append(statistics.fmean(x / y for x, y in zip(a, b)) if all(math.isfinite(v) for v in a + b) else math.inf)
-        geo = math.exp(statistics.fmean(math.log(r) for r in ratios)) if all(math.isfinite(r) for r in ratios) else math.inf
-        lines.append(f"| {cand} | " + " | ".join("failed" if math.isinf(r) else f"{r:.3f}" for r in ratios)
-                     + f" | {'failed' if math.isinf(geo) else f'{geo:.3f}'} |")
-    return lines + [""]
+    return lines + [_ratio_row(cand, rows, V3_BASELINE[V3_CANDIDATES[cand]["optimizer"]]) for cand in chosen] + [""]
+
+
+def _ratio_row(cand: str, rows: list[dict], reference: str) -> str:
+    """`| cand | ratio per task | geometric mean |`: the mean over seeds of the paired test-loss ratio
+    cand/reference on each task ("failed" where either run failed)."""
+    ratios = []
+    for t in rows:
+        a = [_loss(r) for r in t["methods"][cand]]
+        b = [_loss(r) for r in t["methods"][reference]]
+        ratios.append(statistics.fmean(x / y for x, y in zip(a, b)) if all(math.isfinite(v) for v in a + b) else math.inf)
+    geo = math.exp(statistics.fmean(math.log(r) for r in ratios)) if all(math.isfinite(r) for r in ratios) else math.inf
+    return (f"| {cand} | " + " | ".join("failed" if math.isinf(r) else f"{r:.3f}" for r in ratios)
+            + f" | {'failed' if math.isinf(geo) else f'{geo:.3f}'} |")
 
 
 def _candidates_section(results: dict) -> list[str]:
@@ -665,16 +668,7 @@ def _candidates_section(results: dict) -> list[str]:
              "item 5; added when v2_eps16se_gauss_newton tied the default to three decimals, method.md [C12]).", "",
              "| candidate | " + " | ".join(t["task"] for t in rows) + " | geometric mean |",
              "| --- | " + " | ".join("---" for _ in rows) + " | --- |"]
-    for cand in chosen:
-        ratios = []
-        for t in rows:
-            a = [_loss(r) for r in t["methods"][cand]]
-            b = [_loss(r) for r in t["methods"][REFERENCE]]
-            ratios.append(statistics.fmean(x / y for x, y in zip(a, b)) if all(math.isfinite(v) for v in a + b) else math.inf)
-        geo = math.exp(statistics.fmean(math.log(r) for r in ratios)) if all(math.isfinite(r) for r in ratios) else math.inf
-        lines.append(f"| {cand} | " + " | ".join("failed" if math.isinf(r) else f"{r:.3f}" for r in ratios)
-                     + f" | {'failed' if math.isinf(geo) else f'{geo:.3f}'} |")
-    return lines + [""]
+    return lines + [_ratio_row(cand, rows, REFERENCE) for cand in chosen] + [""]
 
 
 QUICK = False
