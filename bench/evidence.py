@@ -534,17 +534,22 @@ def _by_regime(tasks: list[dict]) -> list[tuple[str | None, list[dict]]]:
     return [(regime, [t for t in tasks if t.get("regime") == regime]) for regime in regimes]
 
 
+def _verdict(tasks: list[dict], row: str, baseline: str, better: bool) -> tuple[int, list[str]]:
+    """On how many tasks `row` meets the target against `baseline`, and each task's cell. better: the
+    mean paired difference is below 0; else (within or better): the 95% interval does not lie
+    wholly above 0."""
+    count, cells = 0, []
+    for t in tasks:
+        mean, low, high = paired(t["methods"][row], t["methods"][baseline])
+        ok = mean < 0 if better else not low > 0
+        count += ok
+        cells.append(f"{t['task']} {'met' if ok else 'missed'} ({_interval(mean, low, high)})")
+    return count, cells
+
+
 def _targets_section(held: list[dict], regime: str | None = None) -> list[str]:
     def verdict(baseline: str, better: bool) -> tuple[int, list[str]]:
-        """better: the mean paired difference is below 0; else (within or better): the 95% interval
-        does not lie wholly above 0."""
-        count, cells = 0, []
-        for t in held:
-            mean, low, high = paired(t["methods"][DEFAULT], t["methods"][baseline])
-            ok = mean < 0 if better else not low > 0
-            count += ok
-            cells.append(f"{t['task']} {'met' if ok else 'missed'} ({_interval(mean, low, high)})")
-        return count, cells
+        return _verdict(held, DEFAULT, baseline, better)
 
     lines = ["## Targets on the held-out tasks" + (f" ({regime})" if regime else ""), "",
              "| target | result | per task (thermocal − baseline, 95% interval) |", "| --- | --- | --- |"]
@@ -582,12 +587,7 @@ def _v3_targets(held: list[dict], regime: str | None = None) -> list[str]:
             ("better than AdamW 1e-3 + 5% warmup + cosine on ≥ 3 of 4", "adamw_1e-3", True, 3),
             ("within the interval of a validation-tuned momentum grid, or better, on ≥ 2 of 4", "momentum_tuned", False, 2),
         ):
-            count, cells = 0, []
-            for t in rows:
-                mean, low, high = paired(t["methods"][row], t["methods"][baseline])
-                ok = mean < 0 if better else not low > 0
-                count += ok
-                cells.append(f"{t['task']} {'met' if ok else 'missed'} ({_interval(mean, low, high)})")
+            count, cells = _verdict(rows, row, baseline, better)
             lines.append(f"| {row} | {text} | {'met' if count >= min(need, n) else 'missed'}: {count} of {n} | "
                          f"{'; '.join(cells)} |")
     shares = []
