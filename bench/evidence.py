@@ -6,6 +6,10 @@
     python bench/evidence.py --report        # EVIDENCE.md again from the JSON (never edited by hand)
     python bench/evidence.py --quick         # tiny budgets, two seeds, one task per set (a test runs it)
 
+A run of a clean commit keeps every finished piece (a tuning grid, one method's seed) under
+bench/.evidence_runs/<commit>/ and a rerun of the same commit resumes from them (`--fresh`
+recomputes), so a run longer than a session finishes in the next one, still one run of one commit.
+
 Tasks (bench/tasks.py) are fixed in two sets before any tuning: TUNING tasks choose thermocal's
 rules and constants, HELD_OUT tasks only report. Each belongs to one of evidence v3's regimes:
 "small data" (the first eight: many epochs over a few thousand examples) or "single pass"
@@ -372,6 +376,28 @@ def tune(task: task_sets.Task, values: list[float], shapes: list[str], optimizer
             "cells": [{"lr": lr, "shape": shape, "val": None if math.isinf(v) else v} for (lr, shape), v in sorted(cells.items())]}
 
 
+# Where a run keeps each finished piece (a tuning grid, one method's seed) so that a run stopped
+# part-way (a session's end) resumes where it stopped: a folder per clean commit, never for a tree
+# with uncommitted changes, whose code the pieces might not be of (evidence v3 item 5).
+RUNS = HERE / ".evidence_runs"
+CACHE: Path | None = None
+
+
+def cached(key: str, compute: Callable[[], dict]) -> dict:
+    """compute(), or what an earlier run of the same commit stored under `key` (JSON)."""
+    if CACHE is None:
+        return compute()
+    path = CACHE / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.write_text(json.dumps(value))
+    partial.replace(path)  # whole or absent: a run killed mid-write leaves no half piece
+    return value
+
+
 def run_task(name: str, candidates: list[str] | None, only_candidates: bool, seeds: int) -> dict:
     task = {**task_sets.TUNING, **task_sets.HELD_OUT}[name]()
     if QUICK:
@@ -379,10 +405,11 @@ def run_task(name: str, candidates: list[str] | None, only_candidates: bool, see
                               max(20, task.steps // 20), task.batch)
     torch.set_num_threads(1)
     clock = time.perf_counter()
-    grid = tune(task, GRID if not QUICK else GRID[2:5], list(SHAPES) if not QUICK else ["constant"])
+    grid = cached(f"{name}/tune-sgd", lambda: tune(task, GRID if not QUICK else GRID[2:5],
+                                                   list(SHAPES) if not QUICK else ["constant"]))
     warmed = list(WARMED_SHAPES) if not QUICK else ["cosine"]
-    adam = tune(task, ADAM_GRID if not QUICK else ADAM_GRID[2:5], warmed, ADAMW)
-    heavy = tune(task, GRID if not QUICK else GRID[2:5], warmed, MOMENTUM)
+    adam = cached(f"{name}/tune-adamw", lambda: tune(task, ADAM_GRID if not QUICK else ADAM_GRID[2:5], warmed, ADAMW))
+    heavy = cached(f"{name}/tune-momentum", lambda: tune(task, GRID if not QUICK else GRID[2:5], warmed, MOMENTUM))
     tuning_seconds = time.perf_counter() - clock
     out: dict = {"task": name, "kind": task.kind, "regime": task.regime, "epochs": task.epochs, "params": task.params,
                  "steps": task.steps, "batch": task.batch, "train_examples": len(task.train[0]), "grid": grid, "adamw_grid": adam, "momentum_grid": heavy,
@@ -427,9 +454,9 @@ def run_task(name: str, candidates: list[str] | None, only_candidates: bool, see
                         "adamw_1e-3_linear": tuned({"lr": 1e-3, "shape": "linear"}, ADAMW),
                         "adamw_tuned": tuned(adam, ADAMW), "momentum_tuned": tuned(heavy, MOMENTUM),
                         "stability": stability})
-    for method, run in methods.items():
-        out["methods"][method] = [run(seed) for seed in range(seeds)]
-        print(f"  {name}: {method} done", file=sys.stderr, flush=True)
+    for number, (method, run) in enumerate(methods.items(), start=1):
+        out["methods"][method] = [cached(f"{name}/{method}/{seed}", lambda s=seed: run(s)) for seed in range(seeds)]
+        print(f"  {name}: {method} done ({number} of {len(methods)} methods)", file=sys.stderr, flush=True)
     return out
 
 
@@ -686,6 +713,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "evidence.json")
     parser.add_argument("--markdown", type=Path, default=HERE / "EVIDENCE.md")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--fresh", action="store_true", help="recompute every piece (by default a run of a clean "
+                        "commit resumes from the pieces an earlier run of it stored under bench/.evidence_runs/)")
     args = parser.parse_args()
     QUICK = args.quick
     if args.report:
@@ -704,18 +733,23 @@ def main() -> None:
     chosen = (args.candidates or list(CANDIDATES)) if only else \
         (list(CANDIDATES) if not QUICK else [REFERENCE, "v3_momentum_f0.013", "v3_adamw_f0.01"])
     jobs = [(name, chosen if name in task_sets.TUNING else None, only, seeds) for name in names]
-    with multiprocessing.get_context("spawn").Pool(max(1, min(args.jobs, len(jobs))), initializer=_child, initargs=(QUICK,)) as pool:
+    stamped = provenance(sys.argv)
+    cache = None if QUICK or stamped["dirty"] or args.fresh else RUNS / stamped["commit"]
+    if cache is not None:
+        print(f"pieces kept in {cache} (a rerun of this commit resumes from them)", file=sys.stderr, flush=True)
+    with multiprocessing.get_context("spawn").Pool(max(1, min(args.jobs, len(jobs))), initializer=_child,
+                                                   initargs=(QUICK, cache)) as pool:
         done = pool.starmap(run_task, jobs)
-    results = {"provenance": provenance(sys.argv), "candidates": chosen if any(n in task_sets.TUNING for n in names) else [],
+    results = {"provenance": stamped, "candidates": chosen if any(n in task_sets.TUNING for n in names) else [],
                "tasks": done}
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     args.markdown.write_text(report(results))
     print(report(results))
 
 
-def _child(quick: bool) -> None:
-    global QUICK
-    QUICK = quick
+def _child(quick: bool, cache: Path | None = None) -> None:
+    global QUICK, CACHE
+    QUICK, CACHE = quick, cache
     torch.set_num_threads(1)
 
 

@@ -197,6 +197,27 @@ def test_subsample_coverage_script_runs_on_the_probes_own_subsamples(tmp_path: P
     assert "| trace | z_total | 3 |" in proc.stdout
 
 
+def test_an_evidence_run_resumes_from_the_pieces_it_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/evidence.py keeps each finished piece under its commit's folder and a rerun reads it back
+    instead of recomputing it; without a folder (a dirty tree, --quick, --fresh) it computes."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import evidence
+
+    calls: list[int] = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"test": 0.5, "seed": len(calls)}
+
+    monkeypatch.setattr(evidence, "CACHE", None)
+    assert evidence.cached("t/m/0", compute) == {"test": 0.5, "seed": 1} and len(calls) == 1
+    monkeypatch.setattr(evidence, "CACHE", tmp_path)
+    first = evidence.cached("t/m/0", compute)
+    again = evidence.cached("t/m/0", compute)
+    assert first == again == {"test": 0.5, "seed": 2} and len(calls) == 2  # stored once, then read back
+    assert sorted(p.name for p in (tmp_path / "t" / "m").iterdir()) == ["0.json"]  # no partial file left
+
+
 def test_the_single_pass_tasks_train_for_less_than_one_epoch() -> None:
     """Evidence v3's single-pass regime: a character LM over a corpus larger than steps x batch,
     tuned on one corpus (stdlib_lm) and held out on another (copyright_lm), val and test after the
