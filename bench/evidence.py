@@ -115,10 +115,14 @@ CANDIDATES: dict[str, dict] = {
 # optimizer's stability limit c/λ_max ([O2], [O3]); for momentum also the fraction that gives SGD's
 # default effective step, 0.25·2·(1 − β)/c ≈ 0.013 at β = 0.9. Stage 2 (the shape) runs after
 # stage 1's choice is committed.
-V3_BASELINE = {"momentum": "momentum_tuned", "adamw": "adamw_tuned"}
+# The end ([V1] item 4): ε from the run's own resolution of its loss (--epsilon-from run, [C12]) at
+# c standard errors, against plain SGD's tuned grid, beside the sample rule it would replace.
+V3_BASELINE = {"sgd": "grid", "momentum": "momentum_tuned", "adamw": "adamw_tuned"}
 V3_CANDIDATES: dict[str, dict] = {
     **{f"v3_momentum_f{f:g}": {"optimizer": "momentum", "stability_fraction": f} for f in (0.25, 0.1, 0.05, 0.025, 0.013)},
     **{f"v3_adamw_f{f:g}": {"optimizer": "adamw", "stability_fraction": f} for f in (0.25, 0.1, 0.03, 0.01, 0.003)},
+    "v3_sgd_end_sample": {"optimizer": "sgd"},
+    **{f"v3_sgd_end_run_c{c:g}": {"optimizer": "sgd", "epsilon_from": "run", "epsilon_stderrs": c} for c in (16, 64, 256)},
 }
 CANDIDATES.update(V3_CANDIDATES)
 
@@ -664,7 +668,7 @@ def _v3_candidates_section(results: dict) -> list[str]:
     if not chosen or not rows:
         return []
     lines = ["## Calibration v3 candidates on the tuning tasks (issue 40; the rule is method.md [V1])", "",
-             "Test loss relative to the validation-tuned grid of the candidate's own optimizer (momentum_tuned or "
+             "Test loss relative to the validation-tuned grid of the candidate's own optimizer (grid, momentum_tuned or "
              "adamw_tuned), mean over seeds of the paired ratio; < 1 is better; a divergence or refusal fails.", "",
              "| candidate | " + " | ".join(t["task"] for t in rows) + " | geometric mean |",
              "| --- | " + " | ".join("---" for _ in rows) + " | --- |"]

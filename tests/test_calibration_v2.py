@@ -303,3 +303,29 @@ def test_the_summary_prints_t0_with_its_whole_standard_error(tmp_path, d_eff: st
     else:
         sampling = doc.measurements.gauss_newton.sampling_stderr
         assert f"± the draws' error; its sampling error over examples ± {sampling:.2g}" in shown, shown
+
+
+def test_the_end_from_the_run_does_not_move_with_the_probe_samples_size() -> None:
+    """[C12] with --epsilon-from run: ε = c·loss_stderr·√(K/S), the standard error of the mean loss
+    over the run's S·B examples, so a probe of 4× more examples of the same distribution gives the
+    same ε within its error (the sd of K minibatch losses: relative error 1/√(2(K − 1))), where the
+    sample rule's ε falls by about √4."""
+    def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(n)
+        x = torch.randn(n, 8, generator=g)
+        return x, (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+
+    model = mlp([8, 16, 2], seed=0)
+    eps = {}
+    for rule in ("sample", "run"):
+        for n in (512, 2048):
+            doc = thermocal.probe(model, sample(n), Config(batch_size=16, steps=2000, epsilon_from=rule, seed=1))
+            eps[rule, n] = doc.schedule.rules.epsilon
+            assert doc.schedule.rules.epsilon_source == ("run_loss_stderr" if rule == "run" else "loss_stderr")
+            k = doc.measurements.gradient_noise.num_batches
+            if rule == "run":
+                noise = doc.measurements.gradient_noise
+                assert eps[rule, n] == pytest.approx(16 * noise.loss_stderr * math.sqrt(k / 2000), rel=1e-12)
+    spread = 3 * math.sqrt(1 / (2 * (512 // 16 - 1)) + 1 / (2 * (2048 // 16 - 1)))
+    assert abs(eps["run", 2048] / eps["run", 512] - 1) <= spread
+    assert eps["sample", 2048] / eps["sample", 512] < 0.8

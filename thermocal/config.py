@@ -103,6 +103,10 @@ class Config(Record):
                                   "(default: epsilon_stderrs standard errors of the sample's mean loss)")
     epsilon_stderrs: float = Field(16.0, gt=0, description="without --epsilon, the tolerance is this many standard errors "
                                    "of the sample's mean loss (chosen on the tuning tasks, method.md [C12])")
+    epsilon_from: Literal["sample", "run"] = Field("sample", description="without --epsilon: the standard error of the "
+                                                  "probe sample's mean loss (sample), or of the mean loss over the "
+                                                  "training run's steps × batch size examples (run, with --steps; "
+                                                  "method.md [C12])")
     probability: float = Field(0.9, gt=0, lt=1, description="the probability of the §7 statement that sets Tf")
     eta0_rule: Literal["stability", "optimal", "min"] = Field("stability", description="eta0: stability_fraction*2/lambda_max, "
                                                               "the noisy-quadratic optimum, or the smaller")

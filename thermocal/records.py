@@ -356,7 +356,7 @@ class LossUnitRules(Record):
     eta0_rule: Literal["stability", "optimal", "min"]
     eta0_bound: Literal["stability", "optimal"]
     stability_fraction: float = Field(gt=0)
-    epsilon_source: Literal["user", "loss_stderr"]
+    epsilon_source: Literal["user", "loss_stderr", "run_loss_stderr"]
     epsilon_stderrs: float | None = Field(default=None, gt=0, description="ε in standard errors of the mean loss, when measured")
     epsilon: float = Field(gt=0, description="the loss tolerance ε, in loss units")
     probability: float = Field(gt=0, lt=1, description="Tf is where P(L − L* < ε) reaches this")

@@ -249,8 +249,12 @@ def _loss_unit_schedule(doc: ScheduleFile) -> Table:
         spread = f"; ± from every measured input (grad_var's alone: {cal.T0_stderr:.2g})"
     _row(sched, "T0", _pm(s.T0, cal.T0_stderr if cal.T0_stderr_total is None else cal.T0_stderr_total),
          f"{step}eta0·{sigma}/(2·d_eff), d_eff = tr {_modes_matrix(doc)}/lambda_max = {cal.d_eff:.4g}{spread}")
-    source = "given" if rules.epsilon_source == "user" else \
-        f"{rules.epsilon_stderrs:g} standard errors of the sample's mean loss"
+    if rules.epsilon_source == "user":
+        source = "given"
+    elif rules.epsilon_source == "run_loss_stderr":
+        source = f"{rules.epsilon_stderrs:g} standard errors of the mean loss over the training run's {s.steps}·B examples"
+    else:
+        source = f"{rules.epsilon_stderrs:g} standard errors of the sample's mean loss"
     _row(sched, "epsilon", _num(rules.epsilon), f"loss tolerance: {source}")
     _row(sched, "Tf", _num(s.Tf), f"P(L − L* < epsilon) = {rules.probability:g} by the Gibbs law over d_eff modes")
     if s.kind in ("linear", "cosine"):

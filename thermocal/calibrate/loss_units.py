@@ -35,6 +35,8 @@ from thermocal.schedule.functions import (
     temperature_expression,
 )
 
+EPSILON_SOURCES = {"user": "given", "loss_stderr": "from the loss standard error",
+                   "run_loss_stderr": "from the training run's loss standard error"}
 ADIABATIC_MAX = 1.0  # the noise relaxes within one cooling time at the last learning rate
 ADIABATIC_POINTS = 1000  # where the linear and cosine paths' margin is evaluated ([C16])
 
@@ -195,6 +197,11 @@ def _calibrate(noise: GradientNoise, spectrum: HessianSpectrum, curvature: Noise
     t0_stderr = t0 * noise.grad_var_stderr / noise.grad_var
     if config.epsilon is not None:
         epsilon, source, stderrs = config.epsilon, "user", None
+    elif noise.loss_stderr and config.epsilon_from == "run" and config.steps is not None:
+        # the run's own resolution of its loss: the per-example spread (sd of the minibatch losses times √B)
+        # over √(S·B) examples, i.e. loss_stderr·√(K/S); the probe sample's size drops out [C12]
+        epsilon = config.epsilon_stderrs * noise.loss_stderr * math.sqrt(noise.num_batches / config.steps)
+        source, stderrs = "run_loss_stderr", config.epsilon_stderrs
     elif noise.loss_stderr:
         epsilon, source, stderrs = config.epsilon_stderrs * noise.loss_stderr, "loss_stderr", config.epsilon_stderrs
     else:
@@ -264,7 +271,7 @@ def diagnose(schedule: ScheduleV2, details: LossUnitCalibration, noise: Gradient
         name="guarantee", section="§7", value=details.probability_end, threshold=rules.probability,
         status="pass" if met else "warn", advice=advice,
         rule=f"P(L - L* < epsilon) at the last temperature, Gibbs law over d_eff = {details.d_eff:.3g} modes "
-             f"(epsilon = {rules.epsilon:.4g}, {'given' if rules.epsilon_source == 'user' else 'from the loss standard error'})",
+             f"(epsilon = {rules.epsilon:.4g}, {EPSILON_SOURCES[rules.epsilon_source]})",
     ))
     margin, needed = None, None
     if schedule.tau is not None and end is not None:

@@ -30,7 +30,7 @@ PANELS = {
                                             "dataset", "label_smoothing", "hessian_samples",
                                             "probe_budget")},
     **{name: "Optimizer" for name in ("optimizer", "momentum", "nesterov", "beta1", "beta2", "adam_eps", "weight_decay")},
-    **{name: "Calibration" for name in ("shape", "rules", "probability", "eta0_rule", "stability_fraction", "lr_law", "d_eff", "tf_rule",
+    **{name: "Calibration" for name in ("shape", "epsilon_from", "rules", "probability", "eta0_rule", "stability_fraction", "lr_law", "d_eff", "tf_rule",
                                          "tf", "tf_floor", "flat_if_cold")},
 }
 

@@ -194,6 +194,7 @@ LATER_OPTIONAL = (("measurements", "cost"), ("settings", "probe_budget"), ("cali
                   ("calibration", "T0_stderr_total"), ("calibration", "step_factor"), ("calibration", "stability_constant"))
 # Settings v2 gained later, left out at the value that earlier files were made with (absent reads as it).
 LATER_DEFAULTS = (("settings", "d_eff", "hessian"), ("settings", "hessian_trace", False), ("settings", "optimizer", "sgd"), ("settings", "shape", "exponential"),
+                  ("settings", "epsilon_from", "sample"),
                   ("settings", "momentum", 0.9), ("settings", "nesterov", False), ("settings", "beta1", 0.9),
                   ("settings", "beta2", 0.999), ("settings", "adam_eps", 1e-8), ("settings", "weight_decay", None))
 
