@@ -45,21 +45,6 @@ class Group:
         torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
         return tensor
 
-    def unshard(self, rows: torch.Tensor, total: int) -> torch.Tensor:
-        """Inverse of `shard` for the rows of a tensor: (total, ...) in the original order."""
-        if not self.distributed:
-            return rows
-        per_rank = -(-total // self.world)
-        padded = rows.new_zeros((per_rank, *rows.shape[1:]))
-        padded[: rows.shape[0]] = rows
-        gathered = [torch.empty_like(padded) for _ in range(self.world)]
-        torch.distributed.all_gather(gathered, padded)
-        out = rows.new_empty((total, *rows.shape[1:]))
-        for rank, block in enumerate(gathered):
-            count = len(range(rank, total, self.world))
-            out[rank::self.world] = block[:count]
-        return out
-
 
 SINGLE = Group()
 

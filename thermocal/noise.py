@@ -35,6 +35,12 @@ def flat_gradient(loss: torch.Tensor, params: Sequence[torch.Tensor]) -> torch.T
 MAX_GROUPS, MIN_GROUPS, GROUP_MEMORY = 64, 16, 1 << 29
 
 
+def group_of(index, k: int, groups: int):
+    """The group of minibatch `index` (an int, or a tensor of them) among `groups` groups of consecutive
+    minibatches of the K: one rule for where a gradient is summed and what each group holds."""
+    return index * groups // k
+
+
 def group_count(k: int, dim: int) -> int:
     """G: K while K ≤ MAX_GROUPS (each sum one gradient), else as many float64 sums of d numbers
     as GROUP_MEMORY holds, between MIN_GROUPS and MAX_GROUPS."""
@@ -69,7 +75,7 @@ class GradientSums:
     @classmethod
     def of(cls, grads: torch.Tensor, losses: torch.Tensor | None = None, *, groups: int | None = None,
            keep: int = 0, second_moment: bool = False) -> "GradientSums":
-        """The summary of gradients held as a K×d matrix (tests, and what `accumulate` streams)."""
+        """The summary of gradients held as a K×d matrix, added one row at a time as the probe adds them."""
         k = grads.shape[0]
         acc = Accumulator(k, grads.shape[1], grads.dtype, grads.device, groups=groups, keep=keep,
                           second_moment=second_moment)
@@ -89,7 +95,7 @@ class Accumulator:
         self.norms = torch.zeros(k, dtype=torch.float64)
         self.losses = torch.zeros(k, dtype=torch.float64)
         self.sums = torch.zeros(self.g, dim, dtype=torch.float64, device=device)
-        self.counts = torch.bincount(torch.arange(k) * self.g // k, minlength=self.g).to(torch.float64)
+        self.counts = torch.bincount(group_of(torch.arange(k), k, self.g), minlength=self.g).to(torch.float64)
         self.first = torch.zeros(min(keep, k), dim, dtype=dtype, device=device)
         self.second = torch.zeros(dim, dtype=torch.float64, device=device) if second_moment else None
 
@@ -98,7 +104,7 @@ class Accumulator:
         self.sq[index] = float(wide @ wide)
         self.norms[index] = self.sq[index].sqrt()
         self.losses[index] = loss
-        self.sums[index * self.g // self.k] += wide
+        self.sums[group_of(index, self.k, self.g)] += wide
         if index < self.first.shape[0]:
             self.first[index] = grad
         if self.second is not None:
@@ -210,8 +216,8 @@ def noise_statistics(
         raise ValueError(f"need at least 2 minibatch gradients, got {k}")
     g = summary.sums.shape[0]
     gram = gram_matrix(summary.sums)
-    group_of = torch.arange(k) * g // k
-    per_group = {name: torch.zeros(g, dtype=torch.float64).index_add_(0, group_of, values)
+    groups = group_of(torch.arange(k), k, g)
+    per_group = {name: torch.zeros(g, dtype=torch.float64).index_add_(0, groups, values)
                  for name, values in (("sq", summary.sq), ("norms", summary.norms))}
     sizes = summary.counts.cpu()
     point = {name: float(v[0]) for name, v in
